@@ -1,0 +1,129 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[mlflow-oidc] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'mlflow-oidc'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'mlflow-oidc'= {
+            cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
+            cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand login 'Log in to the tracking server''s identity provider and store the credentials'
+            cand token 'Print a valid bearer token (from cache, by silent refresh, or by logging in)'
+            cand logout 'Forget the stored credentials of a server (or of all servers)'
+            cand status 'Show the resolved configuration and who is logged in (no network)'
+            cand completions 'Print a shell completion script'
+            cand man 'Print the man page (roff)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'mlflow-oidc;login'= {
+            cand --timeout 'How long to wait for the browser login, e.g. 300, 90s, 5m'
+            cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
+            cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'mlflow-oidc;token'= {
+            cand --format 'Output format'
+            cand --min-valid 'Refresh a token that expires within this duration, e.g. 60, 2m'
+            cand --timeout 'How long to wait for a browser login if one is needed'
+            cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
+            cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --no-login 'Never start an interactive login; exit 3 when one would be needed'
+            cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'mlflow-oidc;logout'= {
+            cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
+            cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --all 'Log out of every server with stored credentials'
+            cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'mlflow-oidc;status'= {
+            cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
+            cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --json 'Print one JSON object instead of text'
+            cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'mlflow-oidc;completions'= {
+            cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
+            cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'mlflow-oidc;man'= {
+            cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
+            cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'mlflow-oidc;help'= {
+            cand login 'Log in to the tracking server''s identity provider and store the credentials'
+            cand token 'Print a valid bearer token (from cache, by silent refresh, or by logging in)'
+            cand logout 'Forget the stored credentials of a server (or of all servers)'
+            cand status 'Show the resolved configuration and who is logged in (no network)'
+            cand completions 'Print a shell completion script'
+            cand man 'Print the man page (roff)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'mlflow-oidc;help;login'= {
+        }
+        &'mlflow-oidc;help;token'= {
+        }
+        &'mlflow-oidc;help;logout'= {
+        }
+        &'mlflow-oidc;help;status'= {
+        }
+        &'mlflow-oidc;help;completions'= {
+        }
+        &'mlflow-oidc;help;man'= {
+        }
+        &'mlflow-oidc;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

@@ -1,0 +1,153 @@
+//! The command line, as clap definitions only: no I/O, no logic.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Examples:
+  mlflow-oidc login                              log in to the configured tracking server
+  export MLFLOW_TRACKING_TOKEN=$(mlflow-oidc token)
+  mlflow-oidc status --server https://mlflow.example.com
+
+Configuration comes from [[tool.mlflow-oidc-client.tracking-servers]] blocks in the nearest pyproject.toml,
+the user config file, and MLFLOW_TRACKING_OIDC_* variables (which win). Exit codes: 0 ok, 1 failure,
+2 usage or configuration error, 3 login required.";
+
+/// Credential helper for MLflow tracking servers behind an OAuth 2.1 / OpenID Connect proxy.
+#[derive(Debug, Parser)]
+#[command(name = "mlflow-oidc", version, about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]
+    #[arg(long, global = true, value_name = "URI")]
+    pub server: Option<String>,
+    /// Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Explain what happens on stderr (tokens and secrets are never logged)
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Log in to the tracking server's identity provider and store the credentials
+    #[command(
+        after_help = "Examples:\n  mlflow-oidc login\n  mlflow-oidc login --server https://mlflow.example.com --timeout 120"
+    )]
+    Login(LoginArgs),
+    /// Print a valid bearer token (from cache, by silent refresh, or by logging in)
+    #[command(
+        after_help = "Examples:\n  export MLFLOW_TRACKING_TOKEN=$(mlflow-oidc token)\n  curl -H \"$(mlflow-oidc token --format header)\" https://mlflow.example.com/api/2.0/mlflow/experiments/search\n  eval \"$(mlflow-oidc token --format env)\""
+    )]
+    Token(TokenArgs),
+    /// Forget the stored credentials of a server (or of all servers)
+    #[command(after_help = "Examples:\n  mlflow-oidc logout\n  mlflow-oidc logout --all")]
+    Logout(LogoutArgs),
+    /// Show the resolved configuration and who is logged in (no network)
+    #[command(after_help = "Examples:\n  mlflow-oidc status\n  mlflow-oidc status --json | jq .config.sources")]
+    Status(StatusArgs),
+    /// Print a shell completion script
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// How long to wait for the browser login, e.g. 300, 90s, 5m
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Raw)]
+    pub format: Format,
+    /// Refresh a token that expires within this duration, e.g. 60, 2m
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub min_valid: u64,
+    /// Never start an interactive login; exit 3 when one would be needed
+    #[arg(long)]
+    pub no_login: bool,
+    /// How long to wait for a browser login if one is needed
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The token alone
+    Raw,
+    /// `Authorization: Bearer <token>`
+    Header,
+    /// One JSON object with the token, its kind and expiry
+    Json,
+    /// `export MLFLOW_TRACKING_URI=… MLFLOW_TRACKING_TOKEN=…` lines for eval
+    Env,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Log out of every server with stored credentials
+    #[arg(long, conflicts_with = "server")]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Seconds from "300", "300s", "5m" or "1h".
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b's') => (&s[..s.len() - 1], 1),
+        Some(b'm') => (&s[..s.len() - 1], 60),
+        Some(b'h') => (&s[..s.len() - 1], 3600),
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}` is not a duration: use seconds (300) or a number with s, m or h (5m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300"), Ok(300));
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("5m"), Ok(300));
+        assert_eq!(parse_duration("1h"), Ok(3600));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+}

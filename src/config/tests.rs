@@ -1,0 +1,497 @@
+//! Table tests for configuration resolution.
+
+use super::*;
+
+const P: &str = "/proj/pyproject.toml";
+const U: &str = "/home/u/.config/mlflow-oidc/config.toml";
+
+fn project(text: &str) -> ConfigFile {
+    ConfigFile { path: PathBuf::from(P), kind: FileKind::Project, text: text.to_string() }
+}
+fn user(text: &str) -> ConfigFile {
+    ConfigFile { path: PathBuf::from(U), kind: FileKind::User, text: text.to_string() }
+}
+fn block(uri: &str, extra: &str) -> String {
+    format!(
+        "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{uri}\"\nissuer = \"https://idp.example.com\"\nclient-id = \"cid\"\n{extra}\n"
+    )
+}
+fn resolve_with(files: &[ConfigFile], env: &[(&str, &str)], server: Option<&str>) -> Result<Resolved> {
+    let flags = Flags { server: server.map(str::to_string), config: None };
+    resolve(files, &Env::from_pairs(env.iter().copied()), &flags)
+}
+fn ok(files: &[ConfigFile], env: &[(&str, &str)], server: Option<&str>) -> ServerConfig {
+    match resolve_with(files, env, server) {
+        Ok(r) => r.server,
+        Err(e) => panic!("expected success, got: {e}"),
+    }
+}
+fn err(files: &[ConfigFile], env: &[(&str, &str)], server: Option<&str>) -> String {
+    match resolve_with(files, env, server) {
+        Ok(r) => panic!("expected an error, got {:?}", r.server),
+        Err(e) => {
+            assert_eq!(e.exit_code(), 2, "config errors exit 2: {e}");
+            e.to_string()
+        }
+    }
+}
+
+#[test]
+fn defaults_for_a_public_client() {
+    let c = ok(&[project(&block("http://mlflow.test", ""))], &[], None);
+    assert_eq!(c.uri.as_deref(), Some("http://mlflow.test"));
+    assert_eq!(c.redirect_uri, "http://127.0.0.1:39303/oauth2/callback");
+    assert_eq!(c.scope, "openid profile email");
+    assert!(!c.scope_explicit);
+    assert_eq!(c.audience, "cid", "audience defaults to the client id");
+    assert!(c.interactive, "no secret: interactive");
+    assert!(c.use_id_token, "no secret: ID token");
+    assert!(c.client_secret.is_none());
+    assert!(c.offline_access);
+    for k in ["redirect_uri", "scope", "audience", "interactive", "use_id_token"] {
+        assert_eq!(c.sources[k], Source::Default, "{k}");
+    }
+    assert_eq!(c.sources["issuer"], Source::File(PathBuf::from(P)));
+    assert_eq!(c.sources["uri"], Source::File(PathBuf::from(P)));
+}
+
+#[test]
+fn defaults_for_a_confidential_client() {
+    let c = ok(&[project(&block("http://mlflow.test", "client-secret = \"s3cret\""))], &[], None);
+    assert!(!c.interactive);
+    assert!(!c.use_id_token);
+    assert_eq!(c.client_secret.as_ref().map(|s| s.expose().as_str()), Some("s3cret"));
+}
+
+#[test]
+fn every_env_var_wins_over_the_file() {
+    let file = block(
+        "http://mlflow.test",
+        "client-secret = \"file-secret\"\nredirect-uri = \"http://127.0.0.1:1/a\"\nscope = \"file\"\naudience = \"file-aud\"\ninteractive = false\nuse-id-token = false",
+    );
+    let env = [
+        ("MLFLOW_TRACKING_OIDC_ISSUER", "https://env-idp.example.com"),
+        ("MLFLOW_TRACKING_OIDC_CLIENT_ID", "env-cid"),
+        ("MLFLOW_TRACKING_OIDC_CLIENT_SECRET", "env-secret"),
+        ("MLFLOW_TRACKING_OIDC_REDIRECT_URI", "http://localhost:0/cb"),
+        ("MLFLOW_TRACKING_OIDC_SCOPE", "openid env"),
+        ("MLFLOW_TRACKING_OIDC_AUDIENCE", "env-aud"),
+        ("MLFLOW_TRACKING_OIDC_INTERACTIVE", "yes"),
+        ("MLFLOW_TRACKING_OIDC_USE_ID_TOKEN", "ON"),
+    ];
+    let c = ok(&[project(&file)], &env, None);
+    assert_eq!(c.issuer, "https://env-idp.example.com");
+    assert_eq!(c.client_id, "env-cid");
+    assert_eq!(c.client_secret.as_ref().map(|s| s.expose().as_str()), Some("env-secret"));
+    assert_eq!(c.redirect_uri, "http://localhost:0/cb");
+    assert_eq!(c.scope, "openid env");
+    assert!(c.scope_explicit);
+    assert_eq!(c.audience, "env-aud");
+    assert!(c.interactive);
+    assert!(c.use_id_token);
+    for k in
+        ["issuer", "client_id", "client_secret", "redirect_uri", "scope", "audience", "interactive", "use_id_token"]
+    {
+        assert_eq!(c.sources[k], Source::Env, "{k}");
+    }
+}
+
+#[test]
+fn file_values_are_used_when_env_is_absent() {
+    let file = block(
+        "http://mlflow.test",
+        "redirect-uri = \"http://127.0.0.1:1/a\"\nscope = \"file\"\naudience = \"file-aud\"\ninteractive = \"no\"\nuse-id-token = 1",
+    );
+    let c = ok(&[project(&file)], &[], None);
+    assert_eq!(c.redirect_uri, "http://127.0.0.1:1/a");
+    assert_eq!(c.scope, "file");
+    assert_eq!(c.audience, "file-aud");
+    assert!(!c.interactive);
+    assert!(c.use_id_token);
+}
+
+#[test]
+fn secret_defaults_follow_the_final_secret() {
+    // A secret from the environment flips the defaults for a file block that has none, as the plugin computes them.
+    let c = ok(&[project(&block("http://mlflow.test", ""))], &[("MLFLOW_TRACKING_OIDC_CLIENT_SECRET", "s")], None);
+    assert!(!c.interactive);
+    assert!(!c.use_id_token);
+}
+
+#[test]
+fn empty_strings_count_as_unset_in_env_and_file() {
+    let file = block("http://mlflow.test", "client-secret = \"\"\nscope = \"\"\ninteractive = \"\"");
+    let env = [("MLFLOW_TRACKING_OIDC_AUDIENCE", ""), ("MLFLOW_TRACKING_OIDC_USE_ID_TOKEN", "")];
+    let c = ok(&[project(&file)], &env, None);
+    assert!(c.client_secret.is_none(), "empty client-secret is no secret");
+    assert_eq!(c.scope, DEFAULT_SCOPE);
+    assert_eq!(c.audience, "cid");
+    assert!(c.interactive, "empty boolean in file is unset");
+    assert!(c.use_id_token, "empty boolean env var is unset (the plugin read it as false)");
+}
+
+#[test]
+fn booleans_accept_the_documented_spellings() {
+    for (v, want) in [
+        ("true", true),
+        ("TRUE", true),
+        ("Yes", true),
+        ("1", true),
+        ("on", true),
+        ("false", false),
+        ("No", false),
+        ("0", false),
+        ("OFF", false),
+    ] {
+        let c = ok(&[project(&block("http://m", ""))], &[("MLFLOW_TRACKING_OIDC_INTERACTIVE", v)], None);
+        assert_eq!(c.interactive, want, "{v}");
+    }
+}
+
+#[test]
+fn env_only_configuration_needs_no_file() {
+    let env = [("MLFLOW_TRACKING_OIDC_ISSUER", "https://idp"), ("MLFLOW_TRACKING_OIDC_CLIENT_ID", "c")];
+    let c = ok(&[], &env, None);
+    assert_eq!(c.uri, None);
+    assert_eq!(c.audience, "c");
+    let c = ok(&[], &[env[0], env[1], ("MLFLOW_TRACKING_URI", "http://mlflow.test")], None);
+    assert_eq!(c.uri.as_deref(), Some("http://mlflow.test"));
+    assert_eq!(c.sources["uri"], Source::Env);
+}
+
+#[test]
+fn env_only_configuration_works_when_no_block_matches() {
+    let env = [
+        ("MLFLOW_TRACKING_OIDC_ISSUER", "https://idp"),
+        ("MLFLOW_TRACKING_OIDC_CLIENT_ID", "c"),
+        ("MLFLOW_TRACKING_URI", "http://other.test"),
+    ];
+    let c = ok(&[project(&block("http://mlflow.test", "scope = \"from-file\""))], &env, None);
+    assert_eq!(c.client_id, "c");
+    assert_eq!(c.scope, DEFAULT_SCOPE, "an unmatched block contributes nothing");
+}
+
+#[test]
+fn env_mixes_with_the_matched_block() {
+    let file = "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"http://m\"\nclient-id = \"file-cid\"\n";
+    let c = ok(&[project(file)], &[("MLFLOW_TRACKING_OIDC_ISSUER", "https://idp")], None);
+    assert_eq!(c.client_id, "file-cid");
+    assert_eq!(c.issuer, "https://idp");
+}
+
+#[test]
+fn server_selection() {
+    let two = project(
+        &(block("http://a.test", "client-id = \"x\"").replace("client-id = \"cid\"\n", "")
+            + &block("http://b.test", "")),
+    );
+    // --server wins over MLFLOW_TRACKING_URI.
+    let c = ok(std::slice::from_ref(&two), &[("MLFLOW_TRACKING_URI", "http://b.test")], Some("http://a.test"));
+    assert_eq!(c.uri.as_deref(), Some("http://a.test"));
+    assert_eq!(c.client_id, "x");
+    assert_eq!(c.sources["uri"], Source::Flag);
+    let c = ok(std::slice::from_ref(&two), &[("MLFLOW_TRACKING_URI", "http://b.test")], None);
+    assert_eq!(c.uri.as_deref(), Some("http://b.test"));
+    // Several servers and no choice: an error listing them.
+    let e = err(std::slice::from_ref(&two), &[], None);
+    assert!(e.contains("http://a.test") && e.contains("http://b.test") && e.contains("--server"), "{e}");
+}
+
+#[test]
+fn matching_is_tolerant() {
+    let files = [project(&block("https://MLflow.Example.com:443/", ""))];
+    for t in [
+        "https://mlflow.example.com",
+        "HTTPS://mlflow.example.com/",
+        "https://mlflow.example.com:443",
+        "https://MLFLOW.example.com/",
+    ] {
+        assert_eq!(ok(&files, &[], Some(t)).uri.as_deref(), Some(t), "{t}");
+    }
+    let files = [project(&block("http://m.test:80/mlflow/", ""))];
+    assert!(resolve_with(&files, &[], Some("http://m.test/mlflow")).is_ok());
+    // Different port, path or scheme never match.
+    for t in ["http://m.test:8080/mlflow", "http://m.test/other", "https://m.test/mlflow"] {
+        let e = err(&files, &[], Some(t));
+        assert!(e.contains(t) && e.contains("http://m.test:80/mlflow/"), "{e}");
+    }
+}
+
+#[test]
+fn exact_match_wins_over_normalised_and_last_block_wins() {
+    let text = block("http://m.test/", "scope = \"exact\"")
+        + &block("http://M.test", "scope = \"normalised\"")
+        + &block("http://m.test/", "scope = \"exact-last\"");
+    let files = [project(&text)];
+    assert_eq!(ok(&files, &[], Some("http://m.test/")).scope, "exact-last");
+    assert_eq!(ok(&files, &[], Some("http://M.test")).scope, "normalised");
+    assert_eq!(ok(&files, &[], Some("http://m.test")).scope, "exact-last", "normalised tie: last block wins");
+}
+
+#[test]
+fn project_blocks_take_precedence_over_user_blocks() {
+    let u = user(
+        "[[tracking-servers]]\nuri = \"http://m.test\"\nissuer = \"https://user-idp\"\nclient-id = \"u\"\n\n[[tracking-servers]]\nuri = \"http://only-user.test\"\nissuer = \"https://user-idp\"\nclient-id = \"u2\"\n",
+    );
+    let p = project(&block("http://m.test", ""));
+    let files = [u, p];
+    let c = ok(&files, &[], Some("http://m.test"));
+    assert_eq!(c.client_id, "cid");
+    assert_eq!(c.sources["client_id"], Source::File(PathBuf::from(P)));
+    let c = ok(&files, &[], Some("http://only-user.test"));
+    assert_eq!(c.client_id, "u2");
+    assert_eq!(c.sources["client_id"], Source::File(PathBuf::from(U)));
+}
+
+#[test]
+fn explicit_files_may_have_either_shape() {
+    let e1 = ConfigFile { path: "/x.toml".into(), kind: FileKind::Explicit, text: block("http://m", "") };
+    assert_eq!(ok(&[e1], &[], None).client_id, "cid");
+    let e2 = ConfigFile {
+        path: "/y.toml".into(),
+        kind: FileKind::Explicit,
+        text: "[[tracking-servers]]\nuri = \"http://m\"\nissuer = \"https://i\"\nclient-id = \"top\"\n".into(),
+    };
+    assert_eq!(ok(&[e2], &[], None).client_id, "top");
+}
+
+#[test]
+fn blocks_without_uri_are_skipped_with_a_warning() {
+    let text = "[[tool.mlflow-oidc-client.tracking-servers]]\nissuer = \"https://i\"\nclient-id = \"c\"\n".to_string()
+        + &block("http://m", "");
+    let r = resolve_with(&[project(&text)], &[], None).unwrap();
+    assert_eq!(r.server.uri.as_deref(), Some("http://m"));
+    assert!(
+        r.warnings.iter().any(|w| w.contains("entry #1") && w.contains("no `uri`") && w.contains(P)),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[test]
+fn unknown_keys_warn_with_a_suggestion() {
+    let r =
+        resolve_with(&[project(&block("http://m", "client_id = \"x\"\nscopes = \"y\"\nzzzzzzzzzz = 1"))], &[], None)
+            .unwrap();
+    let w = r.warnings.join("\n");
+    assert!(w.contains("unknown key `client_id`") && w.contains("did you mean `client-id`?"), "{w}");
+    assert!(w.contains("did you mean `scope`?"), "{w}");
+    assert!(w.contains("unknown key `zzzzzzzzzz`") && !w.contains("`zzzzzzzzzz` in tool.mlflow-oidc-client.tracking-servers entry #1 of /proj/pyproject.toml: ignored (did"), "{w}");
+}
+
+#[test]
+fn uri_normalisation() {
+    for (a, b) in [
+        ("HTTP://Host.Example:80/", "http://host.example"),
+        ("https://h:443/p/", "https://h/p"),
+        ("https://h:8443/p", "https://h:8443/p"),
+        ("http://h/p?x=1", "http://h/p?x=1"),
+        ("databricks", "databricks"),
+    ] {
+        assert_eq!(normalize_uri(a), b, "{a}");
+    }
+}
+
+/// Every configuration error names its culprit and exits 2.
+#[test]
+#[allow(clippy::type_complexity)]
+fn configuration_errors_name_the_culprit() {
+    let b = |extra: &str| [project(&block("http://m", extra))];
+    let cases: Vec<(&str, Vec<ConfigFile>, Vec<(&str, &str)>, Option<&str>, Vec<&str>)> = vec![
+        ("bad toml", vec![project("[tool\nx=")], vec![], None, vec![P, "line 1", "invalid TOML"]),
+        ("bad toml line 3", vec![project("a = 1\nb = 2\nc = = 3\n")], vec![], None, vec![P, "line 3, column"]),
+        (
+            "servers is a table",
+            vec![project("[tool.mlflow-oidc-client.tracking-servers]\nuri = \"x\"\n")],
+            vec![],
+            None,
+            vec![P, "tool.mlflow-oidc-client.tracking-servers", "array of tables"],
+        ),
+        (
+            "servers is a list of strings",
+            vec![project("[tool.mlflow-oidc-client]\ntracking-servers = [\"a\"]\n")],
+            vec![],
+            None,
+            vec![P, "entry #1", "must be a table"],
+        ),
+        (
+            "tool is a string",
+            vec![project("tool = \"x\"\n[x]\nmlflow-oidc-client = 1")],
+            vec![],
+            None,
+            vec![P, "`tool`"],
+        ),
+        (
+            "our table is a string",
+            vec![project("[tool]\nmlflow-oidc-client = \"x\"\n")],
+            vec![],
+            None,
+            vec![P, "tool.mlflow-oidc-client"],
+        ),
+        (
+            "issuer is a number",
+            vec![project(
+                "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"http://m\"\nissuer = 5\nclient-id = \"c\"\n",
+            )],
+            vec![],
+            None,
+            vec![P, "`issuer`", "must be a string"],
+        ),
+        (
+            "uri is a bool",
+            vec![project("[[tool.mlflow-oidc-client.tracking-servers]]\nuri = true\n")],
+            vec![],
+            None,
+            vec![P, "`uri`"],
+        ),
+        (
+            "bool is a date",
+            b("interactive = 1979-05-27").to_vec(),
+            vec![],
+            None,
+            vec![P, "`interactive`", "true or false"],
+        ),
+        ("bool is a word", b("use-id-token = \"maybe\"").to_vec(), vec![], None, vec![P, "`use-id-token`", "maybe"]),
+        ("bool is 2", b("offline-access = 2").to_vec(), vec![], None, vec![P, "`offline-access`"]),
+        (
+            "env bool",
+            b("").to_vec(),
+            vec![("MLFLOW_TRACKING_OIDC_INTERACTIVE", "t")],
+            None,
+            vec!["MLFLOW_TRACKING_OIDC_INTERACTIVE", "\"t\""],
+        ),
+        (
+            "env use-id-token",
+            b("").to_vec(),
+            vec![("MLFLOW_TRACKING_OIDC_USE_ID_TOKEN", "sure")],
+            None,
+            vec!["MLFLOW_TRACKING_OIDC_USE_ID_TOKEN"],
+        ),
+        (
+            "missing issuer",
+            vec![project("[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"http://m\"\nclient-id = \"c\"\n")],
+            vec![],
+            None,
+            vec!["missing issuer", P, "MLFLOW_TRACKING_OIDC_ISSUER"],
+        ),
+        (
+            "missing client id",
+            vec![project("[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"http://m\"\nissuer = \"https://i\"\n")],
+            vec![],
+            None,
+            vec!["missing client-id", P],
+        ),
+        ("nothing at all", vec![], vec![], None, vec!["no tracking server is configured", "pyproject.toml"]),
+        (
+            "only issuer in env",
+            vec![],
+            vec![("MLFLOW_TRACKING_OIDC_ISSUER", "https://i")],
+            None,
+            vec!["no tracking server is configured"],
+        ),
+        (
+            "no match",
+            b("").to_vec(),
+            vec![("MLFLOW_TRACKING_URI", "http://x")],
+            None,
+            vec!["http://x", "MLFLOW_TRACKING_URI", P, "http://m"],
+        ),
+        ("no match flag", b("").to_vec(), vec![], Some("http://y"), vec!["http://y", "--server"]),
+        (
+            "http issuer",
+            b("").to_vec(),
+            vec![("MLFLOW_TRACKING_OIDC_ISSUER", "http://idp.example.com")],
+            None,
+            vec!["MLFLOW_TRACKING_OIDC_ISSUER", "https://"],
+        ),
+        (
+            "relative issuer",
+            b("").to_vec(),
+            vec![("MLFLOW_TRACKING_OIDC_ISSUER", "idp.example.com")],
+            None,
+            vec!["not an absolute URL"],
+        ),
+        (
+            "ftp issuer",
+            vec![project(&block("http://m", "").replace("https://idp.example.com", "ftp://idp"))],
+            vec![],
+            None,
+            vec!["`issuer` in", P, "ftp://"],
+        ),
+        ("issuer query", b("").to_vec(), vec![("MLFLOW_TRACKING_OIDC_ISSUER", "https://i/?a=b")], None, vec!["query"]),
+        (
+            "redirect https",
+            b("redirect-uri = \"https://127.0.0.1:1/cb\"").to_vec(),
+            vec![],
+            None,
+            vec!["`redirect-uri` in", P, "http://"],
+        ),
+        (
+            "redirect remote host",
+            b("redirect-uri = \"http://example.com:1/cb\"").to_vec(),
+            vec![],
+            None,
+            vec!["loopback"],
+        ),
+        ("redirect no port", b("redirect-uri = \"http://127.0.0.1/cb\"").to_vec(), vec![], None, vec!["explicit port"]),
+        (
+            "redirect no path",
+            vec![],
+            vec![
+                ("MLFLOW_TRACKING_OIDC_ISSUER", "https://i"),
+                ("MLFLOW_TRACKING_OIDC_CLIENT_ID", "c"),
+                ("MLFLOW_TRACKING_OIDC_REDIRECT_URI", "http://127.0.0.1:5"),
+            ],
+            None,
+            vec!["MLFLOW_TRACKING_OIDC_REDIRECT_URI", "path"],
+        ),
+        ("redirect garbage", b("redirect-uri = \"::::\"").to_vec(), vec![], None, vec!["not a valid URL"]),
+        (
+            "auth method",
+            b("token-endpoint-auth-method = \"private_key_jwt\"").to_vec(),
+            vec![],
+            None,
+            vec!["token-endpoint-auth-method", "private_key_jwt"],
+        ),
+        (
+            "ipv6 redirect without path",
+            vec![],
+            vec![
+                ("MLFLOW_TRACKING_OIDC_ISSUER", "https://i"),
+                ("MLFLOW_TRACKING_OIDC_CLIENT_ID", "c"),
+                ("MLFLOW_TRACKING_OIDC_REDIRECT_URI", "http://[::1]:1"),
+            ],
+            None,
+            vec!["path"],
+        ),
+    ];
+    let n = cases.len();
+    for (name, files, env, server, needles) in cases {
+        let e = err(&files, &env, server);
+        for n in needles {
+            assert!(e.contains(n), "case `{name}`: message lacks {n:?}: {e}");
+        }
+    }
+    assert!(n >= 25, "keep at least 25 bad-input cases ({n})");
+}
+
+#[test]
+fn loopback_issuers_and_redirects_are_accepted() {
+    for i in [
+        "http://127.0.0.1:9000",
+        "http://127.5.5.5/x",
+        "http://[::1]:8080/",
+        "http://localhost:1",
+        "https://idp.example.com/realms/x/",
+    ] {
+        validate_issuer(i, "issuer").unwrap_or_else(|e| panic!("{i}: {e}"));
+    }
+    for r in [
+        "http://127.0.0.1:0/cb",
+        "http://[::1]:39303/oauth2/callback",
+        "http://localhost:80/",
+        "http://127.0.0.1:39303/",
+    ] {
+        validate_redirect_uri(r, "redirect-uri").unwrap_or_else(|e| panic!("{r}: {e}"));
+    }
+}

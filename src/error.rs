@@ -1,0 +1,126 @@
+//! The one error type of the crate and the only mapping from errors to exit codes.
+
+use std::fmt;
+
+/// Every failure the tool reports, grouped by what the caller should do next.
+///
+/// Messages are lower-case, name the file, key, variable, URL or server at fault and,
+/// where there is an action, say what to run next.
+#[derive(Debug)]
+pub enum Error {
+    /// Bad flags, configuration files or environment values: fix the input and re-run.
+    Config(String),
+    /// No usable credentials and no way to get them without a person: run `login`.
+    LoginRequired { server: String, detail: String },
+    /// The provider answered, and said no (OAuth error, bad metadata, denied consent).
+    Provider(String),
+    /// The provider could not be reached or did not answer in time.
+    Network(String),
+    /// Reading or writing local state (token cache, keyring) failed.
+    Store(String),
+    /// A person is needed but did not finish in time, or cancelled.
+    Interaction(String),
+}
+
+impl Error {
+    pub fn config(msg: impl Into<String>) -> Self {
+        Error::Config(msg.into())
+    }
+    pub fn provider(msg: impl Into<String>) -> Self {
+        Error::Provider(msg.into())
+    }
+    pub fn network(msg: impl Into<String>) -> Self {
+        Error::Network(msg.into())
+    }
+    pub fn store(msg: impl Into<String>) -> Self {
+        Error::Store(msg.into())
+    }
+    pub fn interaction(msg: impl Into<String>) -> Self {
+        Error::Interaction(msg.into())
+    }
+    pub fn login_required(server: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::LoginRequired { server: server.into(), detail: detail.into() }
+    }
+
+    /// The process exit code for this error: 1 runtime failure, 2 usage or configuration, 3 login required.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => 2,
+            Error::LoginRequired { .. } => 3,
+            Error::Provider(_) | Error::Network(_) | Error::Store(_) | Error::Interaction(_) => 1,
+        }
+    }
+
+    /// A short machine-readable name for `--json` error objects.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::LoginRequired { .. } => "login_required",
+            Error::Provider(_) => "provider",
+            Error::Network(_) => "network",
+            Error::Store(_) => "store",
+            Error::Interaction(_) => "interaction",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(m) | Error::Provider(m) | Error::Network(m) | Error::Store(m) | Error::Interaction(m) => {
+                f.write_str(m)
+            }
+            Error::LoginRequired { server, detail } => {
+                let arg = if server.is_empty() { String::new() } else { format!(" --server {}", shell_word(server)) };
+                write!(f, "not logged in to {}", if server.is_empty() { "the configured server" } else { server })?;
+                if !detail.is_empty() {
+                    write!(f, " ({detail})")?;
+                }
+                write!(f, ": run `mlflow-oidc login{arg}`")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Quote `s` for a POSIX shell when it contains anything beyond a safe set.
+pub fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_callers_next_step() {
+        assert_eq!(Error::config("x").exit_code(), 2);
+        assert_eq!(Error::login_required("s", "").exit_code(), 3);
+        assert_eq!(Error::network("x").exit_code(), 1);
+        assert_eq!(Error::provider("x").exit_code(), 1);
+    }
+
+    #[test]
+    fn login_required_names_the_command_to_run() {
+        let e = Error::login_required("https://mlflow.example.com", "");
+        assert_eq!(
+            e.to_string(),
+            "not logged in to https://mlflow.example.com: run `mlflow-oidc login --server https://mlflow.example.com`"
+        );
+    }
+
+    #[test]
+    fn shell_word_quotes_only_when_needed() {
+        assert_eq!(shell_word("abc.DEF-1"), "abc.DEF-1");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+}

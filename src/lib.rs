@@ -1,0 +1,13 @@
+//! `mlflow-oidc`: a credential helper for MLflow tracking servers behind an OAuth 2.1 / OpenID Connect proxy.
+//!
+//! The binary (`src/main.rs`) only parses the command line, builds the real [`app::Deps`] once and calls
+//! [`app::run`]; everything below is a library so integration tests can drive it.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod output;
+pub mod paths;
+pub mod token;
