@@ -2,12 +2,24 @@
 
 use std::io::Write;
 
-use crate::cli::{Cli, Command, StatusArgs};
-use crate::config::{self, Flags, Resolved};
+use std::time::{Duration, Instant};
+
+use crate::browser::{Browser, SystemBrowser};
+use crate::cli::{Cli, Command, LoginArgs, LogoutArgs, StatusArgs, TokenArgs};
+use crate::config::{self, Flags, Resolved, ServerConfig};
+use crate::discovery::{self, Discovered};
 use crate::env::Env;
 use crate::error::{Error, Result};
+use crate::flow::Flows;
+use crate::http::{Http, HttpSettings};
+use crate::loopback::{self, Callback};
 use crate::output;
 use crate::paths::Paths;
+use crate::store::{self, Entry, FileStore, LockGuard, TokenStore};
+use crate::token::{Claims, TokenKind, TokenSet};
+
+/// How long a process waits for a sibling's refresh before giving up.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Everything the use cases touch outside memory; `main` builds the real one, tests their own.
 pub struct Deps {
@@ -19,14 +31,20 @@ pub struct Deps {
     pub now: fn() -> i64,
     pub stdin_is_tty: bool,
     pub stderr_is_tty: bool,
+    pub browser: Box<dyn Browser>,
+    /// `-v`: explain decisions on stderr (never tokens or secrets).
+    pub verbose: bool,
 }
 
 impl Deps {
     /// The production wiring: real environment, directories, streams and clock.
     pub fn system() -> Self {
         use std::io::IsTerminal;
+        let env = Env::capture();
         Deps {
-            env: Env::capture(),
+            browser: Box::new(SystemBrowser::new(&env)),
+            verbose: false,
+            env,
             paths: Paths::from_system(),
             out: Box::new(std::io::stdout()),
             err: Box::new(std::io::stderr()),
@@ -39,6 +57,13 @@ impl Deps {
     /// A progress or warning line on stderr. Failing to write one is not worth failing the command for.
     pub fn note(&mut self, msg: impl AsRef<str>) {
         let _ = writeln!(self.err, "{}", msg.as_ref());
+    }
+
+    /// A `--verbose` line.
+    pub fn debug(&mut self, msg: impl AsRef<str>) {
+        if self.verbose {
+            let _ = writeln!(self.err, "mlflow-oidc: {}", msg.as_ref());
+        }
     }
 }
 
@@ -72,12 +97,13 @@ pub fn main_with(cli: Cli, deps: &mut Deps) -> u8 {
 /// Dispatch a parsed command line.
 pub fn run(cli: Cli, deps: &mut Deps) -> Result<()> {
     let flags = Flags { server: cli.global.server.clone(), config: cli.global.config.clone() };
+    deps.verbose = cli.global.verbose;
     match cli.command {
         None => orientation(deps),
         Some(Command::Status(args)) => status(&flags, &args, deps),
-        Some(Command::Login(_)) => Err(not_yet("login")),
-        Some(Command::Token(_)) => Err(not_yet("token")),
-        Some(Command::Logout(_)) => Err(not_yet("logout")),
+        Some(Command::Login(args)) => login(&flags, &args, deps),
+        Some(Command::Token(args)) => token(&flags, &args, deps),
+        Some(Command::Logout(args)) => logout(&flags, &args, deps),
         Some(Command::Completions { shell }) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();
@@ -92,10 +118,6 @@ pub fn run(cli: Cli, deps: &mut Deps) -> Result<()> {
             write_out(deps, &buf)
         }
     }
-}
-
-fn not_yet(what: &str) -> Error {
-    Error::Interaction(format!("`{what}` is not yet implemented"))
 }
 
 /// Write the product to stdout; a reader that went away (`| head`) is not an error.
@@ -130,10 +152,353 @@ pub fn resolve_config(flags: &Flags, deps: &mut Deps) -> Result<Resolved> {
 fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Result<()> {
     let resolved = resolve_config(flags, deps)?;
     let c = &resolved.server;
+    let store = file_store(deps)?;
+    let now = (deps.now)();
+    let entry = match store.load(&store::server_key(c)) {
+        Ok(e) => e,
+        Err(e) => {
+            deps.note(format!("warning: {e}"));
+            None
+        }
+    };
+    let login = output::LoginState::new(c, entry.as_ref().map(|e| &e.tokens), token_kind(c), now, &store.describe());
     if args.json {
-        let v = serde_json::json!({ "config": output::config_json(c) });
+        let v = serde_json::json!({ "config": output::config_json(c), "login": login.json() });
         write_out(deps, format!("{v}\n").as_bytes())
     } else {
-        write_out(deps, output::config_text(c).as_bytes())
+        let text = output::config_text(c) + &login.text(c);
+        write_out(deps, text.as_bytes())
     }
+}
+
+/// Which token this server is given.
+pub fn token_kind(c: &ServerConfig) -> TokenKind {
+    if c.use_id_token { TokenKind::IdToken } else { TokenKind::AccessToken }
+}
+
+fn file_store(deps: &Deps) -> Result<FileStore> {
+    let dir = deps
+        .paths
+        .cache_dir
+        .clone()
+        .ok_or_else(|| Error::store("cannot find a cache directory for tokens: set HOME (or XDG_CACHE_HOME)"))?;
+    Ok(FileStore::new(dir.join("tokens")))
+}
+
+fn http_for(c: &ServerConfig, env: &Env) -> Result<Http> {
+    let secs = |name: &str, default: u64| -> Result<Duration> {
+        match env.get(name)? {
+            None => Ok(Duration::from_secs(default)),
+            Some(v) => crate::cli::parse_duration(v)
+                .map(Duration::from_secs)
+                .map_err(|e| Error::config(format!("{name}: {e}"))),
+        }
+    };
+    let settings = HttpSettings {
+        connect_timeout: secs("MLFLOW_OIDC_HTTP_CONNECT_TIMEOUT", 10)?,
+        timeout: secs("MLFLOW_OIDC_HTTP_TIMEOUT", 30)?,
+        ca_bundle: c.ca_bundle.clone(),
+        ssl_cert_file: env.path("SSL_CERT_FILE"),
+    };
+    Http::new(&settings)
+}
+
+/// Network access for one command: the agent and the provider's metadata, built on first use.
+struct Provider {
+    http: Http,
+    discovered: Discovered,
+}
+
+impl Provider {
+    fn connect(c: &ServerConfig, deps: &mut Deps) -> Result<Provider> {
+        let http = http_for(c, &deps.env)?;
+        let cache = deps.paths.cache_dir.clone();
+        let discovered = discovery::discover(&http, cache.as_deref(), &c.issuer, (deps.now)(), false)?;
+        deps.debug(format!(
+            "provider metadata for {} {}",
+            c.issuer,
+            if discovered.from_cache { "from cache" } else { "fetched" }
+        ));
+        Ok(Provider { http, discovered })
+    }
+
+    /// Refetch metadata that came from the cache; true when it changed (worth retrying a failed request).
+    fn refetch(&mut self, c: &ServerConfig, deps: &mut Deps) -> Result<bool> {
+        if !self.discovered.from_cache {
+            return Ok(false);
+        }
+        let cache = deps.paths.cache_dir.clone();
+        let fresh = discovery::discover(&self.http, cache.as_deref(), &c.issuer, (deps.now)(), true)?;
+        let changed = fresh.metadata != self.discovered.metadata;
+        self.discovered = fresh;
+        Ok(changed)
+    }
+}
+
+fn token(flags: &Flags, args: &TokenArgs, deps: &mut Deps) -> Result<()> {
+    let resolved = resolve_config(flags, deps)?;
+    let c = &resolved.server;
+    let kind = token_kind(c);
+    let store = file_store(deps)?;
+    let key = store::server_key(c);
+    let min_valid = args.min_valid as i64;
+    // The hot path: a fresh cached token costs one file read, no lock, no network.
+    match store.load(&key) {
+        Ok(Some(entry)) => match entry.tokens.freshness(kind, (deps.now)(), min_valid) {
+            Ok(exp) => return print_token(deps, args, c, &entry.tokens, kind, exp),
+            Err(reason) => deps.debug(format!("{reason}; renewing")),
+        },
+        Ok(None) => deps.debug("no cached tokens"),
+        Err(e) => deps.note(format!("warning: {e}; obtaining new tokens")),
+    }
+    let interactive_ok =
+        c.interactive && !args.no_login && deps.stdin_is_tty && deps.stderr_is_tty && !deps.env.is_set("CI");
+    let tokens = obtain(c, &store, &key, min_valid, interactive_ok, args.timeout, deps)?;
+    let exp = tokens
+        .freshness(kind, (deps.now)(), 0)
+        .map_err(|r| Error::provider(format!("the provider issued no usable token for {}: {r}", c.display_name())))?;
+    print_token(deps, args, c, &tokens, kind, exp)
+}
+
+/// Renew tokens under the key's lock: re-read (a sibling may have refreshed), refresh, client credentials, or
+/// (when allowed) an interactive login.
+fn obtain(
+    c: &ServerConfig,
+    store: &dyn TokenStore,
+    key: &str,
+    min_valid: i64,
+    interactive_ok: bool,
+    login_timeout: u64,
+    deps: &mut Deps,
+) -> Result<TokenSet> {
+    let kind = token_kind(c);
+    let lock = store.lock(key, LOCK_TIMEOUT)?;
+    let existing = store.load(key).unwrap_or_default();
+    if let Some(e) = &existing
+        && e.tokens.freshness(kind, (deps.now)(), min_valid).is_ok()
+    {
+        deps.debug("another process renewed the tokens meanwhile");
+        return Ok(e.tokens.clone());
+    }
+    let mut provider = Provider::connect(c, deps)?;
+    if let Some(rt) = existing.as_ref().and_then(|e| e.tokens.refresh_token.clone()) {
+        deps.debug("refreshing");
+        let attempt = refresh_once(c, &provider, &rt, deps);
+        let attempt = match attempt {
+            Err(e) if matches!(e, Error::Network(_) | Error::Provider(_)) && provider.refetch(c, deps)? => {
+                deps.debug("the cached provider metadata was stale; retrying with fresh metadata");
+                refresh_once(c, &provider, &rt, deps)
+            }
+            other => other,
+        };
+        match attempt? {
+            Some(mut set) => {
+                keep_missing(&mut set, existing.as_ref().map(|e| &e.tokens));
+                // Persist the rotated refresh token before anyone uses the new access token.
+                store.save(key, &Entry::new(c, set.clone()), &lock)?;
+                return require_kind(c, set);
+            }
+            None => {
+                deps.debug("the refresh token is no longer valid");
+                if let Ok(Some(e)) = store.load(key)
+                    && e.tokens.refresh_token.as_ref() != Some(&rt)
+                    && e.tokens.freshness(kind, (deps.now)(), min_valid).is_ok()
+                {
+                    return Ok(e.tokens);
+                }
+            }
+        }
+    }
+    if c.client_secret.is_some() && !c.interactive {
+        deps.debug("client credentials grant");
+        let flows = Flows::new(c, &provider.discovered.metadata)?;
+        let set = flows.client_credentials(&provider.http, (deps.now)())?;
+        store.save(key, &Entry::new(c, set.clone()), &lock)?;
+        return require_kind(c, set);
+    }
+    if !interactive_ok {
+        let why = if !c.interactive {
+            "interactive login is disabled for this server"
+        } else if deps.env.is_set("CI") {
+            "CI is set, so no browser login is attempted"
+        } else if !deps.stdin_is_tty || !deps.stderr_is_tty {
+            "no terminal to log in from"
+        } else {
+            "--no-login was given"
+        };
+        return Err(Error::login_required(c.display_name(), why));
+    }
+    // Siblings may wait on the lock while a person logs in: they then find fresh tokens instead of opening
+    // a second browser.
+    let set = browser_login(c, &provider, login_timeout, deps)?;
+    store.save(key, &Entry::new(c, set.clone()), &lock)?;
+    require_kind(c, set)
+}
+
+fn refresh_once(
+    c: &ServerConfig,
+    provider: &Provider,
+    rt: &crate::token::Secret<String>,
+    deps: &Deps,
+) -> Result<Option<TokenSet>> {
+    let flows = Flows::new(c, &provider.discovered.metadata)?;
+    flows.refresh(&provider.http, rt, (deps.now)())
+}
+
+/// A refresh response may omit the ID token or scope; keep the old ones only when still of use.
+fn keep_missing(set: &mut TokenSet, old: Option<&TokenSet>) {
+    if let Some(old) = old
+        && set.scope.is_none()
+    {
+        set.scope = old.scope.clone();
+    }
+}
+
+fn require_kind(c: &ServerConfig, set: TokenSet) -> Result<TokenSet> {
+    if set.token(token_kind(c)).is_none() {
+        return Err(match token_kind(c) {
+            TokenKind::IdToken => Error::provider(format!(
+                "the provider returned no ID token for {}: include `openid` in `scope`, or set use-id-token = false                  to send the access token",
+                c.display_name()
+            )),
+            TokenKind::AccessToken => {
+                Error::provider(format!("the provider returned no access token for {}", c.display_name()))
+            }
+        });
+    }
+    Ok(set)
+}
+
+fn print_token(
+    deps: &mut Deps,
+    args: &TokenArgs,
+    c: &ServerConfig,
+    set: &TokenSet,
+    kind: TokenKind,
+    exp: i64,
+) -> Result<()> {
+    let token = set.token(kind).ok_or_else(|| Error::provider("no token to print"))?;
+    let now = (deps.now)();
+    let text = output::render_token(args.format, token.expose(), kind, exp, now, c.uri.as_deref());
+    write_out(deps, text.as_bytes())
+}
+
+fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<()> {
+    let resolved = resolve_config(flags, deps)?;
+    let c = &resolved.server;
+    let store = file_store(deps)?;
+    let key = store::server_key(c);
+    let provider = Provider::connect(c, deps)?;
+    let set = if c.client_secret.is_some() && !c.interactive {
+        deps.note(format!("Logging in to {} as client {} (client credentials)…", c.display_name(), c.client_id));
+        let flows = Flows::new(c, &provider.discovered.metadata)?;
+        flows.client_credentials(&provider.http, (deps.now)())?
+    } else {
+        browser_login(c, &provider, args.timeout, deps)?
+    };
+    let set = require_kind(c, set)?;
+    let lock = store.lock(&key, LOCK_TIMEOUT)?;
+    store.save(&key, &Entry::new(c, set.clone()), &lock)?;
+    drop(lock);
+    let kind = token_kind(c);
+    let who = set
+        .id_token
+        .as_ref()
+        .or(set.access_token.as_ref())
+        .and_then(|t| Claims::peek(t.expose()))
+        .and_then(|cl| cl.who().map(str::to_string));
+    let until =
+        set.expires_at(kind).map(|e| format!(" (token valid until {})", crate::token::rfc3339(e))).unwrap_or_default();
+    let refresh =
+        if set.refresh_token.is_some() { "" } else { "; no refresh token was issued, so expiry means a new login" };
+    match who {
+        Some(w) => deps.note(format!("Logged in to {} as {w}{until}{refresh}.", c.display_name())),
+        None => deps.note(format!("Logged in to {}{until}{refresh}.", c.display_name())),
+    }
+    Ok(())
+}
+
+/// The authorization code flow with PKCE on a loopback redirect, in the system browser.
+fn browser_login(c: &ServerConfig, provider: &Provider, timeout: u64, deps: &mut Deps) -> Result<TokenSet> {
+    let flows = Flows::new(c, &provider.discovered.metadata)?;
+    // Bind before the browser opens, so the redirect can never race the listener (RFC 8252 §7.3).
+    let listener = loopback::bind(&c.redirect_uri)?;
+    let auth = flows.authorize(&listener.redirect_uri)?;
+    deps.note(format!("Logging in to {} with {}.", c.display_name(), c.issuer));
+    deps.note(format!("Opening your browser… if it does not open, visit:\n\n  {}\n", auth.url));
+    if let Err(why) = deps.browser.open(&auth.url) {
+        deps.note(format!("(could not open a browser: {why}; open the URL above yourself)"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let tty = deps.stderr_is_tty;
+    let err = &mut deps.err;
+    let mut last_plain = None;
+    let callback = listener.wait(&auth.state, deadline, |left| {
+        let secs = left.as_secs();
+        if tty {
+            let _ = write!(err, "\rWaiting for the browser login… {}:{:02} left ", secs / 60, secs % 60);
+            let _ = err.flush();
+        } else if last_plain.is_none_or(|l: u64| l >= secs + 60) {
+            let _ = writeln!(err, "Waiting for the browser login ({}:{:02} left)…", secs / 60, secs % 60);
+            last_plain = Some(secs);
+        }
+    });
+    if tty {
+        let _ = write!(deps.err, "\r\x1b[2K");
+    }
+    match callback? {
+        Callback::Error { error, description } => {
+            let d = description.map(|d| format!(" ({d})")).unwrap_or_default();
+            let hint = if error == "access_denied" { ": run `mlflow-oidc login` again to retry" } else { "" };
+            Err(Error::provider(format!("the provider refused the login: {error}{d}{hint}")))
+        }
+        Callback::Code { code, iss } => {
+            // RFC 9207: a callback naming another issuer is a mix-up attack.
+            if let Some(iss) = iss
+                && !provider.discovered.metadata.issuer_matches(&iss)
+            {
+                return Err(Error::provider(format!(
+                    "the login response came from issuer {iss}, not {}: refusing it",
+                    c.issuer
+                )));
+            }
+            let redirect = listener.redirect_uri.clone();
+            flows.exchange_code(&provider.http, auth, &code, &redirect, (deps.now)())
+        }
+    }
+}
+
+fn logout(flags: &Flags, args: &LogoutArgs, deps: &mut Deps) -> Result<()> {
+    let store = file_store(deps)?;
+    if args.all {
+        let dir = deps.paths.cache_dir.clone().map(|d| d.join("tokens")).unwrap_or_default();
+        let mut n = 0;
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(key) = name.strip_suffix(".json") {
+                    let lock = store.lock(key, LOCK_TIMEOUT)?;
+                    if store.delete(key, &lock)? {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        deps.note(if n == 0 {
+            "Not logged in to any server.".to_string()
+        } else {
+            format!("Logged out of {n} server(s).")
+        });
+        return Ok(());
+    }
+    let resolved = resolve_config(flags, deps)?;
+    let c = &resolved.server;
+    let key = store::server_key(c);
+    let lock: LockGuard = store.lock(&key, LOCK_TIMEOUT)?;
+    if store.delete(&key, &lock)? {
+        deps.note(format!("Logged out of {}.", c.display_name()));
+    } else {
+        deps.note(format!("Not logged in to {}.", c.display_name()));
+    }
+    Ok(())
 }

@@ -4,10 +4,16 @@
 //! [`app::run`]; everything below is a library so integration tests can drive it.
 
 pub mod app;
+pub mod browser;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod env;
 pub mod error;
+pub mod flow;
+pub mod http;
+pub mod loopback;
 pub mod output;
 pub mod paths;
+pub mod store;
 pub mod token;

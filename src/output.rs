@@ -1,8 +1,11 @@
-//! Rendering: `status` in text and JSON. (Token formats join it with the token command.)
+//! Rendering: token formats and `status` in text and JSON.
 
 use serde_json::{Map, Value, json};
 
+use crate::cli::Format;
 use crate::config::ServerConfig;
+use crate::error::shell_word;
+use crate::token::{Claims, TokenKind, TokenSet, rfc3339};
 
 /// The `config` member of `status --json`: exactly these fields; the secret itself never appears.
 pub fn config_json(c: &ServerConfig) -> Value {
@@ -39,4 +42,141 @@ pub fn config_text(c: &ServerConfig) -> String {
     line("interactive:", if c.interactive { "yes" } else { "no" }, "interactive");
     line("sends:", if c.use_id_token { "the ID token (use-id-token)" } else { "the access token" }, "use_id_token");
     s
+}
+
+/// One token in the requested format. The token type is always `Bearer` (the plugin copied `bearer` verbatim).
+pub fn render_token(format: Format, token: &str, kind: TokenKind, exp: i64, now: i64, server: Option<&str>) -> String {
+    match format {
+        Format::Raw => format!("{token}\n"),
+        Format::Header => format!("Authorization: Bearer {token}\n"),
+        Format::Json => {
+            // Field order is part of the contract; serde_json's map would sort it.
+            let q = |s: &str| Value::String(s.to_string()).to_string();
+            format!(
+                "{{\"token\":{},\"token_type\":\"Bearer\",\"kind\":\"{}\",\"expires_at\":\"{}\",\"expires_in\":{},\"server\":{}}}\n",
+                q(token),
+                kind.as_str(),
+                rfc3339(exp),
+                (exp - now).max(0),
+                server.map(q).unwrap_or_else(|| "null".into())
+            )
+        }
+        Format::Env => {
+            let mut s = String::new();
+            if let Some(uri) = server {
+                s.push_str(&format!("export MLFLOW_TRACKING_URI={}\n", shell_word(uri)));
+            }
+            s.push_str(&format!("export MLFLOW_TRACKING_TOKEN={}\n", shell_word(token)));
+            s
+        }
+    }
+}
+
+/// What `status` says about the login, without the network and without printing any token.
+pub struct LoginState {
+    logged_in: bool,
+    kind: TokenKind,
+    expires_at: Option<i64>,
+    expires_in: Option<i64>,
+    claims: Option<Claims>,
+    refresh_token: bool,
+    store: String,
+}
+
+impl LoginState {
+    pub fn new(_c: &ServerConfig, tokens: Option<&TokenSet>, kind: TokenKind, now: i64, store: &str) -> Self {
+        let expires_at = tokens.and_then(|t| t.expires_at(kind));
+        let refresh_token = tokens.is_some_and(|t| t.refresh_token.is_some());
+        let fresh = expires_at.is_some_and(|e| e > now);
+        let claims = tokens
+            .and_then(|t| t.id_token.as_ref().or(t.access_token.as_ref()).and_then(|tok| Claims::peek(tok.expose())));
+        LoginState {
+            logged_in: fresh || refresh_token,
+            kind,
+            expires_at,
+            expires_in: expires_at.map(|e| e - now),
+            claims,
+            refresh_token,
+            store: store.to_string(),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        let c = self.claims.as_ref();
+        json!({
+            "logged_in": self.logged_in,
+            "token_kind": self.kind.as_str(),
+            "expires_at": self.expires_at.map(rfc3339),
+            "expires_in": self.expires_in,
+            "subject": c.and_then(|c| c.sub.clone()),
+            "username": c.and_then(|c| c.preferred_username.clone()),
+            "email": c.and_then(|c| c.email.clone()),
+            "refresh_token": self.refresh_token,
+            "store": self.store,
+        })
+    }
+
+    pub fn text(&self, c: &ServerConfig) -> String {
+        let mut s = String::new();
+        if !self.logged_in && self.expires_at.is_none() {
+            let server = c.uri.as_deref().map(|u| format!(" --server {}", shell_word(u))).unwrap_or_default();
+            s.push_str(&format!("{:<15}not logged in: run `mlflow-oidc login{server}`\n", "login:"));
+            return s;
+        }
+        let who = self.claims.as_ref().and_then(Claims::who).unwrap_or("(unknown subject)");
+        s.push_str(&format!("{:<15}{}\n", "logged in as:", who));
+        if let (Some(at), Some(left)) = (self.expires_at, self.expires_in) {
+            let state = if left > 0 { format!("valid for {}", human_duration(left)) } else { "expired".to_string() };
+            s.push_str(&format!("{:<15}{} until {} ({state})\n", "token:", self.kind.as_str(), rfc3339(at)));
+        }
+        s.push_str(&format!(
+            "{:<15}{}\n",
+            "refresh token:",
+            if self.refresh_token { "held (renews silently)" } else { "none (expiry means a new login)" }
+        ));
+        s.push_str(&format!("{:<15}{}\n", "store:", self.store));
+        s
+    }
+}
+
+/// "1h 5m", "4m 10s", "12s".
+pub fn human_duration(secs: i64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_formats_are_pinned() {
+        let t = "eyJ.x.y";
+        assert_eq!(render_token(Format::Raw, t, TokenKind::IdToken, 100, 40, Some("http://m")), "eyJ.x.y\n");
+        assert_eq!(
+            render_token(Format::Header, t, TokenKind::IdToken, 100, 40, None),
+            "Authorization: Bearer eyJ.x.y\n"
+        );
+        assert_eq!(
+            render_token(Format::Json, t, TokenKind::AccessToken, 1_795_702_365, 1_795_702_305, Some("https://m/")),
+            "{\"token\":\"eyJ.x.y\",\"token_type\":\"Bearer\",\"kind\":\"access_token\",\"expires_at\":\"2026-11-26T14:12:45Z\",\"expires_in\":60,\"server\":\"https://m/\"}\n"
+        );
+        assert_eq!(
+            render_token(Format::Env, "a'b", TokenKind::IdToken, 0, 0, Some("http://h:1/x y")),
+            "export MLFLOW_TRACKING_URI='http://h:1/x y'\nexport MLFLOW_TRACKING_TOKEN='a'\\''b'\n"
+        );
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(3900), "1h 5m");
+        assert_eq!(human_duration(250), "4m 10s");
+        assert_eq!(human_duration(12), "12s");
+    }
 }

@@ -1,0 +1,168 @@
+//! Provider metadata: fetch `<issuer>/.well-known/openid-configuration`, check its issuer, and cache it on disk
+//! per issuer so that a refresh costs one HTTP request.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::http::Http;
+use crate::store::{atomic_write, hash_key};
+
+/// How long a discovery document is trusted without `Cache-Control: max-age`.
+pub const DEFAULT_TTL: i64 = 24 * 3600;
+
+/// The fields of the provider's metadata we use; unknown fields are ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Metadata {
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_authorization_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_session_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes_supported: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_types_supported: Option<Vec<String>>,
+}
+
+impl Metadata {
+    pub fn token_endpoint(&self) -> Result<&str> {
+        self.token_endpoint.as_deref().ok_or_else(|| {
+            Error::provider(format!(
+                "the provider {} advertises no token_endpoint in its discovery document",
+                self.issuer
+            ))
+        })
+    }
+    pub fn supports_scope(&self, scope: &str) -> bool {
+        self.scopes_supported.as_ref().is_some_and(|s| s.iter().any(|x| x == scope))
+    }
+}
+
+/// Metadata plus whether it came from the on-disk cache (a cached document that fails is refetched once).
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    pub metadata: Metadata,
+    pub from_cache: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheEntry {
+    fetched_at: i64,
+    expires_at: i64,
+    metadata: Metadata,
+}
+
+/// The discovery URL: the issuer with one trailing slash ignored and its path kept, as the plugin builds it.
+pub fn discovery_url(issuer: &str) -> String {
+    format!("{}/.well-known/openid-configuration", issuer.strip_suffix('/').unwrap_or(issuer))
+}
+
+fn cache_path(cache_dir: &Path, issuer: &str) -> PathBuf {
+    cache_dir.join("discovery").join(format!("{}.json", hash_key(&[issuer])))
+}
+
+/// Cached metadata for `issuer` if still fresh at `now`.
+pub fn cached(cache_dir: Option<&Path>, issuer: &str, now: i64) -> Option<Metadata> {
+    let text = std::fs::read(cache_path(cache_dir?, issuer)).ok()?;
+    let entry: CacheEntry = serde_json::from_slice(&text).ok()?;
+    (entry.expires_at > now && entry.metadata.issuer_matches(issuer)).then_some(entry.metadata)
+}
+
+/// Metadata for `issuer`: from the cache when fresh (unless `force`), else fetched, checked and cached.
+pub fn discover(http: &Http, cache_dir: Option<&Path>, issuer: &str, now: i64, force: bool) -> Result<Discovered> {
+    if !force && let Some(metadata) = cached(cache_dir, issuer, now) {
+        return Ok(Discovered { metadata, from_cache: true });
+    }
+    let url = discovery_url(issuer);
+    let resp = http.get(&url)?;
+    if resp.status != 200 {
+        return Err(Error::provider(format!(
+            "discovery at {url} answered HTTP {}: check `issuer` ({issuer}) — it must be the provider's issuer URL",
+            resp.status
+        )));
+    }
+    let metadata: Metadata = serde_json::from_slice(&resp.body).map_err(|e| {
+        Error::provider(format!("discovery at {url} did not return a valid OpenID configuration document ({e})"))
+    })?;
+    if !metadata.issuer_matches(issuer) {
+        return Err(Error::provider(format!(
+            "the provider's discovery document at {url} names issuer \"{}\" but the configuration says \"{issuer}\": \
+             set `issuer` to the provider's value",
+            metadata.issuer
+        )));
+    }
+    metadata.token_endpoint()?;
+    if let Some(dir) = cache_dir {
+        let ttl = max_age(resp.header("cache-control")).unwrap_or(DEFAULT_TTL);
+        let entry = CacheEntry { fetched_at: now, expires_at: now + ttl, metadata: metadata.clone() };
+        // A cache we cannot write only costs a request next time.
+        if let Ok(bytes) = serde_json::to_vec(&entry) {
+            let _ = atomic_write(&cache_path(dir, issuer), &bytes);
+        }
+    }
+    Ok(Discovered { metadata, from_cache: false })
+}
+
+impl Metadata {
+    /// Equal, or different only by a trailing slash.
+    pub fn issuer_matches(&self, configured: &str) -> bool {
+        self.issuer.strip_suffix('/').unwrap_or(&self.issuer) == configured.strip_suffix('/').unwrap_or(configured)
+    }
+}
+
+/// `max-age` seconds from a Cache-Control header; `no-store`/`no-cache` mean 0.
+fn max_age(header: Option<&str>) -> Option<i64> {
+    let h = header?;
+    let mut age = None;
+    for part in h.split(',').map(str::trim) {
+        let lower = part.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return Some(0);
+        }
+        if let Some(v) = lower.strip_prefix("max-age=") {
+            age = v.trim_matches('"').parse::<i64>().ok().map(|n| n.clamp(0, 30 * 86_400));
+        }
+    }
+    age
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_url_keeps_the_path_and_ignores_one_slash() {
+        assert_eq!(discovery_url("https://a/realms/x/"), "https://a/realms/x/.well-known/openid-configuration");
+        assert_eq!(discovery_url("https://a"), "https://a/.well-known/openid-configuration");
+    }
+
+    #[test]
+    fn issuer_match_tolerates_only_a_trailing_slash() {
+        let m = Metadata { issuer: "https://a/x/".into(), ..Default::default() };
+        assert!(m.issuer_matches("https://a/x"));
+        assert!(m.issuer_matches("https://a/x/"));
+        assert!(!m.issuer_matches("https://a/y"));
+        assert!(!m.issuer_matches("https://A/x"));
+    }
+
+    #[test]
+    fn cache_control() {
+        assert_eq!(max_age(Some("public, max-age=600")), Some(600));
+        assert_eq!(max_age(Some("no-store")), Some(0));
+        assert_eq!(max_age(Some("private")), None);
+        assert_eq!(max_age(None), None);
+        assert_eq!(max_age(Some("max-age=99999999999")), Some(30 * 86_400));
+    }
+}

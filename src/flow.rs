@@ -1,0 +1,250 @@
+//! The OAuth grants over the `oauth2` crate: authorization code + PKCE, client credentials and refresh.
+
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
+};
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
+    Scope, StandardRevocableToken, StandardTokenResponse, TokenResponse as _, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AuthMethod, ServerConfig};
+use crate::discovery::Metadata;
+use crate::error::{Error, Result};
+use crate::http::{Http, HttpError};
+use crate::token::{Secret, TokenSet};
+
+/// The `id_token` that `BasicTokenResponse` would drop.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IdTokenFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+impl ExtraTokenFields for IdTokenFields {}
+
+type TokenResponse = StandardTokenResponse<IdTokenFields, BasicTokenType>;
+type OAuthClient = Client<
+    BasicErrorResponse,
+    TokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointMaybeSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// The grants for one server, against one provider's metadata.
+pub struct Flows<'a> {
+    pub config: &'a ServerConfig,
+    pub metadata: &'a Metadata,
+    client: OAuthClient,
+    token_url: String,
+}
+
+/// An authorization request in progress: the URL to open and what the callback must match.
+pub struct Authorization {
+    pub url: String,
+    pub state: String,
+    pub nonce: Option<String>,
+    verifier: PkceCodeVerifier,
+}
+
+impl<'a> Flows<'a> {
+    pub fn new(config: &'a ServerConfig, metadata: &'a Metadata) -> Result<Self> {
+        let token_url = metadata.token_endpoint()?.to_string();
+        let token = TokenUrl::new(token_url.clone())
+            .map_err(|e| Error::provider(format!("the provider's token_endpoint {token_url} is not a URL ({e})")))?;
+        let auth = match &metadata.authorization_endpoint {
+            Some(u) => Some(AuthUrl::new(u.clone()).map_err(|e| {
+                Error::provider(format!("the provider's authorization_endpoint {u} is not a URL ({e})"))
+            })?),
+            None => None,
+        };
+        let mut client = Client::new(ClientId::new(config.client_id.clone()))
+            .set_auth_uri_option(auth)
+            .set_token_uri(token)
+            .set_auth_type(match auth_method(config, metadata) {
+                AuthMethod::ClientSecretBasic => AuthType::BasicAuth,
+                AuthMethod::ClientSecretPost => AuthType::RequestBody,
+            });
+        if let Some(secret) = &config.client_secret {
+            client = client.set_client_secret(ClientSecret::new(secret.expose().clone()));
+        }
+        Ok(Flows { config, metadata, client, token_url })
+    }
+
+    /// The scopes to request interactively: the configured ones plus `offline_access` when the provider lists it,
+    /// because the plugin's default scope yields no refresh token on many providers.
+    pub fn interactive_scopes(&self) -> Vec<String> {
+        let mut scopes: Vec<String> = self.config.scope.split_whitespace().map(str::to_string).collect();
+        if self.config.offline_access
+            && self.metadata.supports_scope("offline_access")
+            && !scopes.iter().any(|s| s == "offline_access")
+        {
+            scopes.push("offline_access".into());
+        }
+        scopes
+    }
+
+    /// Build the authorization URL for `redirect_uri` with PKCE S256, a random state and (for `openid`) a nonce.
+    pub fn authorize(&self, redirect_uri: &str) -> Result<Authorization> {
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|e| Error::config(format!("redirect URI {redirect_uri} is not a URL ({e})")))?;
+        let client = self.client.clone().set_redirect_uri(redirect);
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let scopes = self.interactive_scopes();
+        let nonce = scopes.iter().any(|s| s == "openid").then(|| CsrfToken::new_random().secret().clone());
+        let mut req = client
+            .authorize_url(CsrfToken::new_random)
+            .map_err(|_| {
+                Error::provider(format!(
+                    "the provider {} advertises no authorization_endpoint, so a browser login is impossible; \
+                     configure a client secret for the client credentials flow",
+                    self.metadata.issuer
+                ))
+            })?
+            .add_scopes(scopes.into_iter().map(Scope::new))
+            .set_pkce_challenge(challenge);
+        if let Some(n) = &nonce {
+            req = req.add_extra_param("nonce", n.clone());
+        }
+        if self.config.sources.get("audience").is_some_and(|s| *s != crate::config::Source::Default) {
+            req = req.add_extra_param("audience", self.config.audience.clone());
+        }
+        let (url, state) = req.url();
+        Ok(Authorization { url: url.to_string(), state: state.secret().clone(), nonce, verifier })
+    }
+
+    /// Redeem the authorization code; checks the ID token's nonce.
+    pub fn exchange_code(
+        &self,
+        http: &Http,
+        auth: Authorization,
+        code: &str,
+        redirect_uri: &str,
+        now: i64,
+    ) -> Result<TokenSet> {
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|e| Error::config(format!("redirect URI {redirect_uri} is not a URL ({e})")))?;
+        let client = self.client.clone().set_redirect_uri(redirect);
+        let resp = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .set_pkce_verifier(auth.verifier)
+            .add_extra_param("audience", self.config.audience.clone())
+            .request(http)
+            .map_err(|e| self.grant_error("authorization code", e))?;
+        let set = to_token_set(resp, now);
+        if let Some(expected) = &auth.nonce
+            && let Some(id) = &set.id_token
+        {
+            let got = crate::token::Claims::peek(id.expose()).and_then(|c| c.nonce);
+            if !got.as_deref().is_some_and(|g| crate::loopback::constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+                return Err(Error::provider(
+                    "the ID token's nonce does not match this login (a replayed or injected response): log in again",
+                ));
+            }
+        }
+        Ok(set)
+    }
+
+    /// The client credentials grant; scope only when configured explicitly.
+    pub fn client_credentials(&self, http: &Http, now: i64) -> Result<TokenSet> {
+        if self.config.client_secret.is_none() {
+            return Err(Error::config(format!(
+                "{} is not interactive but has no client secret: set `client-secret` (or MLFLOW_TRACKING_OIDC_CLIENT_SECRET), \
+                 or set interactive = true",
+                self.config.display_name()
+            )));
+        }
+        let mut req =
+            self.client.exchange_client_credentials().add_extra_param("audience", self.config.audience.clone());
+        if self.config.scope_explicit {
+            req = req.add_scopes(self.config.scope.split_whitespace().map(|s| Scope::new(s.to_string())));
+        }
+        let resp = req.request(http).map_err(|e| self.grant_error("client credentials", e))?;
+        Ok(to_token_set(resp, now))
+    }
+
+    /// The refresh-token grant. `Ok(None)` means the refresh token is no longer valid (`invalid_grant`).
+    pub fn refresh(&self, http: &Http, refresh_token: &Secret<String>, now: i64) -> Result<Option<TokenSet>> {
+        let rt = RefreshToken::new(refresh_token.expose().clone());
+        match self.client.exchange_refresh_token(&rt).request(http) {
+            Ok(resp) => {
+                let mut set = to_token_set(resp, now);
+                // Providers that do not rotate return no refresh token: keep using the old one.
+                if set.refresh_token.is_none() {
+                    set.refresh_token = Some(refresh_token.clone());
+                }
+                Ok(Some(set))
+            }
+            Err(RequestTokenError::ServerResponse(r))
+                if matches!(r.error(), oauth2::basic::BasicErrorResponseType::InvalidGrant) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.grant_error("refresh", e)),
+        }
+    }
+
+    fn grant_error(&self, grant: &str, e: RequestTokenError<HttpError, BasicErrorResponse>) -> Error {
+        let url = &self.token_url;
+        match e {
+            RequestTokenError::ServerResponse(r) => {
+                let mut msg = format!("the provider refused the {grant} request at {url}: {}", r.error());
+                if let Some(d) = r.error_description() {
+                    msg.push_str(&format!(" ({})", sanitize(d)));
+                }
+                if matches!(r.error(), oauth2::basic::BasicErrorResponseType::InvalidClient) {
+                    msg.push_str(": check `client-id` and `client-secret`");
+                }
+                Error::provider(msg)
+            }
+            RequestTokenError::Request(e) => Error::network(e.0),
+            // The body may hold tokens: name what was wrong, never echo it.
+            RequestTokenError::Parse(e, _body) => Error::provider(format!(
+                "the token endpoint {url} returned an invalid {grant} response ({}): the provider may be misconfigured",
+                e.inner()
+            )),
+            RequestTokenError::Other(m) => {
+                Error::provider(format!("the {grant} request to {url} failed: {}", sanitize(&m)))
+            }
+        }
+    }
+}
+
+/// Basic unless the configuration says otherwise or the provider advertises only `client_secret_post`.
+pub fn auth_method(config: &ServerConfig, metadata: &Metadata) -> AuthMethod {
+    if let Some(m) = config.token_endpoint_auth_method {
+        return m;
+    }
+    match &metadata.token_endpoint_auth_methods_supported {
+        Some(methods)
+            if methods.iter().any(|m| m == "client_secret_post")
+                && !methods.iter().any(|m| m == "client_secret_basic") =>
+        {
+            AuthMethod::ClientSecretPost
+        }
+        _ => AuthMethod::ClientSecretBasic,
+    }
+}
+
+/// Keep provider-supplied text printable and short.
+fn sanitize(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+fn to_token_set(resp: TokenResponse, now: i64) -> TokenSet {
+    TokenSet {
+        access_token: Some(Secret::new(resp.access_token().secret().clone())),
+        access_expires_at: resp.expires_in().map(|d| now + d.as_secs().min(10 * 365 * 86_400) as i64),
+        id_token: resp.extra_fields().id_token.clone().map(Secret::new),
+        refresh_token: resp.refresh_token().map(|r| Secret::new(r.secret().clone())),
+        scope: resp.scopes().map(|s| s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")),
+        obtained_at: now,
+    }
+}
