@@ -47,7 +47,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
         }
         &'mlflow-oidc;token'= {
             cand --format 'Output format'
-            cand --min-valid 'Refresh a token that expires within this duration, e.g. 60, 2m'
+            cand --min-valid 'Refresh a token that expires within this duration, e.g. 60, 2m [default: 60s, or half the token''s lifetime when that is shorter]'
             cand --timeout 'How long to wait for a browser login if one is needed'
             cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
             cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'

@@ -46,7 +46,7 @@ complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l format
 header\t'`Authorization: Bearer <token>`'
 json\t'One JSON object with the token, its kind and expiry'
 env\t'`export MLFLOW_TRACKING_URI=… MLFLOW_TRACKING_TOKEN=…` lines for eval'"
-complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l min-valid -d 'Refresh a token that expires within this duration, e.g. 60, 2m' -r
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l min-valid -d 'Refresh a token that expires within this duration, e.g. 60, 2m [default: 60s, or half the token\'s lifetime when that is shorter]' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l timeout -d 'How long to wait for a browser login if one is needed' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l server -d 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l config -d 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]' -r -F

@@ -16,7 +16,7 @@ use crate::loopback::{self, Callback};
 use crate::output;
 use crate::paths::Paths;
 use crate::store::{self, Entry, FileStore, LockGuard, TokenStore};
-use crate::token::{Claims, TokenKind, TokenSet};
+use crate::token::{Claims, MinValid, TokenKind, TokenSet};
 
 /// How long a process waits for a sibling's refresh before giving up.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(90);
@@ -241,7 +241,10 @@ fn token(flags: &Flags, args: &TokenArgs, deps: &mut Deps) -> Result<()> {
     let kind = token_kind(c);
     let store = file_store(deps)?;
     let key = store::server_key(c);
-    let min_valid = args.min_valid as i64;
+    let min_valid = match args.min_valid {
+        Some(s) => MinValid::Exactly(s as i64),
+        None => MinValid::Default(60),
+    };
     // The hot path: a fresh cached token costs one file read, no lock, no network.
     match store.load(&key) {
         Ok(Some(entry)) => match entry.tokens.freshness(kind, (deps.now)(), min_valid) {
@@ -255,7 +258,7 @@ fn token(flags: &Flags, args: &TokenArgs, deps: &mut Deps) -> Result<()> {
         c.interactive && !args.no_login && deps.stdin_is_tty && deps.stderr_is_tty && !deps.env.is_set("CI");
     let tokens = obtain(c, &store, &key, min_valid, interactive_ok, args.timeout, deps)?;
     let exp = tokens
-        .freshness(kind, (deps.now)(), 0)
+        .freshness(kind, (deps.now)(), MinValid::Exactly(0))
         .map_err(|r| Error::provider(format!("the provider issued no usable token for {}: {r}", c.display_name())))?;
     print_token(deps, args, c, &tokens, kind, exp)
 }
@@ -266,7 +269,7 @@ fn obtain(
     c: &ServerConfig,
     store: &dyn TokenStore,
     key: &str,
-    min_valid: i64,
+    min_valid: MinValid,
     interactive_ok: bool,
     login_timeout: u64,
     deps: &mut Deps,

@@ -78,9 +78,10 @@ pub struct TokenArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     pub format: Format,
-    /// Refresh a token that expires within this duration, e.g. 60, 2m
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-    pub min_valid: u64,
+    /// Refresh a token that expires within this duration, e.g. 60, 2m [default: 60s, or half the token's
+    /// lifetime when that is shorter]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub min_valid: Option<u64>,
     /// Never start an interactive login; exit 3 when one would be needed
     #[arg(long)]
     pub no_login: bool,

@@ -91,13 +91,27 @@ impl TokenSet {
     }
 
     /// Whether the token of `kind` is usable for at least `min_valid` more seconds at `now`.
-    pub fn freshness(&self, kind: TokenKind, now: i64, min_valid: i64) -> Result<i64, StaleReason> {
+    pub fn freshness(&self, kind: TokenKind, now: i64, min_valid: MinValid) -> Result<i64, StaleReason> {
         if self.token(kind).is_none() {
             return Err(StaleReason::Missing(kind));
         }
         let Some(exp) = self.expires_at(kind) else { return Err(StaleReason::UnknownExpiry(kind)) };
+        let min_valid = match min_valid {
+            MinValid::Exactly(s) => s,
+            // A default margin longer than half the lifetime would renew short-lived tokens on every call.
+            MinValid::Default(s) => s.min((exp - self.obtained_at).max(0) / 2),
+        };
         if exp - now <= min_valid { Err(StaleReason::Expiring { kind, expires_in: exp - now }) } else { Ok(exp) }
     }
+}
+
+/// How long a token must still be valid to be used as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinValid {
+    /// Asked for explicitly (`--min-valid`).
+    Exactly(i64),
+    /// The default margin, capped at half the token's lifetime.
+    Default(i64),
 }
 
 /// Why a cached token cannot be used as is; shown in `--verbose` logs.
@@ -218,20 +232,34 @@ mod tests {
         };
         assert_eq!(set.expires_at(TokenKind::AccessToken), Some(900));
         assert_eq!(set.expires_at(TokenKind::IdToken), Some(2000));
-        assert_eq!(set.freshness(TokenKind::AccessToken, 800, 60), Ok(900));
+        assert_eq!(set.freshness(TokenKind::AccessToken, 800, MinValid::Exactly(60)), Ok(900));
         assert_eq!(
-            set.freshness(TokenKind::AccessToken, 850, 60),
+            set.freshness(TokenKind::AccessToken, 850, MinValid::Exactly(60)),
             Err(StaleReason::Expiring { kind: TokenKind::AccessToken, expires_in: 50 })
         );
         let opaque = TokenSet { access_token: Some(Secret::new("opaque".into())), ..Default::default() };
         assert_eq!(
-            opaque.freshness(TokenKind::AccessToken, 0, 60),
+            opaque.freshness(TokenKind::AccessToken, 0, MinValid::Exactly(60)),
             Err(StaleReason::UnknownExpiry(TokenKind::AccessToken))
         );
         assert_eq!(
-            TokenSet::default().freshness(TokenKind::IdToken, 0, 0),
+            TokenSet::default().freshness(TokenKind::IdToken, 0, MinValid::Exactly(0)),
             Err(StaleReason::Missing(TokenKind::IdToken))
         );
+    }
+
+    #[test]
+    fn the_default_margin_is_capped_at_half_the_lifetime() {
+        // A 60 s token obtained at 0: with the default 60 s margin it would never be used from cache.
+        let set = TokenSet {
+            access_token: Some(Secret::new("opaque".into())),
+            access_expires_at: Some(60),
+            obtained_at: 0,
+            ..Default::default()
+        };
+        assert_eq!(set.freshness(TokenKind::AccessToken, 10, MinValid::Default(60)), Ok(60));
+        assert!(set.freshness(TokenKind::AccessToken, 31, MinValid::Default(60)).is_err());
+        assert!(set.freshness(TokenKind::AccessToken, 10, MinValid::Exactly(60)).is_err());
     }
 
     #[test]

@@ -2,65 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod sandbox;
 
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        let s = Sandbox { dir: tempfile::tempdir().unwrap() };
-        std::fs::create_dir_all(s.path("home")).unwrap();
-        std::fs::create_dir_all(s.path("proj/sub/deeper")).unwrap();
-        s
-    }
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn write(&self, rel: &str, text: &str) -> PathBuf {
-        let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-    fn user_config(&self) -> PathBuf {
-        self.path("home/.config/mlflow-oidc/config.toml")
-    }
-    fn cmd(&self, cwd: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mlflow-oidc"));
-        c.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", self.path("home"))
-            .env("XDG_CONFIG_HOME", self.path("home/.config"))
-            .env("XDG_CACHE_HOME", self.path("home/.cache"))
-            .current_dir(self.path(cwd))
-            .args(args);
-        c
-    }
-    fn run(&self, cwd: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
-        let mut c = self.cmd(cwd, args);
-        c.envs(env.iter().copied());
-        Out::from(c.output().unwrap())
-    }
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl From<Output> for Out {
-    fn from(o: Output) -> Self {
-        Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into(),
-            stderr: String::from_utf8_lossy(&o.stderr).into(),
-        }
-    }
-}
+use sandbox::{Out, Sandbox};
 
 const SECRET: &str = "sup3r-s3cret-value";
 

@@ -1,0 +1,110 @@
+//! A throw-away HOME, project directory and environment for running the real `mlflow-oidc` binary.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        let s = Sandbox { dir: tempfile::tempdir().unwrap(), env: Vec::new() };
+        std::fs::create_dir_all(s.path("home")).unwrap();
+        std::fs::create_dir_all(s.path("proj/sub/deeper")).unwrap();
+        s
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn user_config(&self) -> PathBuf {
+        self.path("home/.config/mlflow-oidc/config.toml")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.path("home/.cache/mlflow-oidc")
+    }
+
+    /// Set an environment variable for every later command.
+    pub fn set(&mut self, k: &str, v: impl AsRef<str>) {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.to_string(), v.as_ref().to_string()));
+    }
+
+    pub fn cmd(&self, cwd: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mlflow-oidc"));
+        c.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", self.path("home"))
+            .env("XDG_CONFIG_HOME", self.path("home/.config"))
+            .env("XDG_CACHE_HOME", self.path("home/.cache"))
+            .env("XDG_DATA_HOME", self.path("home/.local/share"))
+            .env("XDG_STATE_HOME", self.path("home/.local/state"))
+            .current_dir(self.path(cwd))
+            .stdin(Stdio::null())
+            .args(args);
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c
+    }
+
+    pub fn run(&self, cwd: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut c = self.cmd(cwd, args);
+        c.envs(env.iter().copied());
+        Out::from(c.output().unwrap())
+    }
+
+    /// Run in the project directory with no extra environment.
+    pub fn mo(&self, args: &[&str]) -> Out {
+        self.run("proj", args, &[])
+    }
+}
+
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// Assert success and return stdout.
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "expected success; stderr:\n{}", self.stderr);
+        &self.stdout
+    }
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
+    }
+}
