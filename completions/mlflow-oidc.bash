@@ -19,6 +19,9 @@ _mlflow__oidc() {
             mlflow__oidc,completions)
                 cmd="mlflow__oidc__subcmd__completions"
                 ;;
+            mlflow__oidc,exec)
+                cmd="mlflow__oidc__subcmd__exec"
+                ;;
             mlflow__oidc,help)
                 cmd="mlflow__oidc__subcmd__help"
                 ;;
@@ -39,6 +42,9 @@ _mlflow__oidc() {
                 ;;
             mlflow__oidc__subcmd__help,completions)
                 cmd="mlflow__oidc__subcmd__help__subcmd__completions"
+                ;;
+            mlflow__oidc__subcmd__help,exec)
+                cmd="mlflow__oidc__subcmd__help__subcmd__exec"
                 ;;
             mlflow__oidc__subcmd__help,help)
                 cmd="mlflow__oidc__subcmd__help__subcmd__help"
@@ -65,7 +71,7 @@ _mlflow__oidc() {
 
     case "${cmd}" in
         mlflow__oidc)
-            opts="-v -h -V --server --config --verbose --help --version login token logout status completions man help"
+            opts="-v -h -V --server --config --verbose --help --version login token logout status exec completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -108,8 +114,42 @@ _mlflow__oidc() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mlflow__subcmd__oidc__subcmd__exec)
+            opts="-v -h -V --warn-within --min-valid --no-login --timeout --server --config --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --warn-within)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-valid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mlflow__subcmd__oidc__subcmd__help)
-            opts="login token logout status completions man help"
+            opts="login token logout status exec completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -123,6 +163,20 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mlflow__subcmd__oidc__subcmd__help__subcmd__exec)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -30,6 +30,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
             cand token 'Print a valid bearer token (from cache, by silent refresh, or by logging in)'
             cand logout 'Forget the stored credentials of a server (or of all servers)'
             cand status 'Show the resolved configuration and who is logged in (no network)'
+            cand exec 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set'
             cand completions 'Print a shell completion script'
             cand man 'Print the man page (roff)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -81,6 +82,20 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'mlflow-oidc;exec'= {
+            cand --warn-within 'Warn when the token expires within this duration'
+            cand --min-valid 'Refresh a token that expires within this duration first'
+            cand --timeout 'How long to wait for a browser login if one is needed'
+            cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
+            cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --no-login 'Never start an interactive login; exit 3 when one would be needed'
+            cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'mlflow-oidc;completions'= {
             cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
             cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
@@ -106,6 +121,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
             cand token 'Print a valid bearer token (from cache, by silent refresh, or by logging in)'
             cand logout 'Forget the stored credentials of a server (or of all servers)'
             cand status 'Show the resolved configuration and who is logged in (no network)'
+            cand exec 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set'
             cand completions 'Print a shell completion script'
             cand man 'Print the man page (roff)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -117,6 +133,8 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
         &'mlflow-oidc;help;logout'= {
         }
         &'mlflow-oidc;help;status'= {
+        }
+        &'mlflow-oidc;help;exec'= {
         }
         &'mlflow-oidc;help;completions'= {
         }

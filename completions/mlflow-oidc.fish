@@ -33,6 +33,7 @@ complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "login" -d '
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "token" -d 'Print a valid bearer token (from cache, by silent refresh, or by logging in)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "logout" -d 'Forget the stored credentials of a server (or of all servers)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "status" -d 'Show the resolved configuration and who is logged in (no network)'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "exec" -d 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "man" -d 'Print the man page (roff)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -66,6 +67,15 @@ complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -l json 
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -s h -l help -d 'Print help'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -s V -l version -d 'Print version'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -l warn-within -d 'Warn when the token expires within this duration' -r
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -l min-valid -d 'Refresh a token that expires within this duration first' -r
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -l timeout -d 'How long to wait for a browser login if one is needed' -r
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -l server -d 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]' -r
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -l config -d 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]' -r -F
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -l no-login -d 'Never start an interactive login; exit 3 when one would be needed'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -s h -l help -d 'Print help'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -s V -l version -d 'Print version'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand completions" -l server -d 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand completions" -l config -d 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]' -r -F
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand completions" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
@@ -76,10 +86,11 @@ complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand man" -l config -
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand man" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand man" -s h -l help -d 'Print help'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand man" -s V -l version -d 'Print version'
-complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status completions man help" -f -a "login" -d 'Log in to the tracking server\'s identity provider and store the credentials'
-complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status completions man help" -f -a "token" -d 'Print a valid bearer token (from cache, by silent refresh, or by logging in)'
-complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status completions man help" -f -a "logout" -d 'Forget the stored credentials of a server (or of all servers)'
-complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status completions man help" -f -a "status" -d 'Show the resolved configuration and who is logged in (no network)'
-complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status completions man help" -f -a "man" -d 'Print the man page (roff)'
-complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "login" -d 'Log in to the tracking server\'s identity provider and store the credentials'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "token" -d 'Print a valid bearer token (from cache, by silent refresh, or by logging in)'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "logout" -d 'Forget the stored credentials of a server (or of all servers)'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "status" -d 'Show the resolved configuration and who is logged in (no network)'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "exec" -d 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::browser::{Browser, SystemBrowser};
-use crate::cli::{Cli, Command, LoginArgs, LogoutArgs, StatusArgs, TokenArgs};
+use crate::cli::{Cli, Command, ExecArgs, LoginArgs, LogoutArgs, StatusArgs, TokenArgs};
 use crate::config::{self, Flags, Resolved, ServerConfig};
 use crate::discovery::{self, Discovered};
 use crate::env::Env;
@@ -104,6 +104,7 @@ pub fn run(cli: Cli, deps: &mut Deps) -> Result<()> {
         Some(Command::Login(args)) => login(&flags, &args, deps),
         Some(Command::Token(args)) => token(&flags, &args, deps),
         Some(Command::Logout(args)) => logout(&flags, &args, deps),
+        Some(Command::Exec(args)) => exec(&flags, &args, deps),
         Some(Command::Completions { shell }) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();
@@ -236,31 +237,109 @@ impl Provider {
 }
 
 fn token(flags: &Flags, args: &TokenArgs, deps: &mut Deps) -> Result<()> {
+    let got = valid_token(flags, &args.want(), deps)?;
+    let token = got.tokens.token(got.kind).ok_or_else(|| Error::provider("no token to print"))?;
+    let text = output::render_token(
+        args.format,
+        token.expose(),
+        got.kind,
+        got.expires_at,
+        (deps.now)(),
+        got.config.uri.as_deref(),
+    );
+    write_out(deps, text.as_bytes())
+}
+
+/// A token ready to hand out, with the configuration it belongs to.
+pub struct ValidToken {
+    pub config: ServerConfig,
+    pub tokens: TokenSet,
+    pub kind: TokenKind,
+    pub expires_at: i64,
+}
+
+/// What a caller of [`valid_token`] asks for.
+pub struct Want {
+    pub min_valid: Option<u64>,
+    pub no_login: bool,
+    pub login_timeout: u64,
+}
+
+impl TokenArgs {
+    fn want(&self) -> Want {
+        Want { min_valid: self.min_valid, no_login: self.no_login, login_timeout: self.timeout }
+    }
+}
+
+/// From cache, by refresh, by client credentials, or by an interactive login when that is allowed.
+pub fn valid_token(flags: &Flags, want: &Want, deps: &mut Deps) -> Result<ValidToken> {
     let resolved = resolve_config(flags, deps)?;
-    let c = &resolved.server;
-    let kind = token_kind(c);
+    let c = resolved.server;
+    let kind = token_kind(&c);
     let store = file_store(deps)?;
-    let key = store::server_key(c);
-    let min_valid = match args.min_valid {
+    let key = store::server_key(&c);
+    let min_valid = match want.min_valid {
         Some(s) => MinValid::Exactly(s as i64),
         None => MinValid::Default(60),
     };
     // The hot path: a fresh cached token costs one file read, no lock, no network.
     match store.load(&key) {
         Ok(Some(entry)) => match entry.tokens.freshness(kind, (deps.now)(), min_valid) {
-            Ok(exp) => return print_token(deps, args, c, &entry.tokens, kind, exp),
+            Ok(expires_at) => return Ok(ValidToken { config: c, tokens: entry.tokens, kind, expires_at }),
             Err(reason) => deps.debug(format!("{reason}; renewing")),
         },
         Ok(None) => deps.debug("no cached tokens"),
         Err(e) => deps.note(format!("warning: {e}; obtaining new tokens")),
     }
     let interactive_ok =
-        c.interactive && !args.no_login && deps.stdin_is_tty && deps.stderr_is_tty && !deps.env.is_set("CI");
-    let tokens = obtain(c, &store, &key, min_valid, interactive_ok, args.timeout, deps)?;
-    let exp = tokens
+        c.interactive && !want.no_login && deps.stdin_is_tty && deps.stderr_is_tty && !deps.env.is_set("CI");
+    let tokens = obtain(&c, &store, &key, min_valid, interactive_ok, want.login_timeout, deps)?;
+    let expires_at = tokens
         .freshness(kind, (deps.now)(), MinValid::Exactly(0))
         .map_err(|r| Error::provider(format!("the provider issued no usable token for {}: {r}", c.display_name())))?;
-    print_token(deps, args, c, &tokens, kind, exp)
+    Ok(ValidToken { config: c, tokens, kind, expires_at })
+}
+
+/// Run a command with `MLFLOW_TRACKING_TOKEN` and `MLFLOW_TRACKING_URI` set; the token never enters argv.
+fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()> {
+    let want = Want { min_valid: args.min_valid, no_login: args.no_login, login_timeout: args.timeout };
+    let got = valid_token(flags, &want, deps)?;
+    let left = got.expires_at - (deps.now)();
+    if left < args.warn_within as i64 {
+        deps.note(format!(
+            "warning: the token for {} expires in {}; a run that outlives it will fail. For long runs use the MLflow \
+             plugin (`pip install mlflow-oidc`, then MLFLOW_TRACKING_AUTH=oidc), which renews tokens as needed",
+            got.config.display_name(),
+            output::human_duration(left.max(0))
+        ));
+    }
+    let token = got.tokens.token(got.kind).ok_or_else(|| Error::provider("no token to pass on"))?;
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| Error::config("no command given: mlflow-oidc exec -- COMMAND [ARGS...]"))?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest).env("MLFLOW_TRACKING_TOKEN", token.expose());
+    if let Some(uri) = &got.config.uri {
+        cmd.env("MLFLOW_TRACKING_URI", uri);
+    }
+    let _ = deps.out.flush();
+    let _ = deps.err.flush();
+    let failed = |e: std::io::Error| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound { ": not found on PATH" } else { "" };
+        Error::interaction(format!("cannot run `{}`{hint} ({})", program.to_string_lossy(), config::io_reason(&e)))
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // exec only returns on failure.
+        Err(failed(cmd.exec()))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = cmd.status().map_err(failed)?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
 }
 
 /// Renew tokens under the key's lock: re-read (a sibling may have refreshed), refresh, client credentials, or
@@ -370,20 +449,6 @@ fn require_kind(c: &ServerConfig, set: TokenSet) -> Result<TokenSet> {
         });
     }
     Ok(set)
-}
-
-fn print_token(
-    deps: &mut Deps,
-    args: &TokenArgs,
-    c: &ServerConfig,
-    set: &TokenSet,
-    kind: TokenKind,
-    exp: i64,
-) -> Result<()> {
-    let token = set.token(kind).ok_or_else(|| Error::provider("no token to print"))?;
-    let now = (deps.now)();
-    let text = output::render_token(args.format, token.expose(), kind, exp, now, c.uri.as_deref());
-    write_out(deps, text.as_bytes())
 }
 
 fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<()> {

@@ -55,6 +55,11 @@ pub enum Command {
     /// Show the resolved configuration and who is logged in (no network)
     #[command(after_help = "Examples:\n  mlflow-oidc status\n  mlflow-oidc status --json | jq .config.sources")]
     Status(StatusArgs),
+    /// Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set
+    #[command(
+        after_help = "Examples:\n  mlflow-oidc exec -- mlflow experiments search\n  mlflow-oidc exec --server https://mlflow.example.com -- python train.py\n\nThe token is fixed for the life of the command; for runs longer than a token's lifetime use the\nMLflow plugin (pip install mlflow-oidc; MLFLOW_TRACKING_AUTH=oidc)."
+    )]
+    Exec(ExecArgs),
     /// Print a shell completion script
     #[command(hide = true)]
     Completions {
@@ -88,6 +93,25 @@ pub struct TokenArgs {
     /// How long to wait for a browser login if one is needed
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Warn when the token expires within this duration
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub warn_within: u64,
+    /// Refresh a token that expires within this duration first
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub min_valid: Option<u64>,
+    /// Never start an interactive login; exit 3 when one would be needed
+    #[arg(long)]
+    pub no_login: bool,
+    /// How long to wait for a browser login if one is needed
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: u64,
+    /// The command and its arguments
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND", num_args = 1..)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
