@@ -23,6 +23,7 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
         'mlflow-oidc' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -43,6 +44,7 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long to wait for the browser login, e.g. 300, 90s, 5m')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -57,6 +59,7 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long to wait for a browser login if one is needed')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]')
             [CompletionResult]::new('--no-login', '--no-login', [CompletionResultType]::ParameterName, 'Never start an interactive login; exit 3 when one would be needed')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
@@ -69,7 +72,9 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
         'mlflow-oidc;logout' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]')
             [CompletionResult]::new('--all', '--all', [CompletionResultType]::ParameterName, 'Log out of every server with stored credentials')
+            [CompletionResult]::new('--end-session', '--end-session', [CompletionResultType]::ParameterName, 'Also open the provider''s end-session page to end the browser session (RP-initiated logout)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -81,6 +86,7 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
         'mlflow-oidc;status' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON object instead of text')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
@@ -96,6 +102,7 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long to wait for a browser login if one is needed')
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]')
             [CompletionResult]::new('--no-login', '--no-login', [CompletionResultType]::ParameterName, 'Never start an interactive login; exit 3 when one would be needed')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
@@ -108,6 +115,7 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
         'mlflow-oidc;completions' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -119,6 +127,7 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
         'mlflow-oidc;man' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')

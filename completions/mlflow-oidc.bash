@@ -71,7 +71,7 @@ _mlflow__oidc() {
 
     case "${cmd}" in
         mlflow__oidc)
-            opts="-v -h -V --server --config --verbose --help --version login token logout status exec completions man help"
+            opts="-v -h -V --server --config --store --verbose --help --version login token logout status exec completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -85,6 +85,10 @@ _mlflow__oidc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -W "auto keyring file memory" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -93,7 +97,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__completions)
-            opts="-v -h -V --server --config --verbose --help --version bash elvish fish powershell zsh"
+            opts="-v -h -V --server --config --store --verbose --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -107,6 +111,10 @@ _mlflow__oidc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -W "auto keyring file memory" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -115,7 +123,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__exec)
-            opts="-v -h -V --warn-within --min-valid --no-login --timeout --server --config --verbose --help --version"
+            opts="-v -h -V --warn-within --min-valid --no-login --timeout --server --config --store --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,6 +147,10 @@ _mlflow__oidc() {
                     ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -W "auto keyring file memory" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -275,7 +287,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__login)
-            opts="-v -h -V --timeout --server --config --verbose --help --version"
+            opts="-v -h -V --timeout --server --config --store --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -293,6 +305,10 @@ _mlflow__oidc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -W "auto keyring file memory" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -301,7 +317,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__logout)
-            opts="-v -h -V --all --server --config --verbose --help --version"
+            opts="-v -h -V --all --end-session --server --config --store --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -313,6 +329,10 @@ _mlflow__oidc() {
                     ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -W "auto keyring file memory" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -323,7 +343,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__man)
-            opts="-v -h -V --server --config --verbose --help --version"
+            opts="-v -h -V --server --config --store --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -335,6 +355,10 @@ _mlflow__oidc() {
                     ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -W "auto keyring file memory" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -345,7 +369,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__status)
-            opts="-v -h -V --json --server --config --verbose --help --version"
+            opts="-v -h -V --json --server --config --store --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -359,6 +383,10 @@ _mlflow__oidc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -W "auto keyring file memory" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -367,7 +395,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__token)
-            opts="-v -h -V --format --min-valid --no-login --timeout --server --config --verbose --help --version"
+            opts="-v -h -V --format --min-valid --no-login --timeout --server --config --store --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -391,6 +419,10 @@ _mlflow__oidc() {
                     ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -W "auto keyring file memory" -- "${cur}"))
                     return 0
                     ;;
                 *)

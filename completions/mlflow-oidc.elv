@@ -20,6 +20,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
         &'mlflow-oidc'= {
             cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
             cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --store 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]'
             cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand -h 'Print help'
@@ -39,6 +40,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
             cand --timeout 'How long to wait for the browser login, e.g. 300, 90s, 5m'
             cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
             cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --store 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]'
             cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand -h 'Print help'
@@ -52,6 +54,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
             cand --timeout 'How long to wait for a browser login if one is needed'
             cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
             cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --store 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]'
             cand --no-login 'Never start an interactive login; exit 3 when one would be needed'
             cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
@@ -63,7 +66,9 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
         &'mlflow-oidc;logout'= {
             cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
             cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --store 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]'
             cand --all 'Log out of every server with stored credentials'
+            cand --end-session 'Also open the provider''s end-session page to end the browser session (RP-initiated logout)'
             cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand -h 'Print help'
@@ -74,6 +79,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
         &'mlflow-oidc;status'= {
             cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
             cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --store 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]'
             cand --json 'Print one JSON object instead of text'
             cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
@@ -88,6 +94,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
             cand --timeout 'How long to wait for a browser login if one is needed'
             cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
             cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --store 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]'
             cand --no-login 'Never start an interactive login; exit 3 when one would be needed'
             cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
@@ -99,6 +106,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
         &'mlflow-oidc;completions'= {
             cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
             cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --store 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]'
             cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand -h 'Print help'
@@ -109,6 +117,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
         &'mlflow-oidc;man'= {
             cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
             cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --store 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]'
             cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand -h 'Print help'

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_mlflow_oidc_global_optspecs
-    string join \n server= config= v/verbose h/help V/version
+    string join \n server= config= store= v/verbose h/help V/version
 end
 
 function __fish_mlflow_oidc_needs_command
@@ -26,6 +26,10 @@ end
 
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -l server -d 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -l config -d 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]' -r -F
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -l store -d 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]' -r -f -a "auto\t''
+keyring\t''
+file\t''
+memory\t''"
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -s h -l help -d 'Print help'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -s V -l version -d 'Print version'
@@ -40,6 +44,10 @@ complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "help" -d 'P
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -l timeout -d 'How long to wait for the browser login, e.g. 300, 90s, 5m' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -l server -d 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -l config -d 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]' -r -F
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -l store -d 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]' -r -f -a "auto\t''
+keyring\t''
+file\t''
+memory\t''"
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -s h -l help -d 'Print help'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -s V -l version -d 'Print version'
@@ -51,18 +59,31 @@ complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l min-va
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l timeout -d 'How long to wait for a browser login if one is needed' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l server -d 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l config -d 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]' -r -F
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l store -d 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]' -r -f -a "auto\t''
+keyring\t''
+file\t''
+memory\t''"
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l no-login -d 'Never start an interactive login; exit 3 when one would be needed'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -s V -l version -d 'Print version'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand logout" -l server -d 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand logout" -l config -d 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]' -r -F
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand logout" -l store -d 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]' -r -f -a "auto\t''
+keyring\t''
+file\t''
+memory\t''"
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand logout" -l all -d 'Log out of every server with stored credentials'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand logout" -l end-session -d 'Also open the provider\'s end-session page to end the browser session (RP-initiated logout)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand logout" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand logout" -s h -l help -d 'Print help'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand logout" -s V -l version -d 'Print version'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -l server -d 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -l config -d 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]' -r -F
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -l store -d 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]' -r -f -a "auto\t''
+keyring\t''
+file\t''
+memory\t''"
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -l json -d 'Print one JSON object instead of text'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -s h -l help -d 'Print help'
@@ -72,17 +93,29 @@ complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -l min-val
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -l timeout -d 'How long to wait for a browser login if one is needed' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -l server -d 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -l config -d 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]' -r -F
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -l store -d 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]' -r -f -a "auto\t''
+keyring\t''
+file\t''
+memory\t''"
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -l no-login -d 'Never start an interactive login; exit 3 when one would be needed'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -s h -l help -d 'Print help'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand exec" -s V -l version -d 'Print version'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand completions" -l server -d 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand completions" -l config -d 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]' -r -F
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand completions" -l store -d 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]' -r -f -a "auto\t''
+keyring\t''
+file\t''
+memory\t''"
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand completions" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand completions" -s V -l version -d 'Print version'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand man" -l server -d 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand man" -l config -d 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]' -r -F
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand man" -l store -d 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]' -r -f -a "auto\t''
+keyring\t''
+file\t''
+memory\t''"
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand man" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand man" -s h -l help -d 'Print help'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand man" -s V -l version -d 'Print version'

@@ -12,10 +12,11 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::flow::Flows;
 use crate::http::{Http, HttpSettings};
+use crate::keyring_store::Keyring;
 use crate::loopback::{self, Callback};
 use crate::output;
 use crate::paths::Paths;
-use crate::store::{self, Entry, FileStore, LockGuard, TokenStore};
+use crate::store::{self, Entry, LockGuard, Store, StoreMode, StoreSettings, TokenStore};
 use crate::token::{Claims, MinValid, TokenKind, TokenSet};
 
 /// How long a process waits for a sibling's refresh before giving up.
@@ -96,7 +97,8 @@ pub fn main_with(cli: Cli, deps: &mut Deps) -> u8 {
 
 /// Dispatch a parsed command line.
 pub fn run(cli: Cli, deps: &mut Deps) -> Result<()> {
-    let flags = Flags { server: cli.global.server.clone(), config: cli.global.config.clone() };
+    let flags =
+        Flags { server: cli.global.server.clone(), config: cli.global.config.clone(), store: cli.global.store.clone() };
     deps.verbose = cli.global.verbose;
     match cli.command {
         None => orientation(deps),
@@ -142,18 +144,60 @@ fn orientation(deps: &mut Deps) -> Result<()> {
 
 /// Resolve the configuration for this invocation and print its warnings.
 pub fn resolve_config(flags: &Flags, deps: &mut Deps) -> Result<Resolved> {
+    Ok(setup(flags, deps)?.0)
+}
+
+/// The server's configuration and the credential store, as this invocation's flags, environment and files say.
+fn setup(flags: &Flags, deps: &mut Deps) -> Result<(Resolved, Store)> {
     let files = config::load_sources(flags, &deps.env, deps.paths.user_config.as_deref())?;
     let resolved = config::resolve(&files, &deps.env, flags)?;
     for w in &resolved.warnings {
         deps.note(format!("warning: {w}"));
     }
-    Ok(resolved)
+    let store = open_store(flags, &files, deps)?;
+    Ok((resolved, store))
+}
+
+fn open_store(flags: &Flags, files: &[config::ConfigFile], deps: &Deps) -> Result<Store> {
+    let (mode, source) = if let Some(m) = &flags.store {
+        (m.clone(), "--store".to_string())
+    } else if let Some(m) = deps.env.get("MLFLOW_OIDC_STORE")? {
+        (m.to_string(), "MLFLOW_OIDC_STORE".to_string())
+    } else if let Some((m, file)) = config::store_setting(files)? {
+        (m, format!("`store` in {}", file.display()))
+    } else {
+        ("auto".to_string(), "default".to_string())
+    };
+    let mode = StoreMode::parse(&mode)
+        .ok_or_else(|| Error::config(format!("{source} is \"{mode}\"; use auto, keyring, file or memory")))?;
+    let data_dir = deps
+        .paths
+        .data_dir
+        .clone()
+        .ok_or_else(|| Error::store("cannot find a data directory for credentials: set HOME (or XDG_DATA_HOME)"))?;
+    let bus_available = !cfg!(target_os = "linux")
+        || deps.env.get_lossy("DBUS_SESSION_BUS_ADDRESS").is_some()
+        || deps.env.path("XDG_RUNTIME_DIR").is_some_and(|d| d.join("bus").exists());
+    let timeout = match deps.env.get("MLFLOW_OIDC_KEYRING_TIMEOUT")? {
+        None => Duration::from_secs(3),
+        Some(v) => Duration::from_secs(
+            crate::cli::parse_duration(v).map_err(|e| Error::config(format!("MLFLOW_OIDC_KEYRING_TIMEOUT: {e}")))?,
+        ),
+    };
+    let settings = StoreSettings { mode, mode_source: source, data_dir, bus_available, now: (deps.now)() };
+    Ok(Store::new(settings, Box::new(Keyring { timeout })))
+}
+
+/// Print the store's warnings once.
+fn flush_store_warnings(store: &Store, deps: &mut Deps) {
+    for w in store.take_warnings() {
+        deps.note(format!("warning: {w}"));
+    }
 }
 
 fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Result<()> {
-    let resolved = resolve_config(flags, deps)?;
+    let (resolved, store) = setup(flags, deps)?;
     let c = &resolved.server;
-    let store = file_store(deps)?;
     let now = (deps.now)();
     let entry = match store.load(&store::server_key(c)) {
         Ok(e) => e,
@@ -162,9 +206,16 @@ fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Result<()> {
             None
         }
     };
-    let login = output::LoginState::new(c, entry.as_ref().map(|e| &e.tokens), token_kind(c), now, &store.describe());
+    let rt_held = entry
+        .as_ref()
+        .is_some_and(|e| e.tokens.refresh_token.is_some() || e.refresh_token_in.as_deref() == Some("keyring"));
+    let (backend, why) = store.backend();
+    flush_store_warnings(&store, deps);
+    let store_info = output::StoreInfo { backend: backend.as_str(), location: store.describe(), reason: why };
+    let login = output::LoginState::new(entry.as_ref().map(|e| &e.tokens), rt_held, token_kind(c), now, store_info);
     if args.json {
-        let v = serde_json::json!({ "config": output::config_json(c), "login": login.json() });
+        let v =
+            serde_json::json!({ "config": output::config_json(c), "login": login.json(), "store": login.store_json() });
         write_out(deps, format!("{v}\n").as_bytes())
     } else {
         let text = output::config_text(c) + &login.text(c);
@@ -175,15 +226,6 @@ fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Result<()> {
 /// Which token this server is given.
 pub fn token_kind(c: &ServerConfig) -> TokenKind {
     if c.use_id_token { TokenKind::IdToken } else { TokenKind::AccessToken }
-}
-
-fn file_store(deps: &Deps) -> Result<FileStore> {
-    let dir = deps
-        .paths
-        .cache_dir
-        .clone()
-        .ok_or_else(|| Error::store("cannot find a cache directory for tokens: set HOME (or XDG_CACHE_HOME)"))?;
-    Ok(FileStore::new(dir.join("tokens")))
 }
 
 fn http_for(c: &ServerConfig, env: &Env) -> Result<Http> {
@@ -273,10 +315,9 @@ impl TokenArgs {
 
 /// From cache, by refresh, by client credentials, or by an interactive login when that is allowed.
 pub fn valid_token(flags: &Flags, want: &Want, deps: &mut Deps) -> Result<ValidToken> {
-    let resolved = resolve_config(flags, deps)?;
+    let (resolved, store) = setup(flags, deps)?;
     let c = resolved.server;
     let kind = token_kind(&c);
-    let store = file_store(deps)?;
     let key = store::server_key(&c);
     let min_valid = match want.min_valid {
         Some(s) => MinValid::Exactly(s as i64),
@@ -293,7 +334,9 @@ pub fn valid_token(flags: &Flags, want: &Want, deps: &mut Deps) -> Result<ValidT
     }
     let interactive_ok =
         c.interactive && !want.no_login && deps.stdin_is_tty && deps.stderr_is_tty && !deps.env.is_set("CI");
-    let tokens = obtain(&c, &store, &key, min_valid, interactive_ok, want.login_timeout, deps)?;
+    let tokens = obtain(&c, &store, &key, min_valid, interactive_ok, want.login_timeout, deps);
+    flush_store_warnings(&store, deps);
+    let tokens = tokens?;
     let expires_at = tokens
         .freshness(kind, (deps.now)(), MinValid::Exactly(0))
         .map_err(|r| Error::provider(format!("the provider issued no usable token for {}: {r}", c.display_name())))?;
@@ -346,7 +389,7 @@ fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()> {
 /// (when allowed) an interactive login.
 fn obtain(
     c: &ServerConfig,
-    store: &dyn TokenStore,
+    store: &Store,
     key: &str,
     min_valid: MinValid,
     interactive_ok: bool,
@@ -363,7 +406,11 @@ fn obtain(
         return Ok(e.tokens.clone());
     }
     let mut provider = Provider::connect(c, deps)?;
-    if let Some(rt) = existing.as_ref().and_then(|e| e.tokens.refresh_token.clone()) {
+    let rt = match &existing {
+        Some(e) => store.refresh_token(key, e)?,
+        None => None,
+    };
+    if let Some(rt) = rt {
         deps.debug("refreshing");
         let attempt = refresh_once(c, &provider, &rt, deps);
         let attempt = match attempt {
@@ -383,7 +430,7 @@ fn obtain(
             None => {
                 deps.debug("the refresh token is no longer valid");
                 if let Ok(Some(e)) = store.load(key)
-                    && e.tokens.refresh_token.as_ref() != Some(&rt)
+                    && store.refresh_token(key, &e).ok().flatten().as_ref() != Some(&rt)
                     && e.tokens.freshness(kind, (deps.now)(), min_valid).is_ok()
                 {
                     return Ok(e.tokens);
@@ -440,7 +487,7 @@ fn require_kind(c: &ServerConfig, set: TokenSet) -> Result<TokenSet> {
     if set.token(token_kind(c)).is_none() {
         return Err(match token_kind(c) {
             TokenKind::IdToken => Error::provider(format!(
-                "the provider returned no ID token for {}: include `openid` in `scope`, or set use-id-token = false                  to send the access token",
+                "the provider returned no ID token for {}: include `openid` in `scope`, or set use-id-token = false to send the access token",
                 c.display_name()
             )),
             TokenKind::AccessToken => {
@@ -452,9 +499,8 @@ fn require_kind(c: &ServerConfig, set: TokenSet) -> Result<TokenSet> {
 }
 
 fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<()> {
-    let resolved = resolve_config(flags, deps)?;
+    let (resolved, store) = setup(flags, deps)?;
     let c = &resolved.server;
-    let store = file_store(deps)?;
     let key = store::server_key(c);
     let provider = Provider::connect(c, deps)?;
     let set = if c.client_secret.is_some() && !c.interactive {
@@ -466,8 +512,10 @@ fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<()> {
     };
     let set = require_kind(c, set)?;
     let lock = store.lock(&key, LOCK_TIMEOUT)?;
-    store.save(&key, &Entry::new(c, set.clone()), &lock)?;
+    let saved = store.save(&key, &Entry::new(c, set.clone()), &lock);
     drop(lock);
+    flush_store_warnings(&store, deps);
+    saved?;
     let kind = token_kind(c);
     let who = set
         .id_token
@@ -537,21 +585,16 @@ fn browser_login(c: &ServerConfig, provider: &Provider, timeout: u64, deps: &mut
 }
 
 fn logout(flags: &Flags, args: &LogoutArgs, deps: &mut Deps) -> Result<()> {
-    let store = file_store(deps)?;
     if args.all {
-        let dir = deps.paths.cache_dir.clone().map(|d| d.join("tokens")).unwrap_or_default();
+        let files = config::load_sources(flags, &deps.env, deps.paths.user_config.as_deref())?;
+        let store = open_store(flags, &files, deps)?;
         let mut n = 0;
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(key) = name.strip_suffix(".json") {
-                    let lock = store.lock(key, LOCK_TIMEOUT)?;
-                    if store.delete(key, &lock)? {
-                        n += 1;
-                    }
-                }
+        for key in store.keys() {
+            if logout_one(None, &store, &key, args, deps)? {
+                n += 1;
             }
         }
+        flush_store_warnings(&store, deps);
         deps.note(if n == 0 {
             "Not logged in to any server.".to_string()
         } else {
@@ -559,14 +602,118 @@ fn logout(flags: &Flags, args: &LogoutArgs, deps: &mut Deps) -> Result<()> {
         });
         return Ok(());
     }
-    let resolved = resolve_config(flags, deps)?;
+    let (resolved, store) = setup(flags, deps)?;
     let c = &resolved.server;
     let key = store::server_key(c);
-    let lock: LockGuard = store.lock(&key, LOCK_TIMEOUT)?;
-    if store.delete(&key, &lock)? {
+    let was = logout_one(Some(c), &store, &key, args, deps);
+    flush_store_warnings(&store, deps);
+    if was? {
         deps.note(format!("Logged out of {}.", c.display_name()));
     } else {
-        deps.note(format!("Not logged in to {}.", c.display_name()));
+        deps.note(format!("Not logged in to {}: nothing to do.", c.display_name()));
     }
     Ok(())
+}
+
+/// Revoke (best effort) and forget one entry; local state is cleared whatever the provider says.
+fn logout_one(c: Option<&ServerConfig>, store: &Store, key: &str, args: &LogoutArgs, deps: &mut Deps) -> Result<bool> {
+    let lock: LockGuard = store.lock(key, LOCK_TIMEOUT)?;
+    let entry = match store.load(key) {
+        Ok(e) => e,
+        Err(e) => {
+            deps.note(format!("warning: {e}"));
+            None
+        }
+    };
+    if let Some(entry) = &entry {
+        let rt = store.refresh_token(key, entry).unwrap_or_else(|e| {
+            deps.note(format!("warning: {e}"));
+            None
+        });
+        let issuer = c.map(|c| c.issuer.clone()).unwrap_or_else(|| entry.issuer.clone());
+        let name = entry.server.clone().unwrap_or_else(|| issuer.clone());
+        match revoke_and_find_end_session(c, entry, rt.as_ref(), deps) {
+            Ok((revoked, end_session)) => {
+                if revoked {
+                    deps.note(format!("Revoked the refresh token for {name} at the provider."));
+                }
+                if let Some(url) = end_session {
+                    if args.end_session {
+                        if let Err(why) = deps.browser.open(&url) {
+                            deps.note(format!("(could not open a browser: {why})"));
+                        }
+                        deps.note(format!("To end the browser session at the provider, visit:\n  {url}"));
+                    } else {
+                        deps.note(format!(
+                            "The provider's browser session may still be active; to end it, visit (or rerun with --end-session):\n  {url}"
+                        ));
+                    }
+                }
+            }
+            Err(e) => deps.note(format!("warning: {e}; the credentials are deleted locally anyway")),
+        }
+    }
+    store.delete(key, &lock)
+}
+
+/// RFC 7009 revocation of `rt` (when there is one) and the RP-initiated logout URL, from the provider's metadata.
+fn revoke_and_find_end_session(
+    c: Option<&ServerConfig>,
+    entry: &Entry,
+    rt: Option<&crate::token::Secret<String>>,
+    deps: &mut Deps,
+) -> Result<(bool, Option<String>)> {
+    let http = match c {
+        Some(c) => http_for(c, &deps.env)?,
+        None => Http::new(&HttpSettings { ssl_cert_file: deps.env.path("SSL_CERT_FILE"), ..HttpSettings::default() })?,
+    };
+    let issuer = c.map(|c| c.issuer.as_str()).unwrap_or(&entry.issuer);
+    let cache = deps.paths.cache_dir.clone();
+    let meta = discovery::discover(&http, cache.as_deref(), issuer, (deps.now)(), false)?.metadata;
+    let end_session = meta.end_session_endpoint.as_ref().map(|e| {
+        let mut u = url::Url::parse(e).ok();
+        if let Some(u) = &mut u {
+            u.query_pairs_mut().append_pair("client_id", &entry.client_id);
+        }
+        u.map(|u| u.to_string()).unwrap_or_else(|| e.clone())
+    });
+    let Some(rt) = rt else { return Ok((false, end_session)) };
+    let endpoint = match (meta.revocation_endpoint.clone(), c.and_then(|c| c.revocation_endpoint.clone())) {
+        (Some(e), _) => Some(e),
+        (None, Some(configured)) => Some(configured),
+        (None, None) => discovery::authorization_server_metadata(&http, issuer).and_then(|m| m.revocation_endpoint),
+    };
+    let Some(endpoint) = endpoint else {
+        deps.note(format!(
+            "warning: the provider {issuer} advertises no revocation endpoint (set `revocation-endpoint` in the server \
+             block if it has one); the refresh token stays valid at the provider until it expires"
+        ));
+        return Ok((false, end_session));
+    };
+    let secret = c.and_then(|c| c.client_secret.as_ref());
+    let mut form = vec![("token", rt.expose().as_str()), ("token_type_hint", "refresh_token")];
+    let basic = match (secret, c) {
+        (Some(s), Some(c)) if crate::flow::auth_method(c, &meta) == config::AuthMethod::ClientSecretBasic => {
+            Some((entry.client_id.as_str(), s.expose().as_str()))
+        }
+        (Some(s), _) => {
+            form.push(("client_id", &entry.client_id));
+            form.push(("client_secret", s.expose().as_str()));
+            None
+        }
+        (None, _) => {
+            form.push(("client_id", &entry.client_id));
+            None
+        }
+    };
+    let resp = http.post_form(&endpoint, &form, basic)?;
+    if resp.status == 200 {
+        Ok((true, end_session))
+    } else {
+        let err = serde_json::from_slice::<serde_json::Value>(&resp.body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| format!("HTTP {}", resp.status));
+        Err(Error::provider(format!("the provider refused to revoke the refresh token at {endpoint}: {err}")))
+    }
 }

@@ -32,6 +32,9 @@ pub struct GlobalArgs {
     /// Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]
+    #[arg(long, global = true, value_name = "STORE", value_parser = ["auto", "keyring", "file", "memory"])]
+    pub store: Option<String>,
     /// Explain what happens on stderr (tokens and secrets are never logged)
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -131,6 +134,9 @@ pub struct LogoutArgs {
     /// Log out of every server with stored credentials
     #[arg(long, conflicts_with = "server")]
     pub all: bool,
+    /// Also open the provider's end-session page to end the browser session (RP-initiated logout)
+    #[arg(long)]
+    pub end_session: bool,
 }
 
 #[derive(Debug, Args)]

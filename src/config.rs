@@ -31,6 +31,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ca-bundle",
     "token-endpoint-auth-method",
     "offline-access",
+    "revocation-endpoint",
 ];
 
 /// Where a resolved value came from, as `status` reports it.
@@ -88,6 +89,8 @@ pub struct ServerConfig {
     pub token_endpoint_auth_method: Option<AuthMethod>,
     /// Ask for `offline_access` when the provider supports it and the scope lacks it.
     pub offline_access: bool,
+    /// Where to revoke refresh tokens when the provider's metadata does not say.
+    pub revocation_endpoint: Option<String>,
     /// For each field name (`uri`, `issuer`, `client_id`, …), where its value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -123,6 +126,7 @@ pub struct ConfigFile {
 pub struct Flags {
     pub server: Option<String>,
     pub config: Option<PathBuf>,
+    pub store: Option<String>,
 }
 
 /// The result of resolution: the server, plus warnings to print on stderr.
@@ -210,6 +214,24 @@ pub(crate) fn io_reason(e: &std::io::Error) -> String {
             }
         }
     }
+}
+
+/// The `store` key at the top level of the user config file (or an explicit user-style file), with its file.
+pub fn store_setting(files: &[ConfigFile]) -> Result<Option<(String, PathBuf)>> {
+    let mut found = None;
+    for f in files.iter().filter(|f| f.kind != FileKind::Project) {
+        let Ok(doc) = f.text.parse::<toml::Table>() else { continue };
+        if let Some(v) = doc.get("store") {
+            let s = v.as_str().ok_or_else(|| {
+                Error::config(format!(
+                    "`store` in {} must be a string (auto, keyring, file or memory)",
+                    f.path.display()
+                ))
+            })?;
+            found = Some((s.to_string(), f.path.clone()));
+        }
+    }
+    Ok(found)
 }
 
 /// One `tracking-servers` block, parsed and type-checked, values still raw.
@@ -512,6 +534,7 @@ fn build_server(block: Option<&Block>, env: &Env, uri: Option<String>, uri_sourc
     let audience = string("audience", "audience")?;
     let ca_bundle = string("ca-bundle", "ca_bundle")?;
     let auth_method = string("token-endpoint-auth-method", "token_endpoint_auth_method")?;
+    let revocation_endpoint = string("revocation-endpoint", "revocation_endpoint")?.map(|(v, _)| v);
 
     let name = uri.clone().unwrap_or_else(|| "the environment-only configuration".into());
     let (Some((issuer, issuer_src)), Some((client_id, _))) = (issuer, client_id) else {
@@ -610,6 +633,7 @@ fn build_server(block: Option<&Block>, env: &Env, uri: Option<String>, uri_sourc
         ca_bundle,
         token_endpoint_auth_method,
         offline_access,
+        revocation_endpoint,
         sources,
     })
 }

@@ -115,6 +115,22 @@ pub fn discover(http: &Http, cache_dir: Option<&Path>, issuer: &str, now: i64, f
     Ok(Discovered { metadata, from_cache: false })
 }
 
+/// RFC 8414 authorization-server metadata, which some providers fill where their OIDC document does not
+/// (e.g. `revocation_endpoint`). Tried at the RFC's path-inserted location, then appended. Best effort.
+pub fn authorization_server_metadata(http: &Http, issuer: &str) -> Option<Metadata> {
+    let u = url::Url::parse(issuer).ok()?;
+    let path = u.path().trim_end_matches('/');
+    let origin = u.origin().ascii_serialization();
+    let candidates = [
+        format!("{origin}/.well-known/oauth-authorization-server{path}"),
+        format!("{}/.well-known/oauth-authorization-server", issuer.trim_end_matches('/')),
+    ];
+    candidates.iter().find_map(|url| {
+        let resp = http.get(url).ok().filter(|r| r.status == 200)?;
+        serde_json::from_slice::<Metadata>(&resp.body).ok().filter(|m| m.issuer_matches(issuer))
+    })
+}
+
 impl Metadata {
     /// Equal, or different only by a trailing slash.
     pub fn issuer_matches(&self, configured: &str) -> bool {

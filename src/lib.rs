@@ -12,6 +12,7 @@ pub mod env;
 pub mod error;
 pub mod flow;
 pub mod http;
+pub mod keyring_store;
 pub mod loopback;
 pub mod output;
 pub mod paths;

@@ -72,6 +72,13 @@ pub fn render_token(format: Format, token: &str, kind: TokenKind, exp: i64, now:
     }
 }
 
+/// Which credential store is in use, where, and why (for `status`).
+pub struct StoreInfo {
+    pub backend: &'static str,
+    pub location: String,
+    pub reason: String,
+}
+
 /// What `status` says about the login, without the network and without printing any token.
 pub struct LoginState {
     logged_in: bool,
@@ -80,13 +87,12 @@ pub struct LoginState {
     expires_in: Option<i64>,
     claims: Option<Claims>,
     refresh_token: bool,
-    store: String,
+    store: StoreInfo,
 }
 
 impl LoginState {
-    pub fn new(_c: &ServerConfig, tokens: Option<&TokenSet>, kind: TokenKind, now: i64, store: &str) -> Self {
+    pub fn new(tokens: Option<&TokenSet>, refresh_token: bool, kind: TokenKind, now: i64, store: StoreInfo) -> Self {
         let expires_at = tokens.and_then(|t| t.expires_at(kind));
-        let refresh_token = tokens.is_some_and(|t| t.refresh_token.is_some());
         let fresh = expires_at.is_some_and(|e| e > now);
         let claims = tokens
             .and_then(|t| t.id_token.as_ref().or(t.access_token.as_ref()).and_then(|tok| Claims::peek(tok.expose())));
@@ -97,8 +103,13 @@ impl LoginState {
             expires_in: expires_at.map(|e| e - now),
             claims,
             refresh_token,
-            store: store.to_string(),
+            store,
         }
+    }
+
+    /// The `store` member of `status --json`.
+    pub fn store_json(&self) -> Value {
+        json!({ "backend": self.store.backend, "location": self.store.location, "reason": self.store.reason })
     }
 
     pub fn json(&self) -> Value {
@@ -112,15 +123,16 @@ impl LoginState {
             "username": c.and_then(|c| c.preferred_username.clone()),
             "email": c.and_then(|c| c.email.clone()),
             "refresh_token": self.refresh_token,
-            "store": self.store,
         })
     }
 
     pub fn text(&self, c: &ServerConfig) -> String {
         let mut s = String::new();
+        let store = format!("{:<15}{} ({})\n", "store:", self.store.location, self.store.reason);
         if !self.logged_in && self.expires_at.is_none() {
             let server = c.uri.as_deref().map(|u| format!(" --server {}", shell_word(u))).unwrap_or_default();
             s.push_str(&format!("{:<15}not logged in: run `mlflow-oidc login{server}`\n", "login:"));
+            s.push_str(&store);
             return s;
         }
         let who = self.claims.as_ref().and_then(Claims::who).unwrap_or("(unknown subject)");
@@ -134,7 +146,7 @@ impl LoginState {
             "refresh token:",
             if self.refresh_token { "held (renews silently)" } else { "none (expiry means a new login)" }
         ));
-        s.push_str(&format!("{:<15}{}\n", "store:", self.store));
+        s.push_str(&store);
         s
     }
 }

@@ -1,4 +1,4 @@
-//! Where the tool keeps its files: the user config file and the cache directory.
+//! Where the tool keeps its files: the user config file, the cache and the data directory.
 
 use std::path::PathBuf;
 
@@ -7,8 +7,10 @@ use std::path::PathBuf;
 pub struct Paths {
     /// `<config dir>/mlflow-oidc/config.toml`.
     pub user_config: Option<PathBuf>,
-    /// `<cache dir>/mlflow-oidc`: token cache and discovery documents.
+    /// `<cache dir>/mlflow-oidc`: discovery documents (safe to delete).
     pub cache_dir: Option<PathBuf>,
+    /// `<data dir>/mlflow-oidc`: tokens and the remembered store choice (not a cache: holds credentials).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Paths {
@@ -17,8 +19,9 @@ impl Paths {
             Some(d) => Paths {
                 user_config: Some(d.config_dir().join("config.toml")),
                 cache_dir: Some(d.cache_dir().to_path_buf()),
+                data_dir: Some(d.data_local_dir().to_path_buf()),
             },
-            None => Paths { user_config: None, cache_dir: None },
+            None => Paths { user_config: None, cache_dir: None, data_dir: None },
         }
     }
 }

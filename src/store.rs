@@ -1,4 +1,5 @@
-//! Where tokens live between invocations: the `TokenStore` trait, the 0600 file store, atomic writes and the
+//! Where tokens live between invocations: the `TokenStore` trait, the 0600 file store, the keyring split
+//! (refresh token in the OS keyring, access tokens in the file), the `auto` fallback, atomic writes and the
 //! cross-process refresh lock.
 
 use std::fs::{File, OpenOptions};
@@ -37,11 +38,32 @@ pub struct Entry {
     pub issuer: String,
     pub client_id: String,
     pub tokens: TokenSet,
+    /// Where the refresh token is when not in `tokens` (`"keyring"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_in: Option<String>,
 }
 
 impl Entry {
     pub fn new(c: &ServerConfig, tokens: TokenSet) -> Self {
-        Entry { version: 1, server: c.uri.clone(), issuer: c.issuer.clone(), client_id: c.client_id.clone(), tokens }
+        Entry {
+            version: 1,
+            server: c.uri.clone(),
+            issuer: c.issuer.clone(),
+            client_id: c.client_id.clone(),
+            tokens,
+            refresh_token_in: None,
+        }
+    }
+
+    /// The keyring account for this entry: readable, and unique per store key.
+    pub fn account(&self, key: &str) -> String {
+        format!(
+            "{} at {} for {} [{}]",
+            self.client_id,
+            self.issuer,
+            self.server.as_deref().unwrap_or("-"),
+            &key[..key.len().min(8)]
+        )
     }
 }
 
@@ -85,6 +107,18 @@ pub struct FileStore {
 impl FileStore {
     pub fn new(dir: PathBuf) -> Self {
         FileStore { dir }
+    }
+
+    /// The keys of every stored entry.
+    pub fn keys(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut keys: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_string))
+            .filter(|k| !k.starts_with('.'))
+            .collect();
+        keys.sort();
+        keys
     }
     fn path(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{key}.json"))
@@ -216,6 +250,275 @@ fn unique() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
+/// Which store the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    Auto,
+    Keyring,
+    File,
+    Memory,
+}
+
+impl StoreMode {
+    pub fn parse(s: &str) -> Option<StoreMode> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Some(StoreMode::Auto),
+            "keyring" => Some(StoreMode::Keyring),
+            "file" => Some(StoreMode::File),
+            "memory" => Some(StoreMode::Memory),
+            _ => None,
+        }
+    }
+}
+
+/// Where the refresh token actually goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Keyring,
+    File,
+    Memory,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Keyring => "keyring",
+            Backend::File => "file",
+            Backend::Memory => "memory",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Choice {
+    store: String,
+    reason: String,
+    since: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyringValue {
+    refresh_token: crate::token::Secret<String>,
+    saved_at: i64,
+}
+
+/// How a [`Store`] is set up.
+pub struct StoreSettings {
+    pub mode: StoreMode,
+    /// What chose the mode ("--store", "MLFLOW_OIDC_STORE", "config", "default").
+    pub mode_source: String,
+    /// `<data dir>/mlflow-oidc`: tokens/ and the remembered store choice.
+    pub data_dir: PathBuf,
+    /// Whether a session bus could exist (Linux without one skips the keyring at once).
+    pub bus_available: bool,
+    pub now: i64,
+}
+
+/// The store the commands use: entries in 0600 files, refresh tokens in the keyring when it answers.
+pub struct Store {
+    files: FileStore,
+    settings: StoreSettings,
+    secrets: Box<dyn SecretStore>,
+    chosen: std::cell::OnceCell<(Backend, String)>,
+    warnings: std::cell::RefCell<Vec<String>>,
+    memory: std::cell::RefCell<std::collections::BTreeMap<String, Entry>>,
+}
+
+use crate::keyring_store::SecretStore;
+
+impl Store {
+    pub fn new(settings: StoreSettings, secrets: Box<dyn SecretStore>) -> Store {
+        Store {
+            files: FileStore::new(settings.data_dir.join("tokens")),
+            settings,
+            secrets,
+            chosen: std::cell::OnceCell::new(),
+            warnings: std::cell::RefCell::new(Vec::new()),
+            memory: std::cell::RefCell::new(Default::default()),
+        }
+    }
+
+    /// Warnings produced so far (printed once by the caller).
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.borrow_mut())
+    }
+
+    fn choice_path(&self) -> PathBuf {
+        self.settings.data_dir.join("store-choice.json")
+    }
+
+    /// The backend in use and why; in `auto` this may probe the keyring (bounded) and remember a fallback.
+    pub fn backend(&self) -> (Backend, String) {
+        self.chosen
+            .get_or_init(|| {
+                let src = &self.settings.mode_source;
+                match self.settings.mode {
+                    StoreMode::Memory => (Backend::Memory, format!("chosen by {src}; nothing is persisted")),
+                    StoreMode::File => (Backend::File, format!("chosen by {src}")),
+                    StoreMode::Keyring => (Backend::Keyring, format!("chosen by {src}")),
+                    StoreMode::Auto => self.auto_choice(),
+                }
+            })
+            .clone()
+    }
+
+    fn auto_choice(&self) -> (Backend, String) {
+        if let Ok(bytes) = std::fs::read(self.choice_path())
+            && let Ok(c) = serde_json::from_slice::<Choice>(&bytes)
+            && c.store == "file"
+        {
+            return (
+                Backend::File,
+                format!(
+                    "the keyring was unavailable on {} ({}); remembered — `--store keyring` switches back",
+                    crate::token::rfc3339(c.since),
+                    c.reason
+                ),
+            );
+        }
+        if !self.settings.bus_available {
+            return self.fall_back("no D-Bus session bus for the Secret Service".into());
+        }
+        match self.secrets.probe() {
+            Ok(()) => (Backend::Keyring, "auto: the OS keyring answers".into()),
+            Err(e) => self.fall_back(e.to_string()),
+        }
+    }
+
+    fn fall_back(&self, reason: String) -> (Backend, String) {
+        let dir = self.files.dir.display().to_string();
+        self.warnings.borrow_mut().push(format!(
+            "the OS keyring is unavailable ({reason}); keeping credentials in {dir} (mode 0600) instead. \
+             This choice is remembered; `--store keyring` switches back"
+        ));
+        let choice = Choice { store: "file".into(), reason: reason.clone(), since: self.settings.now };
+        if let Ok(bytes) = serde_json::to_vec(&choice) {
+            let _ = atomic_write(&self.choice_path(), &bytes);
+        }
+        (Backend::File, format!("auto: fell back to the file store ({reason})"))
+    }
+
+    /// The refresh token of `entry`, from wherever it lives.
+    pub fn refresh_token(&self, key: &str, entry: &Entry) -> Result<Option<crate::token::Secret<String>>> {
+        if let Some(rt) = &entry.tokens.refresh_token {
+            return Ok(Some(rt.clone()));
+        }
+        if entry.refresh_token_in.as_deref() != Some("keyring") {
+            return Ok(None);
+        }
+        match self.secrets.get(&entry.account(key)) {
+            Ok(Some(text)) => match serde_json::from_str::<KeyringValue>(&text) {
+                Ok(v) => Ok(Some(v.refresh_token)),
+                Err(_) => {
+                    self.warnings.borrow_mut().push("the keyring entry is not ours or is corrupt; ignoring it".into());
+                    Ok(None)
+                }
+            },
+            Ok(None) => Ok(None),
+            Err(e) if self.settings.mode == StoreMode::Keyring => Err(e),
+            Err(e) => {
+                self.warnings.borrow_mut().push(format!("{e}; the refresh token there cannot be used now"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// A name for `status`: backend and directory.
+    pub fn describe_backend(&self) -> String {
+        let (b, _) = self.backend();
+        match b {
+            Backend::Keyring => {
+                format!("keyring (service {}) + {}", crate::keyring_store::SERVICE, self.files.dir.display())
+            }
+            Backend::File => format!("file {}", self.files.dir.display()),
+            Backend::Memory => "memory (nothing persisted)".into(),
+        }
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.files.keys()
+    }
+
+    fn save_file_only(&self, key: &str, entry: &Entry, lock: &LockGuard) -> Result<()> {
+        let mut e = entry.clone();
+        e.refresh_token_in = None;
+        self.files.save(key, &e, lock)
+    }
+}
+
+impl TokenStore for Store {
+    fn load(&self, key: &str) -> Result<Option<Entry>> {
+        if self.settings.mode == StoreMode::Memory {
+            return Ok(self.memory.borrow().get(key).cloned());
+        }
+        self.files.load(key)
+    }
+
+    fn save(&self, key: &str, entry: &Entry, lock: &LockGuard) -> Result<()> {
+        match self.backend().0 {
+            Backend::Memory => {
+                self.memory.borrow_mut().insert(key.to_string(), entry.clone());
+                Ok(())
+            }
+            Backend::File => self.save_file_only(key, entry, lock),
+            Backend::Keyring => {
+                let Some(rt) = entry.tokens.refresh_token.clone() else {
+                    return self.save_file_only(key, entry, lock);
+                };
+                let value = KeyringValue { refresh_token: rt, saved_at: self.settings.now };
+                let json = serde_json::to_string(&value).map_err(|e| Error::store(format!("cannot encode: {e}")))?;
+                // The refresh token goes first: a crash between the two writes leaves the new refresh token
+                // stored and, at worst, an old access token cached.
+                match self.secrets.set(&entry.account(key), &json) {
+                    Ok(()) => {
+                        let mut e = entry.clone();
+                        e.tokens.refresh_token = None;
+                        e.refresh_token_in = Some("keyring".into());
+                        self.files.save(key, &e, lock)
+                    }
+                    Err(e) if self.settings.mode == StoreMode::Auto => {
+                        let reason = e.to_string();
+                        let chosen = self.fall_back(reason);
+                        let _ = self.chosen.set(chosen);
+                        self.save_file_only(key, entry, lock)?;
+                        // A stale keyring copy must not shadow the fresher file copy later.
+                        let _ = self.secrets.delete(&entry.account(key));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    fn delete(&self, key: &str, lock: &LockGuard) -> Result<bool> {
+        if self.settings.mode == StoreMode::Memory {
+            return Ok(self.memory.borrow_mut().remove(key).is_some());
+        }
+        let entry = self.files.load(key).ok().flatten();
+        let mut deleted = false;
+        if let Some(e) = &entry
+            && (e.refresh_token_in.as_deref() == Some("keyring") || self.settings.mode == StoreMode::Keyring)
+        {
+            match self.secrets.delete(&e.account(key)) {
+                Ok(d) => deleted |= d,
+                Err(err) if self.settings.mode == StoreMode::Keyring => return Err(err),
+                Err(err) => self.warnings.borrow_mut().push(format!("{err}; the keyring entry may remain")),
+            }
+        }
+        deleted |= self.files.delete(key, lock)?;
+        Ok(deleted)
+    }
+
+    fn lock(&self, key: &str, timeout: Duration) -> Result<LockGuard> {
+        self.files.lock(key, timeout)
+    }
+
+    fn describe(&self) -> String {
+        self.describe_backend()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +537,7 @@ mod tests {
                 obtained_at: 40,
                 ..Default::default()
             },
+            refresh_token_in: None,
         }
     }
 

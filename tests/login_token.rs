@@ -27,6 +27,8 @@ fn project(idp: &Idp, extra: &str) -> Sandbox {
     );
     s.set("BROWSER", support::browser_curl().to_str().unwrap());
     s.set("BROWSER_LOG", s.path("browser.log").to_str().unwrap());
+    // These tests read the refresh token from the file; the keyring has its own tests (tests/store.rs).
+    s.set("MLFLOW_OIDC_STORE", "file");
     s
 }
 
@@ -44,7 +46,7 @@ fn confidential(idp: &Idp, extra: &str) -> Sandbox {
 }
 
 fn stored_entry(s: &Sandbox) -> serde_json::Value {
-    let dir = s.cache_dir().join("tokens");
+    let dir = s.tokens_dir();
     let file = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -243,8 +245,8 @@ fn user_denying_consent_is_a_clear_error() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("access_denied") && out.stderr.contains("refused the login"), "{}", out.stderr);
     assert!(
-        !s.cache_dir().join("tokens").exists()
-            || std::fs::read_dir(s.cache_dir().join("tokens")).unwrap().all(|e| !e
+        !s.tokens_dir().exists()
+            || std::fs::read_dir(s.tokens_dir()).unwrap().all(|e| !e
                 .unwrap()
                 .file_name()
                 .to_string_lossy()

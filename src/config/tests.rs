@@ -17,7 +17,7 @@ fn block(uri: &str, extra: &str) -> String {
     )
 }
 fn resolve_with(files: &[ConfigFile], env: &[(&str, &str)], server: Option<&str>) -> Result<Resolved> {
-    let flags = Flags { server: server.map(str::to_string), config: None };
+    let flags = Flags { server: server.map(str::to_string), config: None, store: None };
     resolve(files, &Env::from_pairs(env.iter().copied()), &flags)
 }
 fn ok(files: &[ConfigFile], env: &[(&str, &str)], server: Option<&str>) -> ServerConfig {

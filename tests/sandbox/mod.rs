@@ -47,6 +47,15 @@ impl Sandbox {
         self.path("home/.cache/mlflow-oidc")
     }
 
+    /// `<data dir>/mlflow-oidc`: where the token files live.
+    pub fn data_dir(&self) -> PathBuf {
+        self.path("home/.local/share/mlflow-oidc")
+    }
+
+    pub fn tokens_dir(&self) -> PathBuf {
+        self.data_dir().join("tokens")
+    }
+
     /// Set an environment variable for every later command.
     pub fn set(&mut self, k: &str, v: impl AsRef<str>) {
         self.env.retain(|(key, _)| key != k);
