@@ -287,7 +287,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__login)
-            opts="-v -h -V --timeout --server --config --store --verbose --help --version"
+            opts="-v -h -V --timeout --flow --device --no-browser --server --config --store --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -295,6 +295,10 @@ _mlflow__oidc() {
             case "${prev}" in
                 --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --flow)
+                    COMPREPLY=($(compgen -W "auth-code device" -- "${cur}"))
                     return 0
                     ;;
                 --server)
@@ -369,7 +373,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__status)
-            opts="-v -h -V --json --server --config --store --verbose --help --version"
+            opts="-v -h -V --json --check --server --config --store --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

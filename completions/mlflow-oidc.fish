@@ -36,20 +36,24 @@ complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -s V -l version -d
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "login" -d 'Log in to the tracking server\'s identity provider and store the credentials'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "token" -d 'Print a valid bearer token (from cache, by silent refresh, or by logging in)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "logout" -d 'Forget the stored credentials of a server (or of all servers)'
-complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "status" -d 'Show the resolved configuration and who is logged in (no network)'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "status" -d 'Show the resolved configuration and who is logged in (no network unless --check)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "exec" -d 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "man" -d 'Print the man page (roff)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -l timeout -d 'How long to wait for the browser login, e.g. 300, 90s, 5m' -r
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -l timeout -d 'How long to wait for the login, e.g. 300, 90s, 5m' -r
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -l flow -d 'Which flow: auth-code (browser + loopback redirect) or device (a code to enter on any device) [default: auth-code when a local browser is plausible, else device when the provider supports it]' -r -f -a "auth-code\t'Authorization code with PKCE and a loopback redirect'
+device\t'Device authorization grant (RFC 8628)'"
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -l server -d 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]' -r
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -l config -d 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]' -r -F
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -l store -d 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]' -r -f -a "auto\t''
 keyring\t''
 file\t''
 memory\t''"
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -l device -d 'Use the device authorization flow (same as --flow device)'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -l no-browser -d 'Do not open a browser: print the URL, and accept the redirected URL pasted on stdin'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
-complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -s h -l help -d 'Print help'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand login" -s V -l version -d 'Print version'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand token" -l format -d 'Output format' -r -f -a "raw\t'The token alone'
 header\t'`Authorization: Bearer <token>`'
@@ -85,6 +89,7 @@ keyring\t''
 file\t''
 memory\t''"
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -l json -d 'Print one JSON object instead of text'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -l check -d 'Also check the provider over the network: discovery, issuer, endpoints, redirect port, clock skew'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -s v -l verbose -d 'Explain what happens on stderr (tokens and secrets are never logged)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -s h -l help -d 'Print help'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand status" -s V -l version -d 'Print version'
@@ -122,7 +127,7 @@ complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand man" -s V -l ver
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "login" -d 'Log in to the tracking server\'s identity provider and store the credentials'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "token" -d 'Print a valid bearer token (from cache, by silent refresh, or by logging in)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "logout" -d 'Forget the stored credentials of a server (or of all servers)'
-complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "status" -d 'Show the resolved configuration and who is logged in (no network)'
+complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "status" -d 'Show the resolved configuration and who is logged in (no network unless --check)'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "exec" -d 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "completions" -d 'Print a shell completion script'
 complete -c mlflow-oidc -n "__fish_mlflow_oidc_using_subcommand help; and not __fish_seen_subcommand_from login token logout status exec completions man help" -f -a "man" -d 'Print the man page (roff)'

@@ -5,12 +5,12 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::browser::{Browser, SystemBrowser};
-use crate::cli::{Cli, Command, ExecArgs, LoginArgs, LogoutArgs, StatusArgs, TokenArgs};
-use crate::config::{self, Flags, Resolved, ServerConfig};
+use crate::cli::{Cli, Command, ExecArgs, FlowArg, LoginArgs, LogoutArgs, StatusArgs, TokenArgs};
+use crate::config::{self, Flags, FlowChoice, Resolved, ServerConfig};
 use crate::discovery::{self, Discovered};
 use crate::env::Env;
 use crate::error::{Error, Result};
-use crate::flow::Flows;
+use crate::flow::{DevicePoll, Flows};
 use crate::http::{Http, HttpSettings};
 use crate::keyring_store::Keyring;
 use crate::loopback::{self, Callback};
@@ -74,7 +74,8 @@ fn system_now() -> i64 {
 
 /// Run one invocation and report its outcome; returns the process exit code.
 pub fn main_with(cli: Cli, deps: &mut Deps) -> u8 {
-    let json_errors = matches!(&cli.command, Some(Command::Status(StatusArgs { json: true, .. })));
+    // With --check, the JSON report is already on stdout when a check fails; the error goes to stderr only.
+    let json_errors = matches!(&cli.command, Some(Command::Status(StatusArgs { json: true, check: false })));
     match run(cli, deps) {
         Ok(()) => {
             if deps.out.flush().is_err() {
@@ -213,13 +214,27 @@ fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Result<()> {
     flush_store_warnings(&store, deps);
     let store_info = output::StoreInfo { backend: backend.as_str(), location: store.describe(), reason: why };
     let login = output::LoginState::new(entry.as_ref().map(|e| &e.tokens), rt_held, token_kind(c), now, store_info);
+    let checks = if args.check { Some(crate::check::run(c, &http_for(c, &deps.env)?, now)) } else { None };
     if args.json {
-        let v =
+        let mut v =
             serde_json::json!({ "config": output::config_json(c), "login": login.json(), "store": login.store_json() });
-        write_out(deps, format!("{v}\n").as_bytes())
+        if let Some(checks) = &checks {
+            v["checks"] = output::checks_json(checks);
+        }
+        write_out(deps, format!("{v}\n").as_bytes())?;
     } else {
-        let text = output::config_text(c) + &login.text(c);
-        write_out(deps, text.as_bytes())
+        let mut text = output::config_text(c) + &login.text(c);
+        if let Some(checks) = &checks {
+            text.push_str(&output::checks_text(checks));
+        }
+        write_out(deps, text.as_bytes())?;
+    }
+    match checks {
+        Some(checks) if checks.iter().any(|c| !c.ok) => {
+            let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+            Err(Error::provider(format!("status --check: {} failed: {}", failed.len(), failed.join(", "))))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -459,7 +474,8 @@ fn obtain(
     }
     // Siblings may wait on the lock while a person logs in: they then find fresh tokens instead of opening
     // a second browser.
-    let set = browser_login(c, &provider, login_timeout, deps)?;
+    let opts = LoginOpts { timeout: login_timeout, ..LoginOpts::default() };
+    let set = interactive_login(c, &provider, opts, deps)?;
     store.save(key, &Entry::new(c, set.clone()), &lock)?;
     require_kind(c, set)
 }
@@ -508,7 +524,7 @@ fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<()> {
         let flows = Flows::new(c, &provider.discovered.metadata)?;
         flows.client_credentials(&provider.http, (deps.now)())?
     } else {
-        browser_login(c, &provider, args.timeout, deps)?
+        interactive_login(c, &provider, args.opts(), deps)?
     };
     let set = require_kind(c, set)?;
     let lock = store.lock(&key, LOCK_TIMEOUT)?;
@@ -534,33 +550,222 @@ fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<()> {
     Ok(())
 }
 
-/// The authorization code flow with PKCE on a loopback redirect, in the system browser.
-fn browser_login(c: &ServerConfig, provider: &Provider, timeout: u64, deps: &mut Deps) -> Result<TokenSet> {
-    let flows = Flows::new(c, &provider.discovered.metadata)?;
-    // Bind before the browser opens, so the redirect can never race the listener (RFC 8252 §7.3).
-    let listener = loopback::bind(&c.redirect_uri)?;
-    let auth = flows.authorize(&listener.redirect_uri)?;
-    deps.note(format!("Logging in to {} with {}.", c.display_name(), c.issuer));
-    deps.note(format!("Opening your browser… if it does not open, visit:\n\n  {}\n", auth.url));
-    if let Err(why) = deps.browser.open(&auth.url) {
-        deps.note(format!("(could not open a browser: {why}; open the URL above yourself)"));
+/// How an interactive login should run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoginOpts {
+    pub timeout: u64,
+    pub flow: Option<FlowChoice>,
+    pub no_browser: bool,
+}
+
+impl LoginArgs {
+    fn opts(&self) -> LoginOpts {
+        let flow = if self.device {
+            Some(FlowChoice::Device)
+        } else {
+            self.flow.map(|f| match f {
+                FlowArg::AuthCode => FlowChoice::AuthCode,
+                FlowArg::Device => FlowChoice::Device,
+            })
+        };
+        LoginOpts { timeout: self.timeout, flow, no_browser: self.no_browser }
     }
-    let deadline = Instant::now() + Duration::from_secs(timeout);
+}
+
+/// A person logs in: the authorization code flow on a loopback redirect, or the device flow, as chosen.
+fn interactive_login(c: &ServerConfig, provider: &Provider, opts: LoginOpts, deps: &mut Deps) -> Result<TokenSet> {
+    let meta = &provider.discovered.metadata;
+    let device_endpoint = || {
+        meta.device_authorization_endpoint.clone().or_else(|| c.device_authorization_endpoint.clone()).or_else(|| {
+            discovery::authorization_server_metadata(&provider.http, &c.issuer)?.device_authorization_endpoint
+        })
+    };
+    let ssh = deps.env.get_lossy("SSH_CONNECTION").is_some() || deps.env.get_lossy("SSH_TTY").is_some();
+    let display = deps.env.get_lossy("DISPLAY").is_some() || deps.env.get_lossy("WAYLAND_DISPLAY").is_some();
+    let forced = opts.flow.or(match c.flow {
+        FlowChoice::Auto => None,
+        f => Some(f),
+    });
+    let (device, why) = match forced {
+        Some(FlowChoice::Device) => match device_endpoint() {
+            Some(e) => (Some(e), "asked for".to_string()),
+            None => {
+                return Err(Error::config(format!(
+                    "the provider {} advertises no device_authorization_endpoint (in its OpenID or RFC 8414 metadata): \
+                     set `device-authorization-endpoint` in the server block if it has one, or use --flow auth-code",
+                    c.issuer
+                )));
+            }
+        },
+        Some(_) => (None, "asked for".to_string()),
+        None if ssh && !display => match device_endpoint() {
+            Some(e) => (Some(e), "this is an SSH session without a forwarded display".to_string()),
+            None => (None, "the provider has no device flow; open the URL below where you can".to_string()),
+        },
+        None if !opts.no_browser && !deps.browser.plausible() => match device_endpoint() {
+            Some(e) => (Some(e), "no browser can be started here".to_string()),
+            None => (None, "no browser can be started here and the provider has no device flow".to_string()),
+        },
+        None => (None, "a local browser is available".to_string()),
+    };
+    let flows = Flows::new(c, meta)?;
+    match device {
+        Some(endpoint) => {
+            deps.note(format!("Using the device flow ({why})."));
+            device_login(c, provider, &flows, &endpoint, opts.timeout, deps)
+        }
+        None => {
+            deps.debug(format!("authorization code flow ({why})"));
+            browser_login(c, provider, &flows, opts, ssh && !display, deps)
+        }
+    }
+}
+
+/// RFC 8628: show the code, poll honouring `interval` and `slow_down`, until approval, denial or expiry.
+fn device_login(
+    c: &ServerConfig,
+    provider: &Provider,
+    flows: &Flows,
+    endpoint: &str,
+    timeout: u64,
+    deps: &mut Deps,
+) -> Result<TokenSet> {
+    let device = flows.start_device(&provider.http, endpoint)?;
+    deps.note(format!(
+        "To log in to {}, open {} on any device and enter the code:\n\n    {}\n",
+        c.display_name(),
+        device.verification_uri,
+        device.user_code
+    ));
+    let to_open = device.verification_uri_complete.clone().unwrap_or_else(|| device.verification_uri.clone());
+    if let Some(complete) = &device.verification_uri_complete {
+        deps.note(format!("Or open this address, which carries the code:\n  {complete}\n"));
+    }
+    if deps.browser.plausible()
+        && let Err(why) = deps.browser.open(&to_open)
+    {
+        deps.debug(format!("could not open a browser: {why}"));
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(device.expires_in.min(timeout.max(1)));
+    let mut interval = Duration::from_secs(device.interval);
+    let tty = deps.stderr_is_tty;
+    let mut last_plain: Option<u64> = None;
+    loop {
+        let next = Instant::now() + interval;
+        while Instant::now() < next {
+            let now = Instant::now();
+            if now >= deadline {
+                if tty {
+                    let _ = write!(deps.err, "\r\x1b[2K");
+                }
+                return Err(Error::interaction(format!(
+                    "the login was not approved in time (code {} expired): run `mlflow-oidc login` again",
+                    device.user_code
+                )));
+            }
+            let left = (deadline - now).as_secs();
+            if tty {
+                let _ = write!(
+                    deps.err,
+                    "\rWaiting for approval of code {}… {}:{:02} left ",
+                    device.user_code,
+                    left / 60,
+                    left % 60
+                );
+                let _ = deps.err.flush();
+            } else if last_plain.is_none_or(|l| l >= left + 60) {
+                deps.note(format!(
+                    "Waiting for approval of code {} ({}:{:02} left)…",
+                    device.user_code,
+                    left / 60,
+                    left % 60
+                ));
+                last_plain = Some(left);
+            }
+            std::thread::sleep((next - Instant::now().min(next)).min(Duration::from_millis(500)));
+        }
+        let polled = flows.poll_device(&provider.http, &device, (deps.now)());
+        match polled {
+            Ok(DevicePoll::Pending) => {}
+            Ok(DevicePoll::SlowDown) => {
+                // RFC 8628 §3.5: add 5 seconds to the interval for this and all later requests.
+                interval += Duration::from_secs(5);
+                deps.debug(format!("the provider asked to slow down: polling every {}s", interval.as_secs()));
+            }
+            Ok(DevicePoll::Done(set)) => {
+                if tty {
+                    let _ = write!(deps.err, "\r\x1b[2K");
+                }
+                return Ok(set);
+            }
+            Err(e) => {
+                if tty {
+                    let _ = write!(deps.err, "\r\x1b[2K");
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The authorization code flow with PKCE on a loopback redirect, in the system browser (or by hand).
+fn browser_login(
+    c: &ServerConfig,
+    provider: &Provider,
+    flows: &Flows,
+    opts: LoginOpts,
+    remote: bool,
+    deps: &mut Deps,
+) -> Result<TokenSet> {
+    // Bind before the browser opens, so the redirect can never race the listener (RFC 8252 §7.3).
+    let listener = loopback::bind_any(&c.redirect_uri, &c.redirect_ports)?;
+    let auth = flows.authorize(&listener.redirect_uri)?;
+    let open = !opts.no_browser && deps.browser.plausible();
+    let paste = opts.no_browser || !open;
+    deps.note(format!("Logging in to {} with {}.", c.display_name(), c.issuer));
+    if open {
+        deps.note(format!("Opening your browser… if it does not open, visit:\n\n  {}\n", auth.url));
+        if let Err(why) = deps.browser.open(&auth.url) {
+            deps.note(format!("(could not open a browser: {why}; open the URL above yourself)"));
+        }
+    } else {
+        deps.note(format!("Open this URL in a browser:\n\n  {}\n", auth.url));
+        if remote {
+            deps.note(format!(
+                "From another machine, forward the port first: ssh -L {p}:127.0.0.1:{p} <this host>",
+                p = listener.port()
+            ));
+        }
+        deps.note("If the page it ends on fails to load, copy that page's address from the browser and paste it here.");
+    }
+    let pasted = paste.then(spawn_stdin_lines);
+    let deadline = Instant::now() + Duration::from_secs(opts.timeout);
     let tty = deps.stderr_is_tty;
     let err = &mut deps.err;
     let mut last_plain = None;
-    let callback = listener.wait(&auth.state, deadline, |left| {
-        let secs = left.as_secs();
-        if tty {
-            let _ = write!(err, "\rWaiting for the browser login… {}:{:02} left ", secs / 60, secs % 60);
-            let _ = err.flush();
-        } else if last_plain.is_none_or(|l: u64| l >= secs + 60) {
-            let _ = writeln!(err, "Waiting for the browser login ({}:{:02} left)…", secs / 60, secs % 60);
-            last_plain = Some(secs);
-        }
-    });
+    let mut rejections = Vec::new();
+    let callback = listener.wait_or_paste(
+        &auth.state,
+        deadline,
+        pasted.as_ref(),
+        |left| {
+            let secs = left.as_secs();
+            if tty {
+                let _ = write!(err, "\rWaiting for the browser login… {}:{:02} left ", secs / 60, secs % 60);
+                let _ = err.flush();
+            } else if last_plain.is_none_or(|l: u64| l >= secs + 60) {
+                let _ = writeln!(err, "Waiting for the browser login ({}:{:02} left)…", secs / 60, secs % 60);
+                last_plain = Some(secs);
+            }
+        },
+        |why| rejections.push(why.to_string()),
+    );
     if tty {
         let _ = write!(deps.err, "\r\x1b[2K");
+    }
+    for why in rejections {
+        deps.note(format!("The pasted URL was refused: {why}"));
     }
     match callback? {
         Callback::Error { error, description } => {
@@ -582,6 +787,21 @@ fn browser_login(c: &ServerConfig, provider: &Provider, timeout: u64, deps: &mut
             flows.exchange_code(&provider.http, auth, &code, &redirect, (deps.now)())
         }
     }
+}
+
+/// Lines typed or pasted on stdin, read on a helper thread so the listener keeps serving meanwhile.
+fn spawn_stdin_lines() -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if tx.send(std::mem::take(&mut line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 fn logout(flags: &Flags, args: &LogoutArgs, deps: &mut Deps) -> Result<()> {

@@ -5,6 +5,10 @@ use crate::env::Env;
 pub trait Browser {
     /// Try to open `url`; `Err` says why it could not (for a message), never aborts the login.
     fn open(&self, url: &str) -> Result<(), String>;
+    /// Whether opening a browser here can work at all (a display or `$BROWSER`).
+    fn plausible(&self) -> bool {
+        true
+    }
 }
 
 /// The platform opener (`webbrowser`, which honours `$BROWSER`).
@@ -23,6 +27,10 @@ impl SystemBrowser {
 }
 
 impl Browser for SystemBrowser {
+    fn plausible(&self) -> bool {
+        self.plausible
+    }
+
     fn open(&self, url: &str) -> Result<(), String> {
         if !self.plausible {
             return Err("no display and no $BROWSER".into());

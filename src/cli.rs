@@ -55,8 +55,10 @@ pub enum Command {
     /// Forget the stored credentials of a server (or of all servers)
     #[command(after_help = "Examples:\n  mlflow-oidc logout\n  mlflow-oidc logout --all")]
     Logout(LogoutArgs),
-    /// Show the resolved configuration and who is logged in (no network)
-    #[command(after_help = "Examples:\n  mlflow-oidc status\n  mlflow-oidc status --json | jq .config.sources")]
+    /// Show the resolved configuration and who is logged in (no network unless --check)
+    #[command(
+        after_help = "Examples:\n  mlflow-oidc status\n  mlflow-oidc status --json | jq .config.sources\n  mlflow-oidc status --check      is the provider reachable and set up for this configuration?"
+    )]
     Status(StatusArgs),
     /// Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set
     #[command(
@@ -76,9 +78,27 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// How long to wait for the browser login, e.g. 300, 90s, 5m
+    /// How long to wait for the login, e.g. 300, 90s, 5m
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub timeout: u64,
+    /// Which flow: auth-code (browser + loopback redirect) or device (a code to enter on any device)
+    /// [default: auth-code when a local browser is plausible, else device when the provider supports it]
+    #[arg(long, value_enum, value_name = "FLOW")]
+    pub flow: Option<FlowArg>,
+    /// Use the device authorization flow (same as --flow device)
+    #[arg(long, conflicts_with = "flow")]
+    pub device: bool,
+    /// Do not open a browser: print the URL, and accept the redirected URL pasted on stdin
+    #[arg(long)]
+    pub no_browser: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlowArg {
+    /// Authorization code with PKCE and a loopback redirect
+    AuthCode,
+    /// Device authorization grant (RFC 8628)
+    Device,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +164,9 @@ pub struct StatusArgs {
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
+    /// Also check the provider over the network: discovery, issuer, endpoints, redirect port, clock skew
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Seconds from "300", "300s", "5m" or "1h".

@@ -32,6 +32,11 @@ pub const KNOWN_KEYS: &[&str] = &[
     "token-endpoint-auth-method",
     "offline-access",
     "revocation-endpoint",
+    "flow",
+    "device-authorization-endpoint",
+    "auth-params",
+    "resource",
+    "redirect-ports",
 ];
 
 /// Where a resolved value came from, as `status` reports it.
@@ -91,6 +96,16 @@ pub struct ServerConfig {
     pub offline_access: bool,
     /// Where to revoke refresh tokens when the provider's metadata does not say.
     pub revocation_endpoint: Option<String>,
+    /// Which login flow to use.
+    pub flow: FlowChoice,
+    /// The device authorization endpoint when the provider's metadata does not say.
+    pub device_authorization_endpoint: Option<String>,
+    /// Extra authorization-request parameters (`prompt`, `login_hint`, `access_type`, …).
+    pub auth_params: Vec<(String, String)>,
+    /// RFC 8707 resource indicators, sent on authorization and token requests.
+    pub resources: Vec<String>,
+    /// Loopback ports to try in order when the redirect URI's port is busy.
+    pub redirect_ports: Vec<u16>,
     /// For each field name (`uri`, `issuer`, `client_id`, …), where its value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -99,6 +114,26 @@ impl ServerConfig {
     /// A name for this server in messages: the tracking URI, else the issuer.
     pub fn display_name(&self) -> &str {
         self.uri.as_deref().unwrap_or(&self.issuer)
+    }
+}
+
+/// The login flow a server block asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowChoice {
+    /// Authorization code when a local browser is plausible, else the device flow when the provider has one.
+    Auto,
+    AuthCode,
+    Device,
+}
+
+impl FlowChoice {
+    pub fn parse(s: &str) -> Option<FlowChoice> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "auto" => Some(FlowChoice::Auto),
+            "auth-code" | "authorization-code" | "code" => Some(FlowChoice::AuthCode),
+            "device" | "device-code" => Some(FlowChoice::Device),
+            _ => None,
+        }
     }
 }
 
@@ -241,6 +276,9 @@ struct Block {
     uri: Option<String>,
     strings: BTreeMap<&'static str, String>,
     bools: BTreeMap<&'static str, bool>,
+    auth_params: Option<Vec<(String, String)>>,
+    resources: Option<Vec<String>>,
+    redirect_ports: Option<Vec<u16>>,
 }
 
 /// Resolve the configuration of one server. Pure: all I/O happened in [`load_sources`].
@@ -414,6 +452,71 @@ fn parse_file(file: &ConfigFile, warnings: &mut Vec<String>) -> Result<Vec<Block
                     };
                     block.bools.insert(known, b);
                 }
+                "auth-params" => {
+                    let t = value.as_table().ok_or_else(|| {
+                        Error::config(format!(
+                            "{} must be a table of strings, e.g. auth-params = {{ prompt = \"login\" }}, not {}",
+                            at(),
+                            type_name(value)
+                        ))
+                    })?;
+                    let mut params = Vec::new();
+                    for (k, v) in t {
+                        let v = match v {
+                            toml::Value::String(s) => s.clone(),
+                            toml::Value::Integer(i) => i.to_string(),
+                            toml::Value::Boolean(b) => b.to_string(),
+                            other => {
+                                return Err(Error::config(format!(
+                                    "{}: `{k}` must be a string, not {}",
+                                    at(),
+                                    type_name(other)
+                                )));
+                            }
+                        };
+                        check_auth_param(k, &at())?;
+                        params.push((k.clone(), v));
+                    }
+                    block.auth_params = Some(params);
+                }
+                "resource" => {
+                    let list = match value {
+                        toml::Value::String(s) => vec![s.clone()],
+                        toml::Value::Array(a) => {
+                            a.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().ok_or_else(
+                                || Error::config(format!("{} must be a string or an array of strings", at())),
+                            )?
+                        }
+                        other => {
+                            return Err(Error::config(format!(
+                                "{} must be a string or an array of strings, not {}",
+                                at(),
+                                type_name(other)
+                            )));
+                        }
+                    };
+                    for r in &list {
+                        check_resource(r, &at())?;
+                    }
+                    block.resources = Some(list);
+                }
+                "redirect-ports" => {
+                    let ports = value
+                        .as_array()
+                        .and_then(|a| {
+                            a.iter()
+                                .map(|v| v.as_integer().and_then(|i| u16::try_from(i).ok()))
+                                .collect::<Option<Vec<u16>>>()
+                        })
+                        .filter(|p| !p.is_empty())
+                        .ok_or_else(|| {
+                            Error::config(format!(
+                                "{} must be a non-empty array of port numbers (0-65535), e.g. [39303, 39304]",
+                                at()
+                            ))
+                        })?;
+                    block.redirect_ports = Some(ports);
+                }
                 _ => {
                     let s = value
                         .as_str()
@@ -467,6 +570,36 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
     (line, col)
+}
+
+/// Parameters we set ourselves must not be overridden by `auth-params` (that would break PKCE or state checks).
+fn check_auth_param(k: &str, at: &str) -> Result<()> {
+    const OURS: &[&str] = &[
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+        "scope",
+    ];
+    if OURS.contains(&k) {
+        return Err(Error::config(format!(
+            "{at}: `{k}` is set by mlflow-oidc itself and cannot be overridden (use `scope` for scopes)"
+        )));
+    }
+    Ok(())
+}
+
+/// RFC 8707 §2: a resource indicator is an absolute URI without a fragment.
+fn check_resource(r: &str, at: &str) -> Result<()> {
+    match url::Url::parse(r) {
+        Ok(u) if u.fragment().is_none() => Ok(()),
+        _ => Err(Error::config(format!(
+            "{at}: resource \"{r}\" must be an absolute URI without a fragment (RFC 8707), e.g. https://mlflow.example.com or urn:mlflow"
+        ))),
+    }
 }
 
 /// true/false, yes/no, 1/0, on/off in any case; anything else is `None`.
@@ -535,6 +668,8 @@ fn build_server(block: Option<&Block>, env: &Env, uri: Option<String>, uri_sourc
     let ca_bundle = string("ca-bundle", "ca_bundle")?;
     let auth_method = string("token-endpoint-auth-method", "token_endpoint_auth_method")?;
     let revocation_endpoint = string("revocation-endpoint", "revocation_endpoint")?.map(|(v, _)| v);
+    let flow = string("flow", "flow")?;
+    let device_endpoint = string("device-authorization-endpoint", "device_authorization_endpoint")?.map(|(v, _)| v);
 
     let name = uri.clone().unwrap_or_else(|| "the environment-only configuration".into());
     let (Some((issuer, issuer_src)), Some((client_id, _))) = (issuer, client_id) else {
@@ -619,6 +754,47 @@ fn build_server(block: Option<&Block>, env: &Env, uri: Option<String>, uri_sourc
         }),
     };
 
+    let flow = match flow {
+        None => FlowChoice::Auto,
+        Some((f, src)) => FlowChoice::parse(&f).ok_or_else(|| {
+            Error::config(format!("{} must be auto, auth-code or device, not \"{f}\"", describe(&src, "flow")))
+        })?,
+    };
+    let auth_params = match env.get("MLFLOW_TRACKING_OIDC_AUTH_PARAMS")? {
+        Some(v) => {
+            let mut params = Vec::new();
+            for (k, v) in url::form_urlencoded::parse(v.as_bytes()) {
+                check_auth_param(&k, "MLFLOW_TRACKING_OIDC_AUTH_PARAMS")?;
+                params.push((k.into_owned(), v.into_owned()));
+            }
+            params
+        }
+        None => block.and_then(|b| b.auth_params.clone()).unwrap_or_default(),
+    };
+    let resources = match env.get("MLFLOW_TRACKING_OIDC_RESOURCE")? {
+        Some(v) => {
+            let list: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+            for r in &list {
+                check_resource(r, "MLFLOW_TRACKING_OIDC_RESOURCE")?;
+            }
+            list
+        }
+        None => block.and_then(|b| b.resources.clone()).unwrap_or_default(),
+    };
+    let redirect_ports = match env.get("MLFLOW_TRACKING_OIDC_REDIRECT_PORTS")? {
+        Some(v) => v
+            .split([',', ' '])
+            .filter(|p| !p.is_empty())
+            .map(|p| p.trim().parse::<u16>())
+            .collect::<std::result::Result<Vec<u16>, _>>()
+            .map_err(|_| {
+                Error::config(format!(
+                    "MLFLOW_TRACKING_OIDC_REDIRECT_PORTS must be port numbers separated by commas, not \"{v}\""
+                ))
+            })?,
+        None => block.and_then(|b| b.redirect_ports.clone()).unwrap_or_default(),
+    };
+
     Ok(ServerConfig {
         uri,
         issuer,
@@ -634,6 +810,11 @@ fn build_server(block: Option<&Block>, env: &Env, uri: Option<String>, uri_sourc
         token_endpoint_auth_method,
         offline_access,
         revocation_endpoint,
+        flow,
+        device_authorization_endpoint: device_endpoint,
+        auth_params,
+        resources,
+        redirect_ports,
         sources,
     })
 }

@@ -113,6 +113,12 @@ impl<'a> Flows<'a> {
         if let Some(n) = &nonce {
             req = req.add_extra_param("nonce", n.clone());
         }
+        for r in &self.config.resources {
+            req = req.add_extra_param("resource", r.clone());
+        }
+        for (k, v) in &self.config.auth_params {
+            req = req.add_extra_param(k.clone(), v.clone());
+        }
         if self.config.sources.get("audience").is_some_and(|s| *s != crate::config::Source::Default) {
             req = req.add_extra_param("audience", self.config.audience.clone());
         }
@@ -132,12 +138,14 @@ impl<'a> Flows<'a> {
         let redirect = RedirectUrl::new(redirect_uri.to_string())
             .map_err(|e| Error::config(format!("redirect URI {redirect_uri} is not a URL ({e})")))?;
         let client = self.client.clone().set_redirect_uri(redirect);
-        let resp = client
+        let mut req = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .set_pkce_verifier(auth.verifier)
-            .add_extra_param("audience", self.config.audience.clone())
-            .request(http)
-            .map_err(|e| self.grant_error("authorization code", e))?;
+            .add_extra_param("audience", self.config.audience.clone());
+        for r in &self.config.resources {
+            req = req.add_extra_param("resource", r.clone());
+        }
+        let resp = req.request(http).map_err(|e| self.grant_error("authorization code", e))?;
         let set = to_token_set(resp, now);
         if let Some(expected) = &auth.nonce
             && let Some(id) = &set.id_token
@@ -166,6 +174,9 @@ impl<'a> Flows<'a> {
         if self.config.scope_explicit {
             req = req.add_scopes(self.config.scope.split_whitespace().map(|s| Scope::new(s.to_string())));
         }
+        for r in &self.config.resources {
+            req = req.add_extra_param("resource", r.clone());
+        }
         let resp = req.request(http).map_err(|e| self.grant_error("client credentials", e))?;
         Ok(to_token_set(resp, now))
     }
@@ -173,7 +184,11 @@ impl<'a> Flows<'a> {
     /// The refresh-token grant. `Ok(None)` means the refresh token is no longer valid (`invalid_grant`).
     pub fn refresh(&self, http: &Http, refresh_token: &Secret<String>, now: i64) -> Result<Option<TokenSet>> {
         let rt = RefreshToken::new(refresh_token.expose().clone());
-        match self.client.exchange_refresh_token(&rt).request(http) {
+        let mut req = self.client.exchange_refresh_token(&rt);
+        for r in &self.config.resources {
+            req = req.add_extra_param("resource", r.clone());
+        }
+        match req.request(http) {
             Ok(resp) => {
                 let mut set = to_token_set(resp, now);
                 // Providers that do not rotate return no refresh token: keep using the old one.
@@ -213,6 +228,148 @@ impl<'a> Flows<'a> {
             RequestTokenError::Other(m) => {
                 Error::provider(format!("the {grant} request to {url} failed: {}", sanitize(&m)))
             }
+        }
+    }
+}
+
+/// RFC 8628 §3.2: what the person is shown and what we poll with.
+pub struct DeviceAuthorization {
+    device_code: Secret<String>,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: Option<String>,
+    pub expires_in: u64,
+    pub interval: u64,
+}
+
+#[derive(Deserialize)]
+struct DeviceResponse {
+    device_code: String,
+    user_code: String,
+    #[serde(alias = "verification_url")]
+    verification_uri: String,
+    #[serde(default, alias = "verification_url_complete")]
+    verification_uri_complete: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    interval: Option<serde_json::Value>,
+}
+
+/// One poll of the token endpoint in the device flow.
+pub enum DevicePoll {
+    Pending,
+    SlowDown,
+    Done(TokenSet),
+}
+
+/// RFC 6749 §5.2 error body.
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+impl Flows<'_> {
+    /// The device authorization endpoint: the provider's metadata, else the configured one.
+    pub fn device_endpoint(&self) -> Option<String> {
+        self.metadata
+            .device_authorization_endpoint
+            .clone()
+            .or_else(|| self.config.device_authorization_endpoint.clone())
+    }
+
+    fn client_auth<'b>(&'b self, form: &mut Vec<(&'b str, &'b str)>) -> Option<(&'b str, &'b str)> {
+        match &self.config.client_secret {
+            Some(secret) if auth_method(self.config, self.metadata) == AuthMethod::ClientSecretBasic => {
+                Some((self.config.client_id.as_str(), secret.expose().as_str()))
+            }
+            Some(secret) => {
+                form.push(("client_id", &self.config.client_id));
+                form.push(("client_secret", secret.expose()));
+                None
+            }
+            None => {
+                form.push(("client_id", &self.config.client_id));
+                None
+            }
+        }
+    }
+
+    /// Start the device flow at `endpoint`.
+    pub fn start_device(&self, http: &Http, endpoint: &str) -> Result<DeviceAuthorization> {
+        let scope = self.interactive_scopes().join(" ");
+        let mut form: Vec<(&str, &str)> = vec![("scope", &scope), ("audience", &self.config.audience)];
+        for r in &self.config.resources {
+            form.push(("resource", r));
+        }
+        let basic = self.client_auth(&mut form);
+        let resp = http.post_form(endpoint, &form, basic)?;
+        if resp.status != 200 {
+            return Err(match serde_json::from_slice::<OAuthError>(&resp.body) {
+                Ok(e) => Error::provider(format!(
+                    "the provider refused to start the device flow at {endpoint}: {}{}",
+                    e.error,
+                    e.error_description.map(|d| format!(" ({})", sanitize(&d))).unwrap_or_default()
+                )),
+                Err(_) => Error::provider(format!(
+                    "the device authorization endpoint {endpoint} answered HTTP {}",
+                    resp.status
+                )),
+            });
+        }
+        let d: DeviceResponse = serde_json::from_slice(&resp.body).map_err(|e| {
+            Error::provider(format!("the device authorization endpoint {endpoint} returned an invalid response ({e})"))
+        })?;
+        let number = |v: &Option<serde_json::Value>, default: u64| {
+            v.as_ref().and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).unwrap_or(default)
+        };
+        Ok(DeviceAuthorization {
+            device_code: Secret::new(d.device_code),
+            user_code: sanitize(&d.user_code),
+            verification_uri: d.verification_uri,
+            verification_uri_complete: d.verification_uri_complete,
+            // RFC 8628 §3.2: expires_in is required; interval defaults to 5 s.
+            expires_in: number(&d.expires_in, 600).clamp(1, 3600),
+            interval: number(&d.interval, 5).clamp(1, 60),
+        })
+    }
+
+    /// Poll once for the device flow's tokens.
+    pub fn poll_device(&self, http: &Http, device: &DeviceAuthorization, now: i64) -> Result<DevicePoll> {
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device.device_code.expose()),
+        ];
+        let basic = self.client_auth(&mut form);
+        let resp = http.post_form(&self.token_url, &form, basic)?;
+        if resp.status == 200 {
+            let tr: TokenResponse = serde_json::from_slice(&resp.body).map_err(|e| {
+                Error::provider(format!(
+                    "the token endpoint {} returned an invalid device-flow response ({e})",
+                    self.token_url
+                ))
+            })?;
+            return Ok(DevicePoll::Done(to_token_set(tr, now)));
+        }
+        let err = serde_json::from_slice::<OAuthError>(&resp.body).map_err(|_| {
+            Error::provider(format!(
+                "the token endpoint {} answered HTTP {} while polling",
+                self.token_url, resp.status
+            ))
+        })?;
+        let desc = err.error_description.map(|d| format!(" ({})", sanitize(&d))).unwrap_or_default();
+        match err.error.as_str() {
+            "authorization_pending" => Ok(DevicePoll::Pending),
+            "slow_down" => Ok(DevicePoll::SlowDown),
+            "access_denied" => Err(Error::provider(format!(
+                "the login was denied at the provider{desc}: run `mlflow-oidc login` again to retry"
+            ))),
+            "expired_token" => Err(Error::interaction(format!(
+                "the device code expired before the login was approved{desc}: run `mlflow-oidc login` again"
+            ))),
+            other => Err(Error::provider(format!("the provider refused the device flow: {other}{desc}"))),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod browser;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod discovery;

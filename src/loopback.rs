@@ -26,6 +26,36 @@ pub enum Callback {
     Error { error: String, description: Option<String> },
 }
 
+/// Bind the redirect URI's port, or else the first free one of `fallback_ports` (for providers that register exact
+/// redirect URIs). The URI sent to the provider names the port actually bound.
+pub fn bind_any(redirect_uri: &str, fallback_ports: &[u16]) -> Result<Listener> {
+    let first = bind(redirect_uri);
+    let Err(first_err) = first else { return first };
+    if fallback_ports.is_empty() || !first_err.to_string().contains("is in use") {
+        return Err(first_err);
+    }
+    let u = url::Url::parse(redirect_uri)
+        .map_err(|e| Error::config(format!("redirect URI {redirect_uri} is not a valid URL ({e})")))?;
+    let mut tried = vec![u.port_or_known_default().unwrap_or(0)];
+    for &port in fallback_ports {
+        if tried.contains(&port) {
+            continue;
+        }
+        tried.push(port);
+        let candidate = with_port(redirect_uri, &u, port);
+        match bind(&candidate) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.to_string().contains("is in use") => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let list = tried.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+    Err(Error::interaction(format!(
+        "every loopback port for the redirect is in use ({list}): stop the program holding them \
+         (`ss -ltnp` shows which) or add a free port to redirect-ports"
+    )))
+}
+
 /// Bind the redirect URI's host and port; never a wildcard address.
 pub fn bind(redirect_uri: &str) -> Result<Listener> {
     let u = url::Url::parse(redirect_uri)
@@ -79,7 +109,20 @@ impl Listener {
 
     /// Wait for the callback carrying `state` until `deadline`. Stray paths, other methods, and wrong or missing
     /// states are answered and ignored. `tick` is called about once a second with the time left.
-    pub fn wait(&self, state: &str, deadline: Instant, mut tick: impl FnMut(Duration)) -> Result<Callback> {
+    pub fn wait(&self, state: &str, deadline: Instant, tick: impl FnMut(Duration)) -> Result<Callback> {
+        self.wait_or_paste(state, deadline, None, tick, |_| {})
+    }
+
+    /// Like [`Listener::wait`], but a redirected URL pasted by the person (lines from `pasted`) is accepted too,
+    /// under the same checks; a rejected paste is reported through `rejected` and the wait goes on.
+    pub fn wait_or_paste(
+        &self,
+        state: &str,
+        deadline: Instant,
+        pasted: Option<&std::sync::mpsc::Receiver<String>>,
+        mut tick: impl FnMut(Duration),
+        mut rejected: impl FnMut(&str),
+    ) -> Result<Callback> {
         let mut last_tick = Instant::now() - Duration::from_secs(2);
         loop {
             let now = Instant::now();
@@ -92,6 +135,14 @@ impl Listener {
                 tick(deadline - now);
                 last_tick = now;
             }
+            if let Some(rx) = pasted
+                && let Ok(line) = rx.try_recv()
+            {
+                match self.judge_pasted(line.trim(), state) {
+                    Ok(cb) => return Ok(cb),
+                    Err(why) => rejected(&why),
+                }
+            }
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     if let Some(cb) = handle(stream, &self.path, state) {
@@ -103,6 +154,24 @@ impl Listener {
                 Err(_) => std::thread::sleep(Duration::from_millis(25)),
             }
         }
+    }
+}
+
+impl Listener {
+    /// A URL copied from the browser's address bar: the same checks as a request to the listener.
+    fn judge_pasted(&self, line: &str, state: &str) -> std::result::Result<Callback, String> {
+        if line.is_empty() {
+            return Err("empty line ignored; paste the whole URL from the browser's address bar".into());
+        }
+        let Ok(u) = url::Url::parse(line) else {
+            return Err("that is not a URL; paste the whole URL from the browser's address bar".into());
+        };
+        let target = match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        };
+        let (outcome, _, _, text) = judge(&format!("GET {target} HTTP/1.1\r\n\r\n"), &self.path, state);
+        outcome.ok_or(text)
     }
 }
 

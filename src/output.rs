@@ -151,6 +151,24 @@ impl LoginState {
     }
 }
 
+/// The `checks` member of `status --check --json`.
+pub fn checks_json(checks: &[crate::check::Check]) -> Value {
+    Value::Array(checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix})).collect())
+}
+
+/// `status --check` lines: ✓ or ✗, the check, what was found, and the fix.
+pub fn checks_text(checks: &[crate::check::Check]) -> String {
+    let mut s = String::from("\nchecks:\n");
+    for c in checks {
+        let mark = if c.ok { "✓" } else { "✗" };
+        s.push_str(&format!("  {mark} {:<24}{}\n", c.name, c.detail));
+        if let Some(fix) = &c.fix {
+            s.push_str(&format!("    fix: {fix}\n"));
+        }
+    }
+    s
+}
+
 /// "1h 5m", "4m 10s", "12s".
 pub fn human_duration(secs: i64) -> String {
     let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);

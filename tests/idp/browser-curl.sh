@@ -8,7 +8,8 @@
 # and prints it on stdout as "CALLBACK <url>". Device flow ends at "Sign-in Success".
 # Env: IDP_LOGIN_USER (default alice), IDP_LOGIN_PASSWORD (default secret),
 #      IDP_USER_CODE (device code to type if the page asks for one),
-#      IDP_DENY=1 (refuse consent through the page's abort link),
+#      IDP_DENY=1 (refuse consent through the page's abort link, or abort a device login),
+#      IDP_NO_CALLBACK=1 (print the final redirect as CALLBACK but do not GET it: a page that fails to load),
 #      BROWSER_LOG (append a trace here; stdout/stderr are /dev/null under webbrowser).
 set -euo pipefail
 url="${1:?usage: $0 URL}"
@@ -26,11 +27,16 @@ for _ in $(seq 1 25); do
   out=$(curl -sS -b "$jar" -c "$jar" -o "$body" -w '%{http_code} %{redirect_url}' \
         -A 'browser-curl/1' --max-time 20 "${args[@]}" "$url")
   code=${out%% *}; loc=${out#* }
+  if [ "${denied:-}" = 1 ]; then log "device login denied"; echo "DENIED"; exit 0; fi
   case "$code" in
     30[1237])
       if [ "$(origin_of "$loc")" != "$idp_origin" ]; then
         log "leaving IdP -> $loc"
-        curl -sS --max-time 20 -o /dev/null "$loc" || log "callback GET failed (no listener?)"
+        if [ "${IDP_NO_CALLBACK:-}" = 1 ]; then
+          log "IDP_NO_CALLBACK: not delivering the callback"
+        else
+          curl -sS --max-time 20 -o /dev/null "$loc" || log "callback GET failed (no listener?)"
+        fi
         echo "CALLBACK $loc"; exit 0
       fi
       url=$loc; method=GET; args=(); continue ;;
@@ -47,7 +53,7 @@ for _ in $(seq 1 25); do
   fi
   # IDP_DENY=1: the person refuses consent (the dev pages' "abort" link after the login step).
   if [ "${IDP_DENY:-}" = 1 ] && ! printf '%s' "$html" | grep -qE 'name="login"'; then
-    abort=$(printf '%s' "$html" | grep -oE 'href="[^"]*/abort"' | head -1 | sed -E 's/^href="(.*)"$/\1/' | unhtml)
+    abort=$(printf '%s' "$html" | grep -oE 'href="[^"]*/abort"' | head -1 | sed -E 's/^href="(.*)"$/\1/' | unhtml || true)
     if [ -n "$abort" ]; then
       case "$abort" in /*) abort="$idp_origin$abort" ;; esac
       log "deny consent -> $abort"; url=$abort; method=GET; args=(); continue
@@ -67,6 +73,9 @@ for _ in $(seq 1 25); do
   fi
   if printf '%s' "$html" | grep -qE 'id="op.deviceInputForm"'; then
     args+=(--data-urlencode "user_code=${IDP_USER_CODE:?page asks for a user code; set IDP_USER_CODE}")
+  fi
+  if [ "${IDP_DENY:-}" = 1 ] && printf '%s' "$html" | grep -qE 'id="op.deviceConfirmForm"'; then
+    args+=(--data-urlencode "abort=yes"); log "deny the device login"; denied=1
   fi
   if printf '%s' "$html" | grep -qE 'id="op.logoutForm"'; then args+=(--data-urlencode "logout=yes"); fi
   url=$action; method=POST

@@ -1,0 +1,205 @@
+//! `status --check`: the one status that touches the network — can this configuration work against its provider?
+
+use crate::config::{AuthMethod, FlowChoice, ServerConfig};
+use crate::discovery::{Metadata, discovery_url};
+use crate::error::Error;
+use crate::http::Http;
+
+/// One line of the report.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+    /// What to do when not ok.
+    pub fix: Option<String>,
+}
+
+fn pass(name: &'static str, detail: impl Into<String>) -> Check {
+    Check { name, ok: true, detail: detail.into(), fix: None }
+}
+
+fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check { name, ok: false, detail: detail.into(), fix: Some(fix.into()) }
+}
+
+/// Run every check; `now` is local Unix time for the clock comparison.
+pub fn run(c: &ServerConfig, http: &Http, now: i64) -> Vec<Check> {
+    let mut out = Vec::new();
+    let url = discovery_url(&c.issuer);
+    let resp = match http.get(&url) {
+        Ok(r) => r,
+        Err(e) => {
+            out.push(fail(
+                "discovery",
+                e.to_string(),
+                "check `issuer`, the network, HTTPS_PROXY/NO_PROXY and the CA bundle",
+            ));
+            return out;
+        }
+    };
+    if resp.status != 200 {
+        out.push(fail(
+            "discovery",
+            format!("{url} answered HTTP {}", resp.status),
+            "set `issuer` to the provider's issuer URL (its discovery document lives under it)",
+        ));
+        return out;
+    }
+    let meta: Metadata = match serde_json::from_slice(&resp.body) {
+        Ok(m) => m,
+        Err(e) => {
+            out.push(fail("discovery", format!("{url} is not an OpenID configuration ({e})"), "check `issuer`"));
+            return out;
+        }
+    };
+    out.push(pass("discovery", format!("{url} answers")));
+    if meta.issuer_matches(&c.issuer) {
+        out.push(pass("issuer", format!("the provider calls itself {}", meta.issuer)));
+    } else {
+        out.push(fail(
+            "issuer",
+            format!("the provider calls itself \"{}\", the configuration says \"{}\"", meta.issuer, c.issuer),
+            format!("set issuer = \"{}\"", meta.issuer),
+        ));
+    }
+    endpoint_checks(c, &meta, &mut out);
+    if c.interactive && c.flow != FlowChoice::Device {
+        out.push(port_check(c));
+    }
+    out.push(match resp.header("date").and_then(parse_http_date) {
+        Some(theirs) => {
+            let skew = now - theirs;
+            if skew.abs() > 30 {
+                fail(
+                    "clock",
+                    format!("this machine's clock is {skew:+}s off the provider's"),
+                    "fix the system clock (e.g. enable NTP with `timedatectl set-ntp true`): a skewed clock makes fresh tokens look expired",
+                )
+            } else {
+                pass("clock", format!("within {}s of the provider's", skew.abs()))
+            }
+        }
+        None => pass("clock", "the provider sent no Date header; not compared"),
+    });
+    out
+}
+
+fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
+    let grants = meta.grant_types_supported.as_deref();
+    let supports = |g: &str| grants.is_none_or(|list| list.iter().any(|x| x == g));
+    match &meta.token_endpoint {
+        Some(t) => out.push(pass("token endpoint", t.clone())),
+        None => out.push(fail("token endpoint", "not advertised", "this provider cannot issue tokens to a CLI")),
+    }
+    let machine = c.client_secret.is_some() && !c.interactive;
+    if machine {
+        if supports("client_credentials") {
+            out.push(pass("client credentials", "grant supported"));
+        } else {
+            out.push(fail(
+                "client credentials",
+                "the provider does not list the client_credentials grant",
+                "enable it for this client at the provider, or set interactive = true",
+            ));
+        }
+    } else if c.flow == FlowChoice::Device {
+        match &meta.device_authorization_endpoint.clone().or_else(|| c.device_authorization_endpoint.clone()) {
+            Some(d) => out.push(pass("device flow", d.clone())),
+            None => out.push(fail(
+                "device flow",
+                "no device_authorization_endpoint advertised",
+                "set `device-authorization-endpoint`, or flow = \"auth-code\"",
+            )),
+        }
+    } else {
+        match &meta.authorization_endpoint {
+            Some(a) => out.push(pass("authorization endpoint", a.clone())),
+            None => out.push(fail(
+                "authorization endpoint",
+                "not advertised: no browser login possible",
+                "use a client secret (client credentials) or the device flow",
+            )),
+        }
+    }
+    if let Some(secret_method) = c.client_secret.as_ref().map(|_| crate::flow::auth_method(c, meta)) {
+        let name = secret_method.as_str();
+        let listed = meta.token_endpoint_auth_methods_supported.as_deref().is_none_or(|m| {
+            m.iter().any(|x| x == name) || (secret_method == AuthMethod::ClientSecretBasic && m.is_empty())
+        });
+        if listed {
+            out.push(pass("client authentication", name.to_string()));
+        } else {
+            out.push(fail(
+                "client authentication",
+                format!("{name} is not in the provider's token_endpoint_auth_methods_supported"),
+                "set token-endpoint-auth-method to one the provider lists",
+            ));
+        }
+    }
+    if !machine {
+        let has_offline =
+            meta.supports_scope("offline_access") || c.scope.split_whitespace().any(|s| s == "offline_access");
+        if supports("refresh_token") {
+            out.push(pass(
+                "refresh",
+                if has_offline {
+                    "refresh tokens supported"
+                } else {
+                    "refresh grant listed (offline_access not advertised)"
+                },
+            ));
+        } else {
+            out.push(fail("refresh", "the refresh_token grant is not listed", "every expiry will need a new login"));
+        }
+        match meta.revocation_endpoint.clone().or_else(|| c.revocation_endpoint.clone()) {
+            Some(r) => out.push(pass("revocation", r)),
+            None => out.push(fail(
+                "revocation",
+                "no revocation_endpoint advertised: logout can only forget tokens locally",
+                "set `revocation-endpoint` if the provider has one",
+            )),
+        }
+    }
+}
+
+fn port_check(c: &ServerConfig) -> Check {
+    match crate::loopback::bind_any(&c.redirect_uri, &c.redirect_ports) {
+        Ok(l) => pass("redirect port", format!("{} can be bound", l.redirect_uri)),
+        Err(Error::Config(m)) | Err(Error::Interaction(m)) => {
+            fail("redirect port", m, "free the port, or use port 0 / redirect-ports")
+        }
+        Err(e) => fail("redirect port", e.to_string(), "free the port"),
+    }
+}
+
+/// An RFC 7231 IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") as Unix seconds.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, mon, year, time, "GMT"] = parts.as_slice() else { return None };
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let m = months.iter().position(|x| x == mon)? as i64 + 1;
+    let (d, y): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let hms: Vec<i64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<Vec<_>>>()?;
+    let [h, mi, se] = hms.as_slice() else { return None };
+    // days_from_civil (Howard Hinnant).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(parse_http_date("Thu, 26 Nov 2026 14:12:45 GMT"), Some(1_795_702_365));
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+}
