@@ -35,6 +35,9 @@ pub struct Deps {
     pub browser: Box<dyn Browser>,
     /// `-v`: explain decisions on stderr (never tokens or secrets).
     pub verbose: bool,
+    /// Colour on stderr / stdout: only on a terminal, never with NO_COLOR (https://no-color.org).
+    pub color_err: bool,
+    pub color_out: bool,
 }
 
 impl Deps {
@@ -42,9 +45,12 @@ impl Deps {
     pub fn system() -> Self {
         use std::io::IsTerminal;
         let env = Env::capture();
+        let colors_ok = !env.is_set("NO_COLOR") && env.get_lossy("TERM") != Some("dumb");
         Deps {
             browser: Box::new(SystemBrowser::new(&env)),
             verbose: false,
+            color_err: colors_ok && std::io::stderr().is_terminal(),
+            color_out: colors_ok && std::io::stdout().is_terminal(),
             env,
             paths: Paths::from_system(),
             out: Box::new(std::io::stdout()),
@@ -90,7 +96,8 @@ pub fn main_with(cli: Cli, deps: &mut Deps) -> u8 {
                 let _ = writeln!(deps.out, "{obj}");
                 let _ = deps.out.flush();
             }
-            let _ = writeln!(deps.err, "error: {e}");
+            let prefix = if deps.color_err { "\x1b[1;31merror:\x1b[0m" } else { "error:" };
+            let _ = writeln!(deps.err, "{prefix} {e}");
             e.exit_code()
         }
     }
@@ -225,7 +232,7 @@ fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Result<()> {
     } else {
         let mut text = output::config_text(c) + &login.text(c);
         if let Some(checks) = &checks {
-            text.push_str(&output::checks_text(checks));
+            text.push_str(&output::checks_text(checks, deps.color_out));
         }
         write_out(deps, text.as_bytes())?;
     }

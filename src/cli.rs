@@ -25,6 +25,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]
     #[arg(long, global = true, value_name = "URI")]
@@ -104,17 +105,18 @@ pub enum FlowArg {
 #[derive(Debug, Args)]
 pub struct TokenArgs {
     /// Output format
+    #[arg(help_heading = "Output")]
     #[arg(long, value_enum, default_value_t = Format::Raw)]
     pub format: Format,
     /// Refresh a token that expires within this duration, e.g. 60, 2m [default: 60s, or half the token's
     /// lifetime when that is shorter]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Renewal")]
     pub min_valid: Option<u64>,
     /// Never start an interactive login; exit 3 when one would be needed
-    #[arg(long)]
+    #[arg(long, help_heading = "Renewal")]
     pub no_login: bool,
     /// How long to wait for a browser login if one is needed
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, help_heading = "Renewal")]
     pub timeout: u64,
 }
 

@@ -157,10 +157,15 @@ pub fn checks_json(checks: &[crate::check::Check]) -> Value {
 }
 
 /// `status --check` lines: ✓ or ✗, the check, what was found, and the fix.
-pub fn checks_text(checks: &[crate::check::Check]) -> String {
+pub fn checks_text(checks: &[crate::check::Check], color: bool) -> String {
     let mut s = String::from("\nchecks:\n");
     for c in checks {
-        let mark = if c.ok { "✓" } else { "✗" };
+        let mark = match (c.ok, color) {
+            (true, false) => "✓",
+            (false, false) => "✗",
+            (true, true) => "\x1b[32m✓\x1b[0m",
+            (false, true) => "\x1b[31m✗\x1b[0m",
+        };
         s.push_str(&format!("  {mark} {:<24}{}\n", c.name, c.detail));
         if let Some(fix) = &c.fix {
             s.push_str(&format!("    fix: {fix}\n"));

@@ -6,9 +6,13 @@
 //   IDP_EXIT_ON_STDIN_CLOSE=1      exit when stdin reaches EOF (the spawning test process died)
 //   IDP_REQUEST_LOG=<file>         append one JSON line per HTTP request (format: see logRequest below)
 //   IDP_DEVICE_SLOW_DOWN=N         the first N device_code token polls get 400 {"error":"slow_down"}
+//   IDP_TLS_CERT=<pem> IDP_TLS_KEY=<pem>
+//                                  serve HTTPS with this certificate chain and key: the issuer becomes
+//                                  https://HOST:PORT (mod_auth_openidc only fetches a JWKS over https)
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import Provider, { interactionPolicy } from 'oidc-provider';
 
 const env = process.env;
@@ -29,6 +33,12 @@ const AUTO_CONSENT = env.IDP_AUTO_CONSENT === '1';       // skip the consent pag
 const LOG = env.IDP_LOG === '1';
 const DEVICE_INTERVAL = Number(env.IDP_DEVICE_INTERVAL || 1);  // device flow polling interval (s)
 const REQUEST_LOG = env.IDP_REQUEST_LOG || '';
+const TLS_CERT = env.IDP_TLS_CERT || '';
+const TLS_KEY = env.IDP_TLS_KEY || '';
+if (Boolean(TLS_CERT) !== Boolean(TLS_KEY)) {
+  console.error('[idp] IDP_TLS_CERT and IDP_TLS_KEY go together: set both or neither');
+  process.exit(2);
+}
 let deviceSlowDown = Number(env.IDP_DEVICE_SLOW_DOWN || 0);    // remaining forced slow_down answers
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 
@@ -220,10 +230,13 @@ function logRequest(ctx, failedStatus) {
 
 // Listen first (port may be 0), then build the Provider with the real issuer URL.
 let handler = (req, res) => { res.statusCode = 503; res.end(); };
-const server = http.createServer((req, res) => handler(req, res));
+const server = TLS_CERT
+  ? https.createServer({ cert: fs.readFileSync(TLS_CERT), key: fs.readFileSync(TLS_KEY) },
+    (req, res) => handler(req, res))
+  : http.createServer((req, res) => handler(req, res));
 server.listen(PORT, HOST, () => {
   const { port } = server.address();
-  const issuer = env.IDP_ISSUER || `http://${HOST}:${port}`;
+  const issuer = env.IDP_ISSUER || `${TLS_CERT ? 'https' : 'http'}://${HOST}:${port}`;
   const provider = new Provider(issuer, configuration);
   if (LOG) {
     provider.on('grant.success', (ctx) => console.error(`[idp] grant ${ctx.oidc?.params?.grant_type ?? '?'}`));

@@ -69,6 +69,8 @@ const IDP_KNOBS: &[&str] = &[
     "IDP_RESOURCE",
     "IDP_RESOURCE_SCOPES",
     "IDP_RT_TTL",
+    "IDP_TLS_CERT",
+    "IDP_TLS_KEY",
 ];
 
 /// Serialises the first IdP start of a test binary while the cached signing key is missing.

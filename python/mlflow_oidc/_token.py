@@ -1,0 +1,263 @@
+"""Tokens from the `mlflow-oidc` binary, cached in this process until shortly before they expire.
+
+The binary does the OAuth work (cache on disk, refresh under a cross-process lock, login); this
+module only asks it, at most once per token lifetime per server, and shares the answer between
+threads: one call in flight per server, the other threads wait for its result.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sysconfig
+import threading
+import time
+from typing import Dict, List, Optional, Tuple
+
+_logger = logging.getLogger("mlflow_oidc")
+
+BIN_ENV = "MLFLOW_OIDC_BIN"
+_EXE = "mlflow-oidc" + (".exe" if os.name == "nt" else "")
+
+# A cached token is renewed when a quarter of its remaining life is left, at most 60 s before
+# expiry: a 1-hour token is used for 59 minutes, a 20-second one for 15 s. The renewal call passes
+# the same margin as --min-valid, so the binary refreshes instead of handing back the same token.
+MAX_MARGIN = 60.0
+MARGIN_FRACTION = 0.25
+# After a failed renewal, a cached token that is still valid is used on, and the binary is asked
+# again after this long at most (not on every request while the provider is down).
+RETRY_AFTER_FAILURE = 10.0
+# How long one `mlflow-oidc token` may take; it includes a browser login in a terminal (5 min).
+TOKEN_TIMEOUT = 600.0
+STATUS_TIMEOUT = 60.0
+
+EXIT_CONFIG = 2
+EXIT_LOGIN_REQUIRED = 3
+
+
+class MlflowOidcError(RuntimeError):
+    """No token could be obtained; the message names the server and what to run."""
+
+
+def find_binary() -> str:
+    """Path of the `mlflow-oidc` executable: $MLFLOW_OIDC_BIN, else the scripts folder of this
+    Python environment (where `pip install mlflow-oidc` put it), else the user scripts folder
+    (`pip install --user`), else the PATH."""
+    override = os.environ.get(BIN_ENV)
+    if override:
+        found = shutil.which(override)
+        if found is None:
+            raise MlflowOidcError(f"{BIN_ENV}={override} is not an executable file")
+        return found
+    looked = []
+    for folder in _scripts_dirs():
+        candidate = os.path.join(folder, _EXE)
+        looked.append(folder)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which(_EXE)
+    if found:
+        return found
+    raise MlflowOidcError(
+        f"the mlflow-oidc executable was not found (looked in {', '.join(looked) or 'no scripts folder'} "
+        f"and on PATH): reinstall it with `pip install --force-reinstall mlflow-oidc`, or set {BIN_ENV}"
+    )
+
+
+def _scripts_dirs() -> List[str]:
+    dirs = []
+    try:
+        dirs.append(sysconfig.get_path("scripts"))
+    except KeyError:
+        pass
+    try:
+        if hasattr(sysconfig, "get_preferred_scheme"):
+            user_scheme = sysconfig.get_preferred_scheme("user")
+        else:  # Python 3.9
+            user_scheme = f"{os.name}_user"
+        dirs.append(sysconfig.get_path("scripts", user_scheme))
+    except KeyError:
+        pass
+    seen, out = set(), []
+    for d in dirs:
+        if d and d not in seen:
+            seen.add(d)
+            out.append(d)
+    return out
+
+
+def _parse_time(text: str) -> float:
+    # RFC 3339 as the binary prints it ("2026-11-26T14:12:45Z"); fromisoformat takes "Z" only from 3.11.
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    return datetime.datetime.fromisoformat(text).timestamp()
+
+
+def _margin(seconds_left: float) -> float:
+    return min(MAX_MARGIN, max(0.0, seconds_left) * MARGIN_FRACTION)
+
+
+class _Entry:
+    __slots__ = ("token", "expires_at", "renew_at", "margin")
+
+    def __init__(self, token: str, expires_at: float, now: float) -> None:
+        self.token = token
+        self.expires_at = expires_at
+        self.margin = _margin(expires_at - now)
+        self.renew_at = expires_at - self.margin
+
+
+class TokenSource:
+    """Per-server token cache in front of `mlflow-oidc token --format json`."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: Dict[str, threading.Lock] = {}
+        self._entries: Dict[str, _Entry] = {}
+        self._configured: Dict[str, bool] = {}
+        # How often the binary was run, by subcommand (for tests and curiosity).
+        self.calls: Dict[str, int] = {"token": 0, "status": 0}
+
+    def _lock_for(self, server: str) -> threading.Lock:
+        with self._guard:
+            lock = self._locks.get(server)
+            if lock is None:
+                lock = self._locks[server] = threading.Lock()
+            return lock
+
+    def token(self, server: str) -> str:
+        """A bearer token for `server` that is valid for a while yet."""
+        entry = self._entries.get(server)
+        if entry is not None and time.time() < entry.renew_at:
+            return entry.token
+        with self._lock_for(server):
+            # Another thread may have renewed it while this one waited for the lock.
+            entry = self._entries.get(server)
+            now = time.time()
+            if entry is not None and now < entry.renew_at:
+                return entry.token
+            min_valid = math.ceil(entry.margin) if entry is not None else None
+            try:
+                fresh = self._fetch(server, min_valid)
+            except MlflowOidcError as e:
+                if entry is not None and entry.expires_at - now > 1.0:
+                    left = entry.expires_at - now
+                    entry.renew_at = now + min(RETRY_AFTER_FAILURE, left / 2)
+                    _logger.warning("%s; using the current token for %s (valid %ds more)", e, server, int(left))
+                    return entry.token
+                raise
+            self._entries[server] = fresh
+            return fresh.token
+
+    def _fetch(self, server: str, min_valid: Optional[int]) -> _Entry:
+        args = ["token", "--format", "json", "--server", server]
+        if min_valid is not None and min_valid > 0:
+            args += ["--min-valid", str(min_valid)]
+        started = time.time()
+        code, out, err = self._run(args, interactive=True, timeout=TOKEN_TIMEOUT)
+        self.calls["token"] += 1
+        if code != 0:
+            raise MlflowOidcError(_failure_message(server, code, err))
+        try:
+            obj = json.loads(out)
+            token = obj["token"]
+            if obj.get("expires_at"):
+                expires_at = _parse_time(obj["expires_at"])
+            else:
+                expires_at = started + float(obj["expires_in"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise MlflowOidcError(
+                f"mlflow-oidc token --format json printed something unexpected for {server} ({e}): "
+                f"is {find_binary()} an mlflow-oidc that matches this plugin?"
+            ) from None
+        return _Entry(token, expires_at, time.time())
+
+    def configured(self, server: str) -> bool:
+        """Whether mlflow-oidc has a configuration for `server` (`status` exit 0); asked once per server."""
+        known = self._configured.get(server)
+        if known is not None:
+            return known
+        with self._lock_for(server):
+            known = self._configured.get(server)
+            if known is not None:
+                return known
+            try:
+                code, out, err = self._run(["status", "--json", "--server", server], interactive=False,
+                                           timeout=STATUS_TIMEOUT)
+                self.calls["status"] += 1
+            except MlflowOidcError as e:
+                _logger.warning("mlflow-oidc plugin inactive: %s", e)
+                code, out = 1, ""
+            if code not in (0, EXIT_CONFIG) or (code == EXIT_CONFIG and not _is_no_match(out)):
+                # A configuration that exists but is broken: say so once, rather than 401s later.
+                _logger.warning("mlflow-oidc plugin inactive for %s: %s", server, _last_line(err) or f"exit {code}")
+            self._configured[server] = code == 0
+            return code == 0
+
+    def _run(self, args: List[str], interactive: bool, timeout: float) -> Tuple[int, str, str]:
+        binary = find_binary()
+        # A browser login needs the terminal: let the binary see it when we have one (its prompts
+        # go straight to the user); otherwise capture stderr for the error message.
+        use_terminal = interactive and _is_terminal()
+        try:
+            proc = subprocess.run(
+                [binary, *args],
+                stdin=None if use_terminal else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=None if use_terminal else subprocess.PIPE,
+                timeout=timeout,
+                check=False,
+            )
+        except OSError as e:
+            raise MlflowOidcError(f"cannot run {binary}: {e}") from None
+        except subprocess.TimeoutExpired:
+            raise MlflowOidcError(f"`mlflow-oidc {' '.join(args)}` did not finish within {timeout:.0f}s") from None
+        err = proc.stderr.decode("utf-8", "replace") if proc.stderr is not None else ""
+        return proc.returncode, proc.stdout.decode("utf-8", "replace"), err
+
+
+def _is_terminal() -> bool:
+    try:
+        return os.isatty(0) and os.isatty(2)
+    except (OSError, ValueError):
+        return False
+
+
+def _is_no_match(status_json: str) -> bool:
+    # `status --json` reports "no tracking server matches …" as a config error like any other;
+    # only its message tells "not configured here" (silence) from "configured but broken" (warn).
+    try:
+        message = json.loads(status_json)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return True
+    return message.startswith("no tracking server matches")
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    line = lines[-1]
+    return line[len("error: "):] if line.startswith("error: ") else line
+
+
+def _failure_message(server: str, code: int, stderr: str) -> str:
+    detail = _last_line(stderr)
+    if code == EXIT_LOGIN_REQUIRED:
+        return f"not logged in to {server}: run `mlflow-oidc login --server {server}`"
+    if code == EXIT_CONFIG:
+        what = f": {detail}" if detail else ""
+        return (f"mlflow-oidc has no usable configuration for {server}{what} "
+                f"(check it with `mlflow-oidc status --server {server}`)")
+    what = detail or (f"exit {code}" if code >= 0 else f"killed by signal {-code}")
+    more = "" if detail else " (its message is above)"
+    return f"mlflow-oidc could not get a token for {server}: {what}{more}"
+
+
+# The process-wide cache shared by the MLflow plugins and get_token().
+SOURCE = TokenSource()

@@ -1,0 +1,321 @@
+//! MLflow for real: `mlflow server` behind Apache + mod_auth_openidc, tokens from oidc-provider
+//! over HTTPS with a test CA, and the mlflow-oidc wheel (binary + MLflow plugins) installed in a
+//! venv. One stack for every test here (tests/e2e/mod.rs); run them all with
+//! `cargo test --test mlflow_e2e -- --nocapture` to see the measured figures.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods, clippy::print_stderr)]
+
+mod e2e;
+mod sandbox;
+mod support;
+
+use std::time::Instant;
+
+use e2e::{AT_TTL, command, counting_wrapper, invocations, last_json, machine_project, project, python, stack, venv};
+use support::{CONFIDENTIAL_CLIENT_ID, PUBLIC_CLIENT_ID};
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}-{nanos}")
+}
+
+#[test]
+fn without_a_token_the_proxy_says_401_and_mlflow_fails() {
+    let st = stack();
+    let url = format!("{}/api/2.0/mlflow/experiments/search?max_results=1", st.proxy);
+    let (status, body) = support::curl(&["-D", "-", &url]);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("WWW-Authenticate: Bearer realm=\"mlflow\""), "{body}");
+    let (status, _) = support::curl(&["-H", "Authorization: Bearer not-a-jwt", &url]);
+    assert_eq!(status, 401);
+    // MLflow itself, behind the proxy, answers without authentication.
+    let (status, _) = support::curl(&[&format!("{}/api/2.0/mlflow/experiments/search?max_results=1", st.backend)]);
+    assert_eq!(status, 200);
+
+    // The MLflow CLI without mlflow-oidc: refused.
+    let s = project("");
+    let mut c = command(&s, venv().bin("mlflow"));
+    c.args(["experiments", "search"]).env("MLFLOW_TRACKING_URI", &st.proxy);
+    let out = sandbox::Out::from(c.output().unwrap());
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("401"), "{}", out.stderr);
+}
+
+#[test]
+fn the_test_ca_is_trusted_through_ca_bundle_or_ssl_cert_file_only() {
+    let st = stack();
+    let base = format!(
+        "client-id = \"{CONFIDENTIAL_CLIENT_ID}\"\nclient-secret = \"{}\"\naudience = \"mlflow\"",
+        support::CONFIDENTIAL_CLIENT_SECRET
+    );
+    // No CA configured: the provider's certificate is refused.
+    let s = project(&base);
+    let out = s.mo(&["token"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("certificate") && out.stderr.contains(&st.idp.issuer), "{}", out.stderr);
+
+    // SSL_CERT_FILE.
+    let out = s.run("proj", &["token"], &[("SSL_CERT_FILE", st.ca.to_str().unwrap())]);
+    let token = out.ok().trim().to_owned();
+    let (status, _) = support::curl(&[
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &format!("{}/api/2.0/mlflow/experiments/search?max_results=1", st.proxy),
+    ]);
+    assert_eq!(status, 200);
+
+    // ca-bundle in the block, and MLFLOW_TRACKING_OIDC_CA_BUNDLE.
+    let s = machine_project();
+    s.mo(&["token"]).ok();
+    let s = project(&base);
+    s.run("proj", &["token"], &[("MLFLOW_TRACKING_OIDC_CA_BUNDLE", st.ca.to_str().unwrap())]).ok();
+}
+
+#[test]
+fn exec_runs_the_mlflow_cli_with_a_token() {
+    let st = stack();
+    let s = machine_project();
+    let before = st.access().len();
+    let out = s.mo(&["exec", "--", "mlflow", "experiments", "search"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stderr, st.logs());
+    assert!(out.stdout.contains("Default"), "{}", out.stdout);
+    // The access tokens live 20 s, so exec warns and points to the plugin.
+    assert!(out.stderr.contains("MLFLOW_TRACKING_AUTH=oidc"), "{}", out.stderr);
+    let search: Vec<_> = st.access()[before..]
+        .iter()
+        .filter(|a| a.path.starts_with("/api/2.0/mlflow/experiments/search") && a.user == CONFIDENTIAL_CLIENT_ID)
+        .cloned()
+        .collect();
+    assert!(!search.is_empty() && search.iter().all(|a| a.status == 200), "{search:?}");
+}
+
+#[test]
+fn a_static_token_in_the_environment_logs_and_reads_back_a_run() {
+    let s = machine_project();
+    let token = s.mo(&["token"]).ok().trim().to_owned();
+    let name = unique("env-token");
+    let out = python(
+        &s,
+        "log_run.py",
+        &[&name],
+        &[("MLFLOW_TRACKING_URI", &stack().proxy), ("MLFLOW_TRACKING_TOKEN", &token)],
+    );
+    let r = last_json(&out);
+    assert_eq!(r["experiment_name"], name.as_str());
+    assert_eq!(r["status"], "FINISHED");
+    assert_eq!(r["params"], serde_json::json!({"lr": "0.01", "optimizer": "adam"}));
+    assert_eq!(r["history"], serde_json::json!([1.0, 0.5, 1.0 / 3.0]));
+    assert_eq!(r["artifacts"], serde_json::json!(["note.txt"]));
+    assert_eq!(r["artifact_text"], "hello through apache\n");
+}
+
+#[test]
+fn the_header_provider_needs_only_a_pyproject_block_and_the_tracking_uri() {
+    let st = stack();
+    let s = machine_project();
+    let log = s.path("bin.log");
+    let wrapper = counting_wrapper(&s, &log);
+    let uri = [("MLFLOW_TRACKING_URI", st.proxy.as_str())];
+
+    // The plain MLflow CLI, no MLFLOW_TRACKING_AUTH and no token: the plugin supplies it.
+    let mut c = command(&s, venv().bin("mlflow"));
+    c.args(["experiments", "search"]).envs(uri).env("MLFLOW_OIDC_BIN", &wrapper);
+    let out = sandbox::Out::from(c.output().unwrap());
+    assert_eq!(out.code, 0, "{}\n{}", out.stderr, st.logs());
+    assert!(out.stdout.contains("Default"), "{}", out.stdout);
+    let calls = invocations(&log);
+    assert_eq!(calls.len(), 2, "one status (is this server configured?) and one token: {calls:?}");
+    assert!(calls[0].starts_with("status --json --server "), "{calls:?}");
+    assert!(calls[1].starts_with("token --format json --server "), "{calls:?}");
+
+    // A whole run through the Python API.
+    let out = python(&s, "log_run.py", &[&unique("header")], &uri);
+    let r = last_json(&out);
+    assert_eq!(r["artifact_text"], "hello through apache\n");
+    assert_eq!(r["history"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn mlflow_users_without_configuration_are_untouched() {
+    let st = stack();
+    // No pyproject block: a sandbox project without one, MLflow straight at the backend.
+    let mut s = sandbox::Sandbox::new();
+    s.set("PATH", format!("{}:/usr/bin:/bin", venv().dir.join("bin").display()));
+    let log = s.path("bin.log");
+    let wrapper = counting_wrapper(&s, &log);
+    let mut c = command(&s, venv().bin("mlflow"));
+    c.args(["experiments", "search"])
+        .env("MLFLOW_TRACKING_URI", &st.backend)
+        .env("MLFLOW_OIDC_BIN", &wrapper)
+        .env("MLFLOW_DISABLE_TELEMETRY", "true");
+    let out = sandbox::Out::from(c.output().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("mlflow-oidc") && !out.stderr.contains("mlflow_oidc"), "{}", out.stderr);
+    let calls = invocations(&log);
+    assert_eq!(calls.len(), 1, "one status call, no token: {calls:?}");
+    assert!(calls[0].starts_with("status --json --server "), "{calls:?}");
+
+    // A local file store: not even the status call.
+    std::fs::remove_file(&log).ok();
+    let mut c = command(&s, venv().bin("mlflow"));
+    c.args(["experiments", "search"])
+        .env("MLFLOW_TRACKING_URI", format!("file://{}", s.path("mlruns").display()))
+        .env("MLFLOW_ALLOW_FILE_STORE", "true")
+        .env("MLFLOW_OIDC_BIN", &wrapper)
+        .env("MLFLOW_DISABLE_TELEMETRY", "true");
+    let out = sandbox::Out::from(c.output().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(invocations(&log), Vec::<String>::new());
+}
+
+#[test]
+fn not_logged_in_is_one_clear_error_naming_the_login_command() {
+    let st = stack();
+    let s = project(&format!(
+        "client-id = \"{PUBLIC_CLIENT_ID}\"\nuse-id-token = false\nca-bundle = \"{}\"",
+        st.ca.display()
+    ));
+    let login = format!("run `mlflow-oidc login --server {}`", st.proxy);
+
+    // The auth provider: the request is not sent, the MlflowException says what to do.
+    let name = unique("nologin");
+    let out =
+        python(&s, "log_run.py", &[&name], &[("MLFLOW_TRACKING_URI", &st.proxy), ("MLFLOW_TRACKING_AUTH", "oidc")]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains(&format!("not logged in to {}: {login}", st.proxy)), "{}", out.stderr);
+    assert!(!out.stderr.contains("401"), "no request may leave without a token: {}", out.stderr);
+    let (status, body) =
+        support::curl(&[&format!("{}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}", st.backend)]);
+    assert_eq!(status, 404, "the experiment must not exist: {body}");
+
+    // The header provider: MLflow logs the same message as a warning, then the 401.
+    let mut c = command(&s, venv().bin("mlflow"));
+    c.args(["experiments", "search"]).env("MLFLOW_TRACKING_URI", &st.proxy);
+    let out = sandbox::Out::from(c.output().unwrap());
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains(&login), "{}", out.stderr);
+}
+
+/// The long run: access tokens live 20 s; a script logs a metric every second for 65 s through
+/// `MLFLOW_TRACKING_AUTH=oidc`, with a person's login (refresh tokens). Zero failures, a
+/// refresh about every 15 s, and the binary run about once per token, not once per request.
+#[test]
+fn a_long_run_outlives_many_access_tokens_without_a_failed_request() {
+    let st = stack();
+    let mut s = project(&format!(
+        "client-id = \"{PUBLIC_CLIENT_ID}\"\nscope = \"openid profile email mlflow\"\nuse-id-token = false\n\
+         ca-bundle = \"{}\"",
+        st.ca.display()
+    ));
+    // The browser driver (curl) talks to the provider too: it trusts the CA through SSL_CERT_FILE.
+    s.set("BROWSER", support::browser_curl().to_str().unwrap());
+    s.set("SSL_CERT_FILE", st.ca.to_str().unwrap());
+    s.set("IDP_LOGIN_USER", "longrun");
+    let login = s.mo(&["login"]);
+    assert_eq!(login.code, 0, "{}", login.stderr);
+
+    let log = s.path("bin.log");
+    let wrapper = counting_wrapper(&s, &log);
+    let refreshes_before = count_refreshes(st);
+    let seconds: u64 = 65;
+    let started = Instant::now();
+    let out = python(
+        &s,
+        "long_run.py",
+        &[&unique("long"), &seconds.to_string(), "1"],
+        &[
+            ("MLFLOW_TRACKING_URI", &st.proxy),
+            ("MLFLOW_TRACKING_AUTH", "oidc"),
+            ("MLFLOW_OIDC_BIN", wrapper.to_str().unwrap()),
+        ],
+    );
+    let r = last_json(&out);
+    let wall = started.elapsed();
+    let refreshes = count_refreshes(st) - refreshes_before;
+    let calls = invocations(&log);
+    let requests: Vec<_> = st.access().into_iter().filter(|a| a.user == "longrun").collect();
+    let failed: Vec<_> = requests.iter().filter(|a| a.status != 200).collect();
+    eprintln!(
+        "long run: {} s, {} metric steps, {} HTTP requests through the proxy ({} not 200), {} failures in the \
+         script, {} refresh_token grants at the provider, {} runs of the binary ({:?}), access tokens of {AT_TTL} s; \
+         request latency median {} ms, max {} ms; wall {:.1} s",
+        r["seconds"],
+        r["steps"],
+        requests.len(),
+        failed.len(),
+        r["failures"],
+        refreshes,
+        calls.len(),
+        r["binary_calls"],
+        r["latency_ms_median"],
+        r["latency_ms_max"],
+        wall.as_secs_f64()
+    );
+    assert_eq!(r["failures"], 0, "{}\n{}", r["errors"], st.logs());
+    assert!(failed.is_empty(), "{failed:?}");
+    let steps = r["steps"].as_u64().unwrap();
+    assert!(steps >= 60, "{r}");
+    assert_eq!(r["history_len"].as_u64().unwrap(), steps, "every metric was stored");
+    assert!(requests.len() as u64 > steps, "the requests went through the proxy: {}", requests.len());
+    // ~65 s / 15 s of use per 20 s token: about 4-5 tokens, each one refresh and one binary run.
+    let lifetimes = seconds / AT_TTL;
+    assert!((lifetimes..=2 * lifetimes + 2).contains(&(refreshes as u64)), "refreshes: {refreshes}");
+    assert!(
+        (lifetimes as usize..=2 * lifetimes as usize + 3).contains(&calls.len()),
+        "binary runs: {calls:?} for {} requests",
+        requests.len()
+    );
+    assert!(calls.iter().all(|c| c.starts_with("token --format json --server ")), "{calls:?}");
+}
+
+fn count_refreshes(st: &e2e::Stack) -> usize {
+    st.idp.count_grants("refresh_token")
+}
+
+/// The plugin's cost per request against a static MLFLOW_TRACKING_TOKEN, measured on the same
+/// MLflow call in one process, interleaved.
+#[test]
+fn the_plugin_costs_next_to_nothing_per_request() {
+    let st = stack();
+    let s = machine_project();
+    let token = s.mo(&["token"]).ok().trim().to_owned();
+    let out = python(
+        &s,
+        "bench.py",
+        &[&unique("bench"), "4", "25"],
+        &[("MLFLOW_TRACKING_URI", &st.proxy), ("STATIC_TOKEN", &token)],
+    );
+    let r = last_json(&out);
+    eprintln!("plugin cost: {r}");
+    let median = |k: &str| r["median_ms"][k].as_f64().unwrap();
+    // Generous bounds: this runs next to the other tests on 2 cores; the figures are the report.
+    assert!(median("auth") < median("static") * 1.5 + 5.0, "{r}");
+    assert!(median("header") < median("static") * 1.5 + 5.0, "{r}");
+    assert!(r["plugin_cached_token_us"].as_f64().unwrap() < 100.0, "{r}");
+    // 300 requests in well under a token's lifetime... or not: at most a few binary runs.
+    assert!(r["binary_calls"]["token"].as_u64().unwrap() <= 6, "{r}");
+}
+
+/// The Python unit tests of the plugin (tests/python), run against the installed wheel.
+#[test]
+fn python_plugin_unit_tests_pass_against_the_installed_wheel() {
+    let v = venv();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(v.python())
+        .args(["-m", "unittest", "discover", "-v", "-s"])
+        .arg(e2e::repo().join("tests/python"))
+        .current_dir(dir.path())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
+        .env_remove("MLFLOW_OIDC_BIN")
+        .env_remove("MLFLOW_TRACKING_URI")
+        .env_remove("MLFLOW_TRACKING_AUTH")
+        .env_remove("MLFLOW_TRACKING_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python -m unittest failed:\n{stderr}");
+    let ran = stderr.lines().find(|l| l.starts_with("Ran ")).unwrap_or_default();
+    assert!(!ran.is_empty() && ran != "Ran 0 tests", "no Python test ran:\n{stderr}");
+}
