@@ -50,28 +50,7 @@ fn normalize(text: &str, issuer: &str) -> String {
         .map(|l| if l.contains("ISSUER/auth?") { "  ISSUER/auth?…" } else { l })
         .collect::<Vec<_>>()
         .join("\n");
-    let re_time = |s: &str| {
-        let mut out = String::new();
-        let chars: Vec<char> = s.chars().collect();
-        let mut i = 0;
-        while i < chars.len() {
-            // 2026-11-26T16:26:15Z
-            if i + 20 <= chars.len()
-                && chars[i..i + 4].iter().all(|c| c.is_ascii_digit())
-                && chars[i + 4] == '-'
-                && chars[i + 10] == 'T'
-                && chars[i + 19] == 'Z'
-            {
-                out.push_str("TIME");
-                i += 20;
-            } else {
-                out.push(chars[i]);
-                i += 1;
-            }
-        }
-        out
-    };
-    t = re_time(&t);
+    t = replace_times(&t);
     // Countdown values ("4:59 left") depend on timing.
     let mut out = String::new();
     for part in t.split(" left") {
@@ -87,6 +66,29 @@ fn normalize(text: &str, issuer: &str) -> String {
         out.push_str(" left");
     }
     out.truncate(out.len() - " left".len());
+    out
+}
+
+/// RFC 3339 times ("2026-11-26T16:26:15Z") become TIME.
+fn replace_times(s: &str) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        // 2026-11-26T16:26:15Z
+        if i + 20 <= chars.len()
+            && chars[i..i + 4].iter().all(|c| c.is_ascii_digit())
+            && chars[i + 4] == '-'
+            && chars[i + 10] == 'T'
+            && chars[i + 19] == 'Z'
+        {
+            out.push_str("TIME");
+            i += 20;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
     out
 }
 
