@@ -69,13 +69,16 @@ impl Entry {
 
 /// Proof that the caller holds the refresh lock of a key; writes require it.
 pub struct LockGuard {
-    file: File,
+    /// `None` for the memory store: nothing is shared across processes, so there is nothing to lock.
+    file: Option<File>,
     path: PathBuf,
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let _ = self.file.unlock();
+        if let Some(f) = &self.file {
+            let _ = f.unlock();
+        }
     }
 }
 
@@ -171,7 +174,7 @@ impl TokenStore for FileStore {
         let start = Instant::now();
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(LockGuard { file, path }),
+                Ok(()) => return Ok(LockGuard { file: Some(file), path }),
                 Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < timeout => {
                     std::thread::sleep(Duration::from_millis(15));
                 }
@@ -511,6 +514,9 @@ impl TokenStore for Store {
     }
 
     fn lock(&self, key: &str, timeout: Duration) -> Result<LockGuard> {
+        if self.settings.mode == StoreMode::Memory {
+            return Ok(LockGuard { file: None, path: PathBuf::new() });
+        }
         self.files.lock(key, timeout)
     }
 

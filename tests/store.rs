@@ -319,3 +319,54 @@ fn logout_all_forgets_every_server() {
     let out = s.run("home", &["logout", "--all"], &[]);
     assert!(out.stderr.contains("Not logged in to any server"), "{}", out.stderr);
 }
+
+#[test]
+fn the_memory_store_persists_nothing() {
+    let idp = Idp::start();
+    let s = Sandbox::new();
+    s.write(
+        "proj/pyproject.toml",
+        &format!(
+            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{CONFIDENTIAL_CLIENT_ID}\"\n\
+             client-secret = \"{CONFIDENTIAL_CLIENT_SECRET}\"\naudience = \"mlflow\"\n",
+            idp.issuer
+        ),
+    );
+    for _ in 0..2 {
+        let token = s.run("proj", &["--store", "memory", "token"], &[]).ok().trim().to_string();
+        support::verify_jwt(&idp.issuer, &token, "mlflow");
+    }
+    assert_eq!(idp.count_grants("client_credentials"), 2, "nothing cached between processes");
+    assert!(!s.data_dir().exists(), "the memory store wrote under {}", s.data_dir().display());
+}
+
+#[test]
+fn status_json_login_and_store_members_are_pinned() {
+    let idp = Idp::start();
+    let s = project(&idp, "file");
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k.join(",")
+    };
+    let before: serde_json::Value = serde_json::from_str(s.mo(&["status", "--json"]).ok()).unwrap();
+    assert_eq!(keys(&before), "config,login,store");
+    assert_eq!(
+        keys(&before["login"]),
+        "email,expires_at,expires_in,logged_in,refresh_token,subject,token_kind,username"
+    );
+    assert_eq!(keys(&before["store"]), "backend,location,reason");
+    assert_eq!(before["login"]["logged_in"], false);
+    assert_eq!(before["login"]["expires_at"], serde_json::Value::Null);
+    s.mo(&["login"]).ok();
+    let after: serde_json::Value = serde_json::from_str(s.mo(&["status", "--json"]).ok()).unwrap();
+    assert_eq!(after["login"]["logged_in"], true);
+    assert_eq!(after["login"]["token_kind"], "access_token");
+    assert_eq!(after["login"]["subject"], "alice");
+    assert_eq!(after["login"]["email"], "alice@example.test");
+    assert_eq!(after["login"]["refresh_token"], true);
+    assert!(after["login"]["expires_in"].as_i64().unwrap() > 0);
+    assert!(after["login"]["expires_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(after["store"]["backend"], "file");
+    assert!(!after.to_string().contains("eyJ"), "no token in status");
+}
