@@ -432,6 +432,7 @@ fn obtain(
         Some(e) => store.refresh_token(key, e)?,
         None => None,
     };
+    let mut rt_rejected = false;
     if let Some(rt) = rt {
         deps.debug("refreshing");
         let attempt = refresh_once(c, &provider, &rt, deps);
@@ -450,6 +451,7 @@ fn obtain(
                 return require_kind(c, set);
             }
             None => {
+                rt_rejected = true;
                 deps.debug("the refresh token is no longer valid");
                 if let Ok(Some(e)) = store.load(key)
                     && store.refresh_token(key, &e).ok().flatten().as_ref() != Some(&rt)
@@ -476,6 +478,11 @@ fn obtain(
             "no terminal to log in from"
         } else {
             "--no-login was given"
+        };
+        let why = if rt_rejected {
+            format!("the provider rejected the stored refresh token (expired or revoked); {why}")
+        } else {
+            why.to_string()
         };
         return Err(Error::login_required(c.display_name(), why));
     }

@@ -139,6 +139,12 @@ fn expiry_refreshes_with_one_request_and_rotates_the_refresh_token() {
         &idp.token_endpoint(),
     ]);
     assert!(body.contains("invalid_grant"), "old refresh token still works? {status} {body}");
+
+    // That replay revoked the whole grant (reuse detection): the next refresh is refused, and the message says so.
+    let out = s.mo(&["token", "--min-valid", "2m"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("rejected the stored refresh token"), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
 }
 
 #[test]
