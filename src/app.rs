@@ -433,6 +433,7 @@ fn obtain(
         None => None,
     };
     let mut rt_rejected = false;
+    let mut no_id_on_refresh = false;
     if let Some(rt) = rt {
         deps.debug("refreshing");
         let attempt = refresh_once(c, &provider, &rt, deps);
@@ -448,7 +449,12 @@ fn obtain(
                 keep_missing(&mut set, existing.as_ref().map(|e| &e.tokens));
                 // Persist the rotated refresh token before anyone uses the new access token.
                 store.save(key, &Entry::new(c, set.clone()), &lock)?;
-                return require_kind(c, set);
+                if set.freshness(kind, (deps.now)(), MinValid::Exactly(0)).is_ok() {
+                    return Ok(set);
+                }
+                // OIDC Core §12.2 lets a provider renew the access token without a new ID token.
+                no_id_on_refresh = true;
+                deps.debug("the refresh renewed the access token but returned no ID token");
             }
             None => {
                 rt_rejected = true;
@@ -481,6 +487,11 @@ fn obtain(
         };
         let why = if rt_rejected {
             format!("the provider rejected the stored refresh token (expired or revoked); {why}")
+        } else if no_id_on_refresh {
+            format!(
+                "the provider does not return a new ID token on refresh, so the ID token can only be renewed by \
+                 logging in (set use-id-token = false to send the access token instead); {why}"
+            )
         } else {
             why.to_string()
         };
@@ -506,10 +517,13 @@ fn refresh_once(
 
 /// A refresh response may omit the ID token or scope; keep the old ones only when still of use.
 fn keep_missing(set: &mut TokenSet, old: Option<&TokenSet>) {
-    if let Some(old) = old
-        && set.scope.is_none()
-    {
+    let Some(old) = old else { return };
+    if set.scope.is_none() {
         set.scope = old.scope.clone();
+    }
+    // Kept so `status` still says whose login this is; its expiry decides whether it is used.
+    if set.id_token.is_none() {
+        set.id_token = old.id_token.clone();
     }
 }
 
