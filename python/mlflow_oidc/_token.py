@@ -122,6 +122,7 @@ class TokenSource:
         self._configured: Dict[str, bool] = {}
         # How often the binary was run, by subcommand (for tests and curiosity).
         self.calls: Dict[str, int] = {"token": 0, "status": 0}
+        self._warned: set = set()
 
     def _lock_for(self, server: str) -> threading.Lock:
         with self._guard:
@@ -163,6 +164,7 @@ class TokenSource:
         self.calls["token"] += 1
         if code != 0:
             raise MlflowOidcError(_failure_message(server, code, err))
+        self._pass_on_warnings(err)
         try:
             obj = json.loads(out)
             token = obj["token"]
@@ -176,6 +178,15 @@ class TokenSource:
                 f"is {find_binary()} an mlflow-oidc that matches this plugin?"
             ) from None
         return _Entry(token, expires_at, time.time())
+
+    def _pass_on_warnings(self, stderr: str) -> None:
+        # The binary's warnings (a misspelt key, a keyring fallback) would be lost in the captured
+        # stderr of a successful call: log each distinct one once per process.
+        for line in stderr.splitlines():
+            line = line.strip()
+            if line.startswith("warning: ") and line not in self._warned:
+                self._warned.add(line)
+                _logger.warning("mlflow-oidc %s", line)
 
     def configured(self, server: str) -> bool:
         """Whether mlflow-oidc has a configuration for `server` (`status` exit 0); asked once per server."""

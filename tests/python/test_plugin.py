@@ -43,6 +43,8 @@ FAKE = textwrap.dedent(
             print("{{}}")
         sys.exit(code)
     code = ctl.get("exit", 0)
+    if ctl.get("warn"):
+        print("warning: " + ctl["warn"], file=sys.stderr)
     if code:
         print(ctl.get("stderr", "error: boom"), file=sys.stderr)
         sys.exit(code)
@@ -141,6 +143,15 @@ class Caching(FakeBinaryCase):
         calls = self.calls()
         self.assertEqual(len(calls), 2)
         self.assertEqual(calls[1][-2:], ["--min-valid", "1"])
+
+    def test_warnings_of_the_binary_are_logged_once(self):
+        self.control(warn="unknown key `client_secert` in pyproject.toml", expires_in=1)
+        with self.assertLogs("mlflow_oidc", logging.WARNING) as logs:
+            self.source.token(SERVER)
+            self.source._entries[SERVER].renew_at = 0
+            self.source.token(SERVER)
+        self.assertEqual(len(self.calls()), 2)
+        self.assertEqual(logs.output, ["WARNING:mlflow_oidc:mlflow-oidc warning: unknown key `client_secert` in pyproject.toml"])
 
     def test_the_margin_is_at_most_a_minute(self):
         self.control(expires_in=3600)
