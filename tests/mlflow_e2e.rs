@@ -268,6 +268,30 @@ fn a_long_run_outlives_many_access_tokens_without_a_failed_request() {
     assert!(calls.iter().all(|c| c.starts_with("token --format json --server ")), "{calls:?}");
 }
 
+/// Why the plugin exists: the same long-run script with a static token (what `exec` or
+/// `MLFLOW_TRACKING_TOKEN=$(mlflow-oidc token)` give) fails once the token expires.
+#[test]
+fn the_same_run_with_a_static_token_fails_when_the_token_expires() {
+    let st = stack();
+    let s = machine_project();
+    let json: serde_json::Value = serde_json::from_str(s.mo(&["token", "--format", "json"]).ok()).unwrap();
+    let left = json["expires_in"].as_u64().unwrap();
+    assert!(left <= AT_TTL, "{json}");
+    let out = python(
+        &s,
+        "long_run.py",
+        &[&unique("static"), &(left + 4).to_string(), "1"],
+        &[("MLFLOW_TRACKING_URI", &st.proxy), ("MLFLOW_TRACKING_TOKEN", json["token"].as_str().unwrap())],
+    );
+    let r = last_json(&out);
+    eprintln!(
+        "static token ({left} s left at the start): {} failed calls over {} metric steps in {} s; first error: {}",
+        r["failures"], r["steps"], r["seconds"], r["errors"][0]
+    );
+    assert!(r["failures"].as_u64().unwrap() >= 2, "{r}");
+    assert!(r["errors"][0].as_str().unwrap().contains("401"), "{r}");
+}
+
 fn count_refreshes(st: &e2e::Stack) -> usize {
     st.idp.count_grants("refresh_token")
 }

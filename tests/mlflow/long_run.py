@@ -27,18 +27,23 @@ while time.monotonic() - t0 < seconds:
     except Exception as e:  # noqa: BLE001 - every failure counts, whatever its type
         failures += 1
         if len(errors) < 3:
-            errors.append(str(e)[:300])
+            errors.append(str(e)[:160])
     latencies.append(time.perf_counter() - started)
     step += 1
     time.sleep(max(0.0, interval - (time.perf_counter() - started)))
-mlflow.end_run()
-history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "elapsed")
+try:
+    mlflow.end_run()
+    history_len = len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "elapsed"))
+except Exception as e:  # noqa: BLE001 - reported, not raised: the summary must still be printed
+    failures += 1
+    errors.append(str(e)[:160])
+    history_len = -1
 latencies.sort()
 print(json.dumps({
     "steps": step,
     "failures": failures,
     "errors": errors,
-    "history_len": len(history),
+    "history_len": history_len,
     "seconds": round(time.monotonic() - t0, 1),
     "binary_calls": _token.SOURCE.calls,
     "latency_ms_median": round(1000 * latencies[len(latencies) // 2], 2),
