@@ -201,12 +201,14 @@ class TokenSource:
                 code, out, err = self._run(["status", "--json", "--server", server], interactive=False,
                                            timeout=STATUS_TIMEOUT)
                 self.calls["status"] += 1
+                problem = None
+                if code != 0 and not (code == EXIT_CONFIG and _is_no_match(out)):
+                    # A configuration that exists but is broken: say so once, rather than 401s later.
+                    problem = _last_line(err) or f"`mlflow-oidc status` exited with {code}"
             except MlflowOidcError as e:
-                _logger.warning("mlflow-oidc plugin inactive: %s", e)
-                code, out = 1, ""
-            if code not in (0, EXIT_CONFIG) or (code == EXIT_CONFIG and not _is_no_match(out)):
-                # A configuration that exists but is broken: say so once, rather than 401s later.
-                _logger.warning("mlflow-oidc plugin inactive for %s: %s", server, _last_line(err) or f"exit {code}")
+                code, problem = 1, str(e)
+            if problem:
+                _logger.warning("mlflow-oidc plugin inactive for %s: %s", server, problem)
             self._configured[server] = code == 0
             return code == 0
 

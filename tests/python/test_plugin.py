@@ -261,6 +261,14 @@ class HeaderProvider(FakeBinaryCase):
         self.assertEqual(len(logs.output), 1)
         self.assertIn("must be a boolean", logs.output[0])
 
+    def test_a_missing_binary_is_reported_once(self):
+        os.environ["MLFLOW_OIDC_BIN"] = os.path.join(self.dir.name, "nope")
+        with self.uri(SERVER), self.assertLogs("mlflow_oidc", logging.WARNING) as logs:
+            self.assertFalse(self.provider.in_context())
+            self.assertFalse(self.provider.in_context())
+        self.assertEqual(len(logs.output), 1)
+        self.assertIn("MLFLOW_OIDC_BIN", logs.output[0])
+
     def test_non_http_tracking_uris_never_run_the_binary(self):
         for uri in ("file:///tmp/mlruns", "databricks", "sqlite:///x.db", ""):
             with self.uri(uri):
