@@ -10,23 +10,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use sandbox::Sandbox;
-use support::{AUDIENCE, DEVICE_CODE_GRANT, Idp, PUBLIC_CLIENT_ID};
+use sandbox::{PUBLIC_CLIENT, Sandbox};
+use support::{AUDIENCE, DEVICE_CODE_GRANT, Idp};
 
 const SERVER: &str = "http://127.0.0.1:5997";
 
 fn project(idp: &Idp, extra: &str) -> Sandbox {
-    let mut s = Sandbox::new();
-    s.write(
-        "proj/pyproject.toml",
-        &format!(
-            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{PUBLIC_CLIENT_ID}\"\n\
-             redirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\nscope = \"openid profile email mlflow\"\nuse-id-token = false\n{extra}\n",
-            idp.issuer
-        ),
-    );
-    s.set("BROWSER", support::browser_curl().to_str().unwrap());
-    s.set("BROWSER_LOG", s.path("browser.log").to_str().unwrap());
+    let mut s = Sandbox::with_server(SERVER, &idp.issuer, &format!("{PUBLIC_CLIENT}\nuse-id-token = false\n{extra}"));
     s.set("MLFLOW_OIDC_STORE", "file");
     s
 }

@@ -9,31 +9,21 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use sandbox::Sandbox;
+use sandbox::{PUBLIC_CLIENT, Sandbox};
 use support::{AUDIENCE, CONFIDENTIAL_CLIENT_ID, CONFIDENTIAL_CLIENT_SECRET, Idp, PUBLIC_CLIENT_ID};
 
 const SERVER: &str = "http://127.0.0.1:5999";
 
 /// A project whose one server uses `idp`, with `extra` lines in the block, and the curl browser driver.
 fn project(idp: &Idp, extra: &str) -> Sandbox {
-    let mut s = Sandbox::new();
-    s.write(
-        "proj/pyproject.toml",
-        &format!(
-            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\n\
-             redirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\n{extra}\n",
-            idp.issuer
-        ),
-    );
-    s.set("BROWSER", support::browser_curl().to_str().unwrap());
-    s.set("BROWSER_LOG", s.path("browser.log").to_str().unwrap());
+    let mut s = Sandbox::with_server(SERVER, &idp.issuer, extra);
     // These tests read the refresh token from the file; the keyring has its own tests (tests/store.rs).
     s.set("MLFLOW_OIDC_STORE", "file");
     s
 }
 
 fn public(idp: &Idp, extra: &str) -> Sandbox {
-    project(idp, &format!("client-id = \"{PUBLIC_CLIENT_ID}\"\nscope = \"openid profile email mlflow\"\n{extra}"))
+    project(idp, &format!("{PUBLIC_CLIENT}\n{extra}"))
 }
 
 fn confidential(idp: &Idp, extra: &str) -> Sandbox {

@@ -9,8 +9,8 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sandbox::Sandbox;
-use support::{CONFIDENTIAL_CLIENT_ID, CONFIDENTIAL_CLIENT_SECRET, Idp, PUBLIC_CLIENT_ID};
+use sandbox::{PUBLIC_CLIENT, Sandbox};
+use support::{CONFIDENTIAL_CLIENT_ID, CONFIDENTIAL_CLIENT_SECRET, Idp};
 
 const SERVER: &str = "http://127.0.0.1:5998";
 
@@ -25,16 +25,7 @@ fn bus() -> String {
 
 /// A public-client project (access-token mode) whose store is chosen by `store` ("" = default auto).
 fn project(idp: &Idp, store: &str) -> Sandbox {
-    let mut s = Sandbox::new();
-    s.write(
-        "proj/pyproject.toml",
-        &format!(
-            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{PUBLIC_CLIENT_ID}\"\n\
-             redirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\nscope = \"openid profile email mlflow\"\nuse-id-token = false\n",
-            idp.issuer
-        ),
-    );
-    s.set("BROWSER", support::browser_curl().to_str().unwrap());
+    let mut s = Sandbox::with_server(SERVER, &idp.issuer, &format!("{PUBLIC_CLIENT}\nuse-id-token = false"));
     if !store.is_empty() {
         s.set("MLFLOW_OIDC_STORE", store);
     }

@@ -10,8 +10,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sandbox::Sandbox;
-use support::{Idp, PUBLIC_CLIENT_ID};
+use sandbox::{PUBLIC_CLIENT, Sandbox};
+use support::Idp;
 
 fn snapshot(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(name);
@@ -93,16 +93,7 @@ fn replace_times(s: &str) -> String {
 }
 
 fn project(idp: &Idp) -> Sandbox {
-    let mut s = Sandbox::new();
-    s.write(
-        "proj/pyproject.toml",
-        &format!(
-            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"http://127.0.0.1:5996\"\nissuer = \"{}\"\nclient-id = \"{PUBLIC_CLIENT_ID}\"\n\
-             redirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\nscope = \"openid profile email mlflow\"\n",
-            idp.issuer
-        ),
-    );
-    s.set("BROWSER", support::browser_curl().to_str().unwrap());
+    let mut s = Sandbox::with_server("http://127.0.0.1:5996", &idp.issuer, PUBLIC_CLIENT);
     s.set("MLFLOW_OIDC_STORE", "file");
     s
 }

@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// Block lines for the test provider's public client, asking for the `mlflow` resource scope.
+pub const PUBLIC_CLIENT: &str = "client-id = \"mlflow-cli\"\nscope = \"openid profile email mlflow\"";
+
 pub struct Sandbox {
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
@@ -21,6 +24,23 @@ impl Sandbox {
         let s = Sandbox { dir: tempfile::tempdir().unwrap(), env: Vec::new() };
         std::fs::create_dir_all(s.path("home")).unwrap();
         std::fs::create_dir_all(s.path("proj/sub/deeper")).unwrap();
+        s
+    }
+
+    /// A project whose one server block names `uri` and `issuer`, a loopback redirect on any free port, and `lines`;
+    /// logins go through the scripted curl browser (tests/idp/browser-curl.sh), which logs to `browser.log`.
+    pub fn with_server(uri: &str, issuer: &str, lines: &str) -> Self {
+        let mut s = Sandbox::new();
+        s.write(
+            "proj/pyproject.toml",
+            &format!(
+                "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{uri}\"\nissuer = \"{issuer}\"\n\
+                 redirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\n{lines}\n"
+            ),
+        );
+        let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp/browser-curl.sh");
+        s.set("BROWSER", driver.to_str().unwrap());
+        s.set("BROWSER_LOG", s.path("browser.log").to_str().unwrap());
         s
     }
 
