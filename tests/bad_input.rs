@@ -1,0 +1,1272 @@
+//! The bad-input catalogue: broken configuration, misbehaving providers, hostile callbacks and damaged stores,
+//! each through the real binary. Every case asserts the same five things (see [`check`]):
+//!
+//! 1. the exit code (0 ok, 1 runtime failure, 2 configuration or usage, 3 login required);
+//! 2. stderr names the culprit (the file, key, variable, URL or path at fault);
+//! 3. no panic: never exit 101, never "panicked" on stderr, and no hang (each run is bounded in time);
+//! 4. no secret (client secret, refresh token, access token, authorization code) on stdout or stderr, except the
+//!    one token a successful `token` prints, alone, on stdout;
+//! 5. no credential lost: where the case does not destroy it on purpose, the refresh token stored before the case
+//!    still yields a token afterwards.
+//!
+//! Provider misbehaviour uses the scripted provider in `tests/fake` (a real one will not send HTML on demand);
+//! callbacks use the real provider (`tests/support`) and a hand-rolled client on the loopback port.
+//!
+//! The tests run as root in CI, where permission bits do not stop anyone: permission-denied cases are built
+//! from things root cannot do either (a directory where a file should be, a path through a regular file, /proc),
+//! or are conditional, asserting why.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod drive;
+mod fake;
+mod sandbox;
+mod support;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use drive::{PendingLogin, run_bounded, send, start_login, status_of};
+use fake::{AT_CC, AT_NEW, CLIENT_ID, CLIENT_ID_CONF, CLIENT_SECRET, Fake, Reply, SECRETS};
+use sandbox::{Out, Sandbox};
+
+const SERVER: &str = "http://127.0.0.1:5997";
+/// No case may take longer than this (the slow ones wait out a 2 s HTTP timeout).
+const LIMIT: Duration = Duration::from_secs(40);
+
+// ---------------------------------------------------------------------------------------------------------------
+// The five properties.
+
+/// The properties every case shares. `printed` is the one secret allowed, alone, on stdout.
+fn check(name: &str, out: &Out, code: i32, needles: &[String], secrets: &[&str], printed: Option<&str>) {
+    assert_ne!(out.code, 101, "case `{name}`: panicked (exit 101):\n{}", out.stderr);
+    assert!(
+        !out.stderr.contains("panicked") && !out.stderr.contains("RUST_BACKTRACE"),
+        "case `{name}`: a panic message on stderr:\n{}",
+        out.stderr
+    );
+    assert_eq!(out.code, code, "case `{name}`: exit code\nstdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    for needle in needles {
+        assert!(
+            out.stderr.contains(needle.as_str()),
+            "case `{name}`: stderr does not name {needle:?}:\n{}",
+            out.stderr
+        );
+    }
+    for secret in secrets {
+        assert!(!out.stderr.contains(secret), "case `{name}`: secret {secret:?} on stderr:\n{}", out.stderr);
+        if Some(*secret) != printed {
+            assert!(!out.stdout.contains(secret), "case `{name}`: secret {secret:?} on stdout:\n{}", out.stdout);
+        }
+    }
+    match printed {
+        Some(token) => assert_eq!(out.stdout, format!("{token}\n"), "case `{name}`: stdout is the token alone"),
+        None if code != 0 => {
+            assert_eq!(out.stdout, "", "case `{name}`: nothing on stdout on failure");
+            assert!(out.stderr.contains("error: "), "case `{name}`: no `error:` line:\n{}", out.stderr);
+        }
+        None => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A table row.
+
+type Hook = Box<dyn Fn(&World)>;
+type AfterHook = Box<dyn Fn(&World, &Out)>;
+
+struct Case {
+    name: &'static str,
+    cwd: &'static str,
+    args: Vec<OsString>,
+    env: Vec<(String, OsString)>,
+    code: i32,
+    needles: Vec<String>,
+    setup: Option<Hook>,
+    after: Option<AfterHook>,
+    /// Whether the refresh token stored before the case must still work after it.
+    keeps: bool,
+    /// The token a successful `token` prints.
+    prints: Option<&'static str>,
+}
+
+fn case(name: &'static str, args: &[&str]) -> Case {
+    Case {
+        name,
+        cwd: "proj",
+        args: args.iter().map(OsString::from).collect(),
+        env: Vec::new(),
+        code: 1,
+        needles: Vec::new(),
+        setup: None,
+        after: None,
+        keeps: true,
+        prints: None,
+    }
+}
+
+impl Case {
+    fn cwd(mut self, cwd: &'static str) -> Self {
+        self.cwd = cwd;
+        self
+    }
+    fn arg(mut self, a: impl Into<OsString>) -> Self {
+        self.args.insert(0, a.into());
+        self
+    }
+    fn env(mut self, k: &str, v: impl Into<OsString>) -> Self {
+        self.env.push((k.to_string(), v.into()));
+        self
+    }
+    /// The expected exit code and what stderr must name.
+    fn fails(mut self, code: i32, needles: &[&str]) -> Self {
+        self.code = code;
+        self.needles = needles.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    fn succeeds(mut self, prints: &'static str, needles: &[&str]) -> Self {
+        self.code = 0;
+        self.prints = Some(prints);
+        self.needles = needles.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    /// Exit 0 with nothing on stdout (`login`, `logout`).
+    fn succeeds_silently(mut self, needles: &[&str]) -> Self {
+        self.code = 0;
+        self.needles = needles.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    fn setup(mut self, f: impl Fn(&World) + 'static) -> Self {
+        self.setup = Some(Box::new(f));
+        self
+    }
+    fn after(mut self, f: impl Fn(&World, &Out) + 'static) -> Self {
+        self.after = Some(Box::new(f));
+        self
+    }
+    /// The case destroys the stored credential on purpose (a corrupt file, a refresh token the provider revoked).
+    fn loses_credential(mut self) -> Self {
+        self.keeps = false;
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The world the configuration, provider and store cases run in: a sandbox logged in to the scripted provider.
+
+struct World {
+    s: Sandbox,
+    fake: Fake,
+    /// The token file of `proj` as it was after the login, with its access token made stale, so that every case
+    /// starts from "a refresh token that works" and must go to the provider.
+    entry_path: PathBuf,
+    entry: Vec<u8>,
+}
+
+fn block(issuer: &str, extra: &str) -> String {
+    format!(
+        "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{issuer}\"\nclient-id = \"{CLIENT_ID}\"\n\
+         scope = \"openid\"\nuse-id-token = false\nredirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\n{extra}"
+    )
+}
+
+/// A `$BROWSER` that plays a person who logs in at once: it sends the code back to the loopback redirect.
+const AUTO_BROWSER: &str = r#"#!/bin/bash
+url="$1"
+ru=$(printf '%s' "$url" | sed -E 's/.*[?&]redirect_uri=([^&]*).*/\1/')
+st=$(printf '%s' "$url" | sed -E 's/.*[?&]state=([^&]*).*/\1/')
+ru=$(printf '%b' "${ru//%/\\x}")
+curl -s -o /dev/null --max-time 20 "$ru?code=CODE&state=$st"
+"#;
+
+impl World {
+    fn new() -> World {
+        let mut s = Sandbox::new();
+        let fake = Fake::start();
+        s.write("proj/pyproject.toml", &block(&fake.base, ""));
+        s.write(
+            "conf/pyproject.toml",
+            &format!(
+                "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\n\
+                 client-id = \"{CLIENT_ID_CONF}\"\nclient-secret = \"{CLIENT_SECRET}\"\n",
+                fake.base
+            ),
+        );
+        let browser = s.write("auto-browser.sh", &AUTO_BROWSER.replace("CODE", fake::CODE));
+        std::fs::set_permissions(&browser, PermissionsExt::from_mode(0o755)).unwrap();
+        s.set("BROWSER", browser.to_str().unwrap());
+        s.set("MLFLOW_OIDC_STORE", "file");
+        s.set("MLFLOW_OIDC_HTTP_TIMEOUT", "2s");
+        s.set("MLFLOW_OIDC_HTTP_CONNECT_TIMEOUT", "2s");
+        let out = run_bounded(s.cmd("proj", &["login", "--timeout", "30"]), LIMIT);
+        check("setup: login", &out, 0, &[], SECRETS, None);
+        let entry_path = token_file(&s.tokens_dir());
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&entry_path).unwrap()).unwrap();
+        assert_eq!(v["tokens"]["refresh_token"], fake::RT, "the login stored the refresh token in the file");
+        v["tokens"]["access_expires_at"] = 1.into();
+        let w = World { s, fake, entry_path, entry: serde_json::to_vec(&v).unwrap() };
+        w.restore();
+        w
+    }
+
+    /// Back to the state every case starts from.
+    fn restore(&self) {
+        self.fake.reset();
+        self.fake.clear();
+        for p in [self.s.path("home/.local/share"), self.s.path("home/.cache")] {
+            make_writable(&p);
+            remove_any(&p);
+        }
+        let tokens = self.s.tokens_dir();
+        std::fs::create_dir_all(&tokens).unwrap();
+        for d in [self.s.data_dir(), tokens] {
+            std::fs::set_permissions(&d, PermissionsExt::from_mode(0o700)).unwrap();
+        }
+        std::fs::write(&self.entry_path, &self.entry).unwrap();
+        std::fs::set_permissions(&self.entry_path, PermissionsExt::from_mode(0o600)).unwrap();
+    }
+
+    /// Property 5: the stored refresh token still yields a token from a well-behaved provider.
+    fn credential_still_works(&self, name: &str) {
+        self.fake.reset();
+        self.fake.clear();
+        remove_any(&self.s.path("home/.cache/mlflow-oidc"));
+        let out = run_bounded(self.s.cmd("proj", &["token", "--no-login", "--min-valid", "2h"]), LIMIT);
+        assert_eq!(out.code, 0, "case `{name}`: the stored credential no longer works afterwards:\n{}", out.stderr);
+        assert_eq!(out.stdout, format!("{AT_NEW}\n"), "case `{name}`: a refreshed token");
+        let refreshed = self.fake.requests().iter().any(|r| r.form("refresh_token").as_deref() == Some(fake::RT));
+        assert!(refreshed, "case `{name}`: the stored refresh token was used");
+    }
+
+    fn run(&self, c: &Case) -> Out {
+        let mut cmd = self.s.cmd(c.cwd, &[]);
+        cmd.args(&c.args);
+        for (k, v) in &c.env {
+            cmd.env(k, v);
+        }
+        run_bounded(cmd, LIMIT)
+    }
+
+    /// Run every case from a restored world; returns how many ran. Every case runs even when an earlier one
+    /// fails, and the failures are listed together at the end.
+    fn run_all(&self, cases: Vec<Case>) -> usize {
+        let n = cases.len();
+        let mut names = std::collections::BTreeSet::new();
+        let mut failed = Vec::new();
+        for c in cases {
+            assert!(names.insert(c.name), "duplicate case name {}", c.name);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.restore();
+                if let Some(f) = &c.setup {
+                    f(self);
+                }
+                let out = self.run(&c);
+                check(c.name, &out, c.code, &c.needles, SECRETS, c.prints);
+                if let Some(f) = &c.after {
+                    f(self, &out);
+                }
+                if c.keeps {
+                    self.restore_permissions();
+                    self.credential_still_works(c.name);
+                }
+            }));
+            if outcome.is_err() {
+                failed.push(c.name);
+            }
+        }
+        self.restore();
+        assert!(failed.is_empty(), "{} of {n} cases failed (details above): {failed:#?}", failed.len());
+        n
+    }
+
+    /// Undo what a case did to modes and directories, but not to the token file's content.
+    fn restore_permissions(&self) {
+        let tokens = self.s.tokens_dir();
+        if !tokens.is_dir() {
+            let content = std::fs::read(&self.entry_path).ok();
+            remove_any(&self.s.path("home/.local/share"));
+            std::fs::create_dir_all(&tokens).unwrap();
+            std::fs::write(&self.entry_path, content.unwrap_or_else(|| self.entry.clone())).unwrap();
+        }
+        make_writable(&self.s.path("home/.local/share"));
+    }
+
+    /// A file for a case, under cfg/.
+    fn file(&self, name: &str, content: impl AsRef<[u8]>) -> String {
+        let p = self.s.path(&format!("cfg/{name}"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p.to_str().unwrap().to_string()
+    }
+
+    /// The stored entry of `proj`, edited by `f` (for store cases).
+    fn edit_entry(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let mut v: serde_json::Value = serde_json::from_slice(&self.entry).unwrap();
+        f(&mut v);
+        std::fs::write(&self.entry_path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+}
+
+fn token_file(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap_or_else(|| panic!("no token file in {}", dir.display()))
+}
+
+fn remove_any(p: &Path) {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).unwrap(),
+        Ok(_) => std::fs::remove_file(p).unwrap(),
+        Err(_) => {}
+    }
+}
+
+fn make_writable(p: &Path) {
+    if let Ok(m) = std::fs::symlink_metadata(p)
+        && m.is_dir()
+    {
+        let _ = std::fs::set_permissions(p, PermissionsExt::from_mode(0o755));
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                make_writable(&e.path());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Configuration: files, keys, types, URLs, environment values, non-UTF-8.
+
+#[test]
+fn configuration_cases() {
+    let w = World::new();
+    let base = w.fake.base.clone();
+    let ok_block = block(&base, "");
+    let tok = ["token", "--no-login"];
+    let server = |extra: &str| {
+        format!(
+            "[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"https://idp.example.com\"\nclient-id = \"c\"\n{extra}"
+        )
+    };
+    let with_issuer =
+        |i: &str| format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{i}\"\nclient-id = \"c\"\n");
+    let with_redirect = |r: &str| server(&format!("redirect-uri = \"{r}\"\n"));
+
+    let f = |name: &str, text: &str| w.file(name, text);
+    let unclosed = f("unclosed.toml", "[tool.mlflow-oidc-client\nuri = 1\n");
+    let escape = f("escape.toml", "[[tracking-servers]]\nuri = \"http://m\\q\"\n");
+    let dup = f("dup.toml", "[[tracking-servers]]\nuri = \"a\"\nuri = \"b\"\n");
+    let nul = f("nul.toml", "[[tracking-servers]]\nuri = \"a\u{0}b\"\n");
+    let deep = f("deep.toml", &format!("x = {}{}\n", "[".repeat(100_000), "]".repeat(100_000)));
+    let non_utf8 = w.file("latin1.toml", b"[[tracking-servers]]\nuri = \"caf\xe9\"\n");
+    let utf16 = w.file("utf16.toml", b"\xff\xfe[\x00[\x00t\x00");
+    let bom = w.file("bom.toml", format!("\u{feff}{ok_block}"));
+    let int_servers = f("int-servers.toml", "[tool.mlflow-oidc-client]\ntracking-servers = 3\n");
+    let table_servers = f("table-servers.toml", "[tool.mlflow-oidc-client.tracking-servers]\nuri = \"x\"\n");
+    let tool_string = f("tool-string.toml", "tool = \"x\"\n");
+    let ours_array = f("ours-array.toml", "tool = { mlflow-oidc-client = [1] }\n");
+    let entry_string = f("entry-string.toml", "tracking-servers = [\"http://m\"]\n");
+    let issuer_int =
+        f("issuer-int.toml", &format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = 5\nclient-id = \"c\"\n"));
+    let id_array = f(
+        "id-array.toml",
+        &format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"https://i\"\nclient-id = [\"c\"]\n"),
+    );
+    let scope_table = f("scope-table.toml", &server("scope = { a = 1 }\n"));
+    let uri_date = f("uri-date.toml", "[[tracking-servers]]\nuri = 1979-05-27T07:32:00Z\n");
+    let perhaps = f("perhaps.toml", &server("interactive = \"perhaps\"\n"));
+    let two = f("two.toml", &server("use-id-token = 2\n"));
+    let float = f("float.toml", &server("offline-access = 1.5\n"));
+    let no_issuer = f("no-issuer.toml", &format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nclient-id = \"c\"\n"));
+    let no_id = f("no-id.toml", &format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"https://i\"\n"));
+    let http_public = f("http-public.toml", &with_issuer("http://idp.example.com/realms/ml"));
+    let http_any = f("http-any.toml", &with_issuer("http://0.0.0.0:8080"));
+    let http_lookalike = f("http-lookalike.toml", &with_issuer("http://localhost.evil.example"));
+    let ftp = f("ftp.toml", &with_issuer("ftp://idp.example.com"));
+    let relative = f("relative.toml", &with_issuer("idp.example.com/realms/ml"));
+    let query = f("query.toml", &with_issuer("https://idp.example.com/?realm=ml"));
+    let https_redirect = f("https-redirect.toml", &with_redirect("https://127.0.0.1:8080/cb"));
+    let public_redirect = f("public-redirect.toml", &with_redirect("http://192.0.2.1:8080/cb"));
+    let wildcard_redirect = f("wildcard-redirect.toml", &with_redirect("http://0.0.0.0:8080/cb"));
+    let portless = f("portless.toml", &with_redirect("http://127.0.0.1/cb"));
+    let pathless = f("pathless.toml", &with_redirect("http://127.0.0.1:8080"));
+    let fragment = f("fragment.toml", &with_redirect("http://127.0.0.1:8080/cb#x"));
+    let auth_method = f("auth-method.toml", &server("token-endpoint-auth-method = \"private_key_jwt\"\n"));
+    let store_int = f("store-int.toml", &format!("store = 5\n{}", server("")));
+    let store_cloud = f("store-cloud.toml", &format!("store = \"cloud\"\n{}", server("")));
+    let typo = f("typo.toml", &format!("{ok_block}clinet-secret = \"x\"\n"));
+    let uriless = f(
+        "uriless.toml",
+        &format!("[[tool.mlflow-oidc-client.tracking-servers]]\nissuer = \"https://i\"\n\n{ok_block}"),
+    );
+    let two_servers = f(
+        "two-servers.toml",
+        "[[tracking-servers]]\nuri = \"https://a.example.com\"\nissuer = \"https://i\"\nclient-id = \"c\"\n\
+         [[tracking-servers]]\nuri = \"https://b.example.com\"\nissuer = \"https://i\"\nclient-id = \"c\"\n",
+    );
+    let empty = f("empty.toml", "");
+    let not_pem = f("not-pem.pem", "this is not a certificate\n");
+    let dir = w.s.path("cfg").to_str().unwrap().to_string();
+    let through_file = format!("{unclosed}/x.toml");
+    let latin1_path = OsString::from_vec(b"/nonexistent/caf\xe9.toml".to_vec());
+
+    let c = |name, path: &String| case(name, &tok).arg(path).arg("--config");
+    let cases = vec![
+        // Files.
+        c("toml: unclosed table header", &unclosed).fails(2, &[&unclosed, "invalid TOML", "line 1"]),
+        c("toml: invalid escape", &escape).fails(2, &[&escape, "invalid TOML", "line 2"]),
+        c("toml: duplicate key", &dup).fails(2, &[&dup, "invalid TOML", "line 3"]),
+        c("toml: NUL byte in a string", &nul).fails(2, &[&nul, "invalid TOML"]),
+        c("toml: 100k nested arrays", &deep).fails(2, &[&deep, "invalid TOML"]),
+        c("file: Latin-1, not UTF-8", &non_utf8).fails(2, &[&non_utf8, "UTF-8"]),
+        c("file: UTF-16", &utf16).fails(2, &[&utf16, "UTF-8"]),
+        c("file: UTF-8 with a byte-order mark is fine", &bom).succeeds(AT_NEW, &[]),
+        c("file: empty", &empty).fails(2, &[&empty, "no tracking server is configured"]),
+        c("file: a directory", &dir).fails(2, &[&dir, "directory"]),
+        c("file: a path through a regular file", &through_file).fails(2, &[&through_file]),
+        case("file: missing, from --config", &tok)
+            .arg("/nonexistent/mlflow.toml")
+            .arg("--config")
+            .fails(2, &["/nonexistent/mlflow.toml", "--config", "does not exist"]),
+        case("file: missing, from MLFLOW_OIDC_CONFIG", &tok)
+            .env("MLFLOW_OIDC_CONFIG", "/nonexistent/env.toml")
+            .fails(2, &["/nonexistent/env.toml", "MLFLOW_OIDC_CONFIG"]),
+        case("file: non-UTF-8 path", &tok)
+            .arg(latin1_path)
+            .arg("--config")
+            .fails(2, &["/nonexistent/caf", "does not exist"]),
+        // Shapes and types.
+        c("shape: tracking-servers is an integer", &int_servers)
+            .fails(2, &[&int_servers, "tracking-servers", "an integer"]),
+        c("shape: tracking-servers is one table", &table_servers).fails(2, &[&table_servers, "array of tables"]),
+        c("shape: tool is a string", &tool_string).fails(2, &[&tool_string, "`tool`", "a string"]),
+        c("shape: our table is an array", &ours_array).fails(2, &[&ours_array, "tool.mlflow-oidc-client", "an array"]),
+        c("shape: an entry is a string", &entry_string).fails(2, &[&entry_string, "entry #1", "must be a table"]),
+        c("type: issuer is an integer", &issuer_int).fails(2, &[&issuer_int, "`issuer`", "an integer"]),
+        c("type: client-id is an array", &id_array).fails(2, &[&id_array, "`client-id`", "an array"]),
+        c("type: scope is a table", &scope_table).fails(2, &[&scope_table, "`scope`", "a table"]),
+        c("type: uri is a date-time", &uri_date).fails(2, &[&uri_date, "`uri`", "a date-time"]),
+        c("bool: interactive = \"perhaps\"", &perhaps).fails(2, &[&perhaps, "`interactive`", "perhaps"]),
+        c("bool: use-id-token = 2", &two).fails(2, &[&two, "`use-id-token`", "an integer"]),
+        c("bool: offline-access = 1.5", &float).fails(2, &[&float, "`offline-access`", "a float"]),
+        c("key: unknown key warns and is ignored", &typo).succeeds(AT_NEW, &["clinet-secret", "client-secret"]),
+        c("key: a block without uri is skipped with a warning", &uriless).succeeds(AT_NEW, &["no `uri`", &uriless]),
+        c("key: issuer missing", &no_issuer).fails(2, &[&no_issuer, "missing issuer"]),
+        c("key: client-id missing", &no_id).fails(2, &[&no_id, "missing client-id"]),
+        c("key: store is a number", &store_int).env("MLFLOW_OIDC_STORE", "").fails(2, &[&store_int, "`store`"]),
+        c("key: store = \"cloud\"", &store_cloud).env("MLFLOW_OIDC_STORE", "").fails(2, &[&store_cloud, "cloud"]),
+        c("key: token-endpoint-auth-method = private_key_jwt", &auth_method)
+            .fails(2, &["token-endpoint-auth-method", "private_key_jwt"]),
+        // URLs.
+        c("url: http issuer on a public host", &http_public)
+            .fails(2, &["http://idp.example.com/realms/ml", "https://"]),
+        c("url: http issuer on 0.0.0.0", &http_any).fails(2, &["http://0.0.0.0:8080", "https://"]),
+        c("url: http issuer on a localhost look-alike", &http_lookalike)
+            .fails(2, &["localhost.evil.example", "https://"]),
+        c("url: ftp issuer", &ftp).fails(2, &["ftp://"]),
+        c("url: relative issuer", &relative).fails(2, &["idp.example.com/realms/ml", "not an absolute URL"]),
+        c("url: issuer with a query", &query).fails(2, &["?realm=ml", "query"]),
+        c("url: https redirect", &https_redirect).fails(2, &["redirect-uri", "http://"]),
+        c("url: redirect on a public address", &public_redirect).fails(2, &["192.0.2.1", "loopback"]),
+        c("url: redirect on the wildcard address", &wildcard_redirect).fails(2, &["0.0.0.0", "loopback"]),
+        c("url: redirect without a port", &portless).fails(2, &["http://127.0.0.1/cb", "explicit port"]),
+        c("url: redirect without a path", &pathless).fails(2, &["http://127.0.0.1:8080", "path"]),
+        c("url: redirect with a fragment", &fragment).fails(2, &["#x", "fragment"]),
+        c("selection: two servers, none chosen", &two_servers)
+            .fails(2, &["https://a.example.com", "https://b.example.com"]),
+        case("selection: --server matches nothing", &tok)
+            .arg("https://nowhere.example.com")
+            .arg("--server")
+            .fails(2, &["https://nowhere.example.com", SERVER]),
+        // Environment values.
+        case("env: boolean", &tok)
+            .env("MLFLOW_TRACKING_OIDC_INTERACTIVE", "maybe")
+            .fails(2, &["MLFLOW_TRACKING_OIDC_INTERACTIVE", "maybe"]),
+        case("env: issuer is not UTF-8", &tok)
+            .env("MLFLOW_TRACKING_OIDC_ISSUER", OsString::from_vec(b"https://\xff\xfe".to_vec()))
+            .fails(2, &["MLFLOW_TRACKING_OIDC_ISSUER", "UTF-8"]),
+        case("env: tracking URI is not UTF-8", &tok)
+            .env("MLFLOW_TRACKING_URI", OsString::from_vec(b"http://\xc0.example".to_vec()))
+            .fails(2, &["MLFLOW_TRACKING_URI", "UTF-8"]),
+        case("env: HTTP timeout is not a duration", &tok)
+            .env("MLFLOW_OIDC_HTTP_TIMEOUT", "soon")
+            .fails(2, &["MLFLOW_OIDC_HTTP_TIMEOUT", "soon"]),
+        case("env: negative connect timeout", &tok)
+            .env("MLFLOW_OIDC_HTTP_CONNECT_TIMEOUT", "-1")
+            .fails(2, &["MLFLOW_OIDC_HTTP_CONNECT_TIMEOUT", "-1"]),
+        case("env: keyring timeout", &tok)
+            .env("MLFLOW_OIDC_KEYRING_TIMEOUT", "forever")
+            .fails(2, &["MLFLOW_OIDC_KEYRING_TIMEOUT", "forever"]),
+        case("env: store", &tok).env("MLFLOW_OIDC_STORE", "vault").fails(2, &["MLFLOW_OIDC_STORE", "vault"]),
+        case("env: ca-bundle missing", &tok)
+            .env("MLFLOW_TRACKING_OIDC_CA_BUNDLE", "/nonexistent/ca.pem")
+            .fails(2, &["ca-bundle", "/nonexistent/ca.pem"]),
+        case("env: ca-bundle is not PEM", &tok)
+            .env("MLFLOW_TRACKING_OIDC_CA_BUNDLE", &not_pem)
+            .fails(2, &["ca-bundle", &not_pem]),
+        case("env: ca-bundle is a directory", &tok)
+            .env("MLFLOW_TRACKING_OIDC_CA_BUNDLE", &dir)
+            .fails(2, &["ca-bundle", &dir]),
+        case("env: SSL_CERT_FILE missing", &tok)
+            .env("SSL_CERT_FILE", "/nonexistent/roots.pem")
+            .fails(2, &["SSL_CERT_FILE", "/nonexistent/roots.pem"]),
+        // Command line.
+        case("usage: --server is not UTF-8", &tok)
+            .arg(OsString::from_vec(b"http://\xff".to_vec()))
+            .arg("--server")
+            .fails(2, &["UTF-8"]),
+        case("usage: --min-valid is not a duration", &["token", "--min-valid", "soon"])
+            .fails(2, &["--min-valid", "soon"]),
+        case("usage: --format xml", &["token", "--format", "xml"]).fails(2, &["--format", "xml"]),
+        case("usage: --store vault", &["--store", "vault", "token"]).fails(2, &["--store", "vault"]),
+        case("usage: exec without a command", &["exec"]).fails(2, &["COMMAND"]),
+        case("usage: exec of a program that does not exist", &["exec", "--no-login", "--", "/nonexistent/prog"])
+            .fails(1, &["/nonexistent/prog", "not found"]),
+    ];
+    let n = w.run_all(cases);
+    eprintln!("configuration cases: {n}");
+    assert!(n >= 60, "{n}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Provider behaviour: discovery, the token endpoint, transport and TLS.
+
+const DISCOVERY: &str = "/.well-known/openid-configuration";
+const TOKEN: &str = "/token";
+
+/// A setup hook that makes the fake answer `path` with `reply`.
+fn on(path: &'static str, reply: Reply) -> impl Fn(&World) + 'static {
+    move |w: &World| w.fake.set(path, reply.clone())
+}
+
+/// The path was never requested (a redirect was not followed, so nothing was re-sent there).
+fn never_requested(path: &'static str) -> impl Fn(&World, &Out) + 'static {
+    move |w: &World, _: &Out| {
+        let hits: Vec<_> = w.fake.requests().into_iter().filter(|r| r.path == path).collect();
+        assert!(hits.is_empty(), "{path} was requested: {hits:?}");
+    }
+}
+
+/// `openssl s_server` with a self-signed certificate for 127.0.0.1: a TLS peer nobody trusts.
+struct TlsPeer {
+    child: std::process::Child,
+    port: u16,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsPeer {
+    fn start() -> TlsPeer {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |name: &str| dir.path().join(name);
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl is needed for the TLS cases (apt-get install openssl)");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        // A private CA and a leaf certificate for 127.0.0.1 signed by it.
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=catalogue CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+        ]);
+        std::fs::write(p("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.pem",
+        ]);
+        let (key, cert) = (p("leaf.key"), p("leaf.pem"));
+        let port = support::free_port();
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &format!("127.0.0.1:{port}"), "-cert"])
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "openssl s_server did not listen");
+            thread::sleep(Duration::from_millis(20));
+        }
+        TlsPeer { child, port, ca: p("ca.pem"), _dir: dir }
+    }
+}
+
+impl Drop for TlsPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn provider_cases() {
+    let w = World::new();
+    let base = w.fake.base.clone();
+    let disco = w.fake.discovery_url();
+    let token_url = w.fake.url(TOKEN);
+    let tls = TlsPeer::start();
+    let tls_issuer = format!("https://127.0.0.1:{}", tls.port);
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let tok = ["token", "--no-login"];
+    let t = |name| case(name, &tok);
+    let meta = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| Reply::json(200, w.fake.metadata_with(f));
+    let huge = format!("{{\"issuer\":\"{base}\",\"pad\":\"{}\"}}", "x".repeat(2 << 20));
+    let tokens = |v: serde_json::Value| Reply::json(200, v.to_string());
+    let jwt_at = |exp: serde_json::Value| {
+        tokens(serde_json::json!({"access_token": fake::jwt(&serde_json::json!({"exp": exp, "sub": "x"})),
+            "token_type": "Bearer", "expires_in": 3600}))
+    };
+    let escape = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31mred";
+
+    let cases = vec![
+        // Discovery.
+        t("discovery: 404").setup(on(DISCOVERY, Reply::text(404, "no such realm"))).fails(1, &[&disco, "HTTP 404"]),
+        t("discovery: 500").setup(on(DISCOVERY, Reply::text(500, "oops"))).fails(1, &[&disco, "HTTP 500"]),
+        t("discovery: an HTML login page")
+            .setup(on(DISCOVERY, Reply::html(200, "<html><body>Sign in</body></html>")))
+            .fails(1, &[&disco, "not return a valid OpenID configuration"]),
+        t("discovery: truncated JSON")
+            .setup(on(DISCOVERY, Reply::json(200, format!("{{\"issuer\":\"{base}\",\"token_endp"))))
+            .fails(1, &[&disco, "not return a valid OpenID configuration"]),
+        t("discovery: empty body").setup(on(DISCOVERY, Reply::json(200, ""))).fails(1, &[&disco, "valid OpenID"]),
+        t("discovery: a JSON array").setup(on(DISCOVERY, Reply::json(200, "[]"))).fails(1, &[&disco, "valid OpenID"]),
+        t("discovery: issuer is a number")
+            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("issuer".into(), 5.into())))))
+            .fails(1, &[&disco, "valid OpenID"]),
+        t("discovery: wrong issuer")
+            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("issuer".into(), "https://evil.example.com".into())))))
+            .fails(1, &[&disco, "https://evil.example.com", &base]),
+        t("discovery: terminal escapes in the issuer")
+            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("issuer".into(), format!("https://evil.example.com/{escape}").into())))))
+            .fails(1, &[&disco, "https://evil.example.com/"])
+            .after(|_, out| assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)),
+        t("discovery: no token_endpoint")
+            .setup(on(DISCOVERY, meta(&|m| drop(m.remove("token_endpoint")))))
+            .fails(1, &["token_endpoint", &base]),
+        t("discovery: token_endpoint is not a URL")
+            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("token_endpoint".into(), "::not a url::".into())))))
+            .fails(1, &["token_endpoint", "::not a url::"]),
+        t("discovery: a redirect is not followed")
+            .setup(on(DISCOVERY, Reply::Redirect(302, format!("{base}/elsewhere"))))
+            .fails(1, &[&disco, "HTTP 302"])
+            .after(never_requested("/elsewhere")),
+        t("discovery: 2 MiB body").setup(on(DISCOVERY, Reply::json(200, huge.clone()))).fails(1, &[&disco, "larger than"]),
+        t("discovery: slow-loris body")
+            .setup(on(DISCOVERY, Reply::Trickle(Duration::from_millis(200))))
+            .fails(1, &[&disco, "timeout"]),
+        t("discovery: accepts and never answers")
+            .setup(on(DISCOVERY, Reply::Hang(Duration::from_secs(30))))
+            .fails(1, &[&disco, "timeout"]),
+        t("discovery: closes without a byte").setup(on(DISCOVERY, Reply::Close)).fails(1, &[&disco, "cannot reach"]),
+        t("discovery: not HTTP at all")
+            .setup(on(DISCOVERY, Reply::Raw(b"\x16\x03\x01\x00\xffgarbage\r\n\r\n".to_vec())))
+            .fails(1, &[&disco, "cannot reach"]),
+        t("discovery: 100 KiB of headers")
+            .setup(on(DISCOVERY, Reply::Raw(format!("HTTP/1.1 200 OK\r\nX-Pad: {}\r\n\r\n{{}}", "a".repeat(100 << 10)).into_bytes())))
+            .fails(1, &[&disco, "cannot reach"]),
+        t("transport: connection refused")
+            .env("MLFLOW_TRACKING_OIDC_ISSUER", &dead)
+            .fails(1, &[&dead, "cannot reach"]),
+        t("transport: unknown host")
+            .env("MLFLOW_TRACKING_OIDC_ISSUER", "https://idp.nonexistent.invalid")
+            .fails(1, &["idp.nonexistent.invalid", "cannot reach"]),
+        t("tls: certificate from an unknown CA")
+            .env("MLFLOW_TRACKING_OIDC_ISSUER", &tls_issuer)
+            .fails(1, &[&tls_issuer, "TLS", "ca-bundle"]),
+        t("tls: the CA in ca-bundle gets past the handshake")
+            .env("MLFLOW_TRACKING_OIDC_ISSUER", &tls_issuer)
+            .env("MLFLOW_TRACKING_OIDC_CA_BUNDLE", &tls.ca)
+            .fails(1, &[&tls_issuer, "not return a valid OpenID configuration"]),
+        t("tls: plain HTTP behind an https:// issuer")
+            .env("MLFLOW_TRACKING_OIDC_ISSUER", format!("https://127.0.0.1:{}", w.fake.port))
+            .fails(1, &[&format!("https://127.0.0.1:{}", w.fake.port), "cannot reach"]),
+        // The token endpoint, refreshing the stored refresh token.
+        t("refresh: invalid_grant means a new login")
+            .setup(on(TOKEN, Reply::json(400, r#"{"error":"invalid_grant"}"#)))
+            .fails(3, &["refresh token", "mlflow-oidc login"])
+            .loses_credential(),
+        t("refresh: 500 in plain text").setup(on(TOKEN, Reply::text(500, "Internal Server Error"))).fails(1, &[&token_url]),
+        t("refresh: 502 from a proxy, in HTML")
+            .setup(on(TOKEN, Reply::html(502, "<html><h1>Bad Gateway</h1></html>")))
+            .fails(1, &[&token_url]),
+        t("refresh: invalid_request with a description")
+            .setup(on(TOKEN, Reply::json(400, r#"{"error":"invalid_request","error_description":"grant is missing a parameter"}"#)))
+            .fails(1, &[&token_url, "invalid_request", "grant is missing a parameter"]),
+        t("refresh: invalid_client").setup(on(TOKEN, Reply::json(401, r#"{"error":"invalid_client"}"#))).fails(1, &["invalid_client"]),
+        t("refresh: an unknown error code")
+            .setup(on(TOKEN, Reply::json(400, r#"{"error":"temporarily_unavailable"}"#)))
+            .fails(1, &["temporarily_unavailable"]),
+        t("refresh: error is not a string").setup(on(TOKEN, Reply::json(400, r#"{"error":5}"#))).fails(1, &[&token_url]),
+        t("refresh: 200 without access_token")
+            .setup(on(TOKEN, Reply::json(200, r#"{"token_type":"Bearer","expires_in":3600}"#)))
+            .fails(1, &[&token_url]),
+        t("refresh: 200 with a JSON array").setup(on(TOKEN, Reply::json(200, "[]"))).fails(1, &[&token_url]),
+        t("refresh: 200 with HTML").setup(on(TOKEN, Reply::html(200, "<html>hello</html>"))).fails(1, &[&token_url]),
+        t("refresh: expires_in is a word")
+            .setup(on(TOKEN, tokens(serde_json::json!({"access_token": AT_CC, "token_type": "Bearer", "expires_in": "soon"}))))
+            .fails(1, &[&token_url]),
+        t("refresh: expires_in is negative")
+            .setup(on(TOKEN, tokens(serde_json::json!({"access_token": AT_CC, "token_type": "Bearer", "expires_in": -60}))))
+            .fails(1, &[&token_url]),
+        t("refresh: expires_in is 1e30")
+            .setup(on(TOKEN, tokens(serde_json::json!({"access_token": AT_CC, "token_type": "Bearer", "expires_in": 1e30}))))
+            .fails(1, &[&token_url]),
+        t("refresh: a JWT access token with exp = i64::MIN")
+            .setup(on(TOKEN, jwt_at(i64::MIN.into())))
+            .fails(1, &["no usable token"]),
+        t("refresh: a JWT access token that expired long ago")
+            .setup(on(TOKEN, jwt_at(1000.into())))
+            .fails(1, &["no usable token", "expired"]),
+        t("refresh: an empty refresh_token does not replace the stored one")
+            .setup(on(TOKEN, tokens(serde_json::json!({"access_token": AT_CC, "token_type": "Bearer", "expires_in": 3600, "refresh_token": ""}))))
+            .succeeds(AT_CC, &[]),
+        t("refresh: the provider echoes the refresh token")
+            .setup(on(TOKEN, Reply::json(400, format!(r#"{{"error":"invalid_request","error_description":"refresh_token {} is malformed"}}"#, fake::RT))))
+            .fails(1, &["invalid_request"]),
+        t("refresh: terminal escapes in error_description")
+            .setup(on(TOKEN, Reply::json(400, serde_json::json!({"error": "invalid_request", "error_description": escape}).to_string())))
+            .fails(1, &["invalid_request"])
+            .after(|_, out| assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)),
+        t("refresh: terminal escapes in the error code")
+            .setup(on(TOKEN, Reply::json(400, serde_json::json!({"error": escape}).to_string())))
+            .fails(1, &[&token_url])
+            .after(|_, out| assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)),
+        t("refresh: 2 MiB body").setup(on(TOKEN, Reply::json(200, huge.clone()))).fails(1, &[&token_url, "larger than"]),
+        t("refresh: slow-loris body")
+            .setup(on(TOKEN, Reply::Trickle(Duration::from_millis(200))))
+            .fails(1, &[&token_url, "timeout"]),
+        t("refresh: accepts and never answers")
+            .setup(on(TOKEN, Reply::Hang(Duration::from_secs(30))))
+            .fails(1, &[&token_url, "timeout"]),
+        t("refresh: closes without a byte").setup(on(TOKEN, Reply::Close)).fails(1, &[&token_url]),
+        t("refresh: a redirect is not followed (the refresh token is not re-sent)")
+            .setup(on(TOKEN, Reply::Redirect(307, format!("{base}/elsewhere"))))
+            .fails(1, &[&token_url])
+            .after(never_requested("/elsewhere")),
+        t("refresh: token endpoint refuses connections")
+            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("token_endpoint".into(), format!("{dead}/token").into())))))
+            .fails(1, &[&format!("{dead}/token"), "cannot reach"]),
+        t("refresh: token endpoint over plain http on a public host")
+            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("token_endpoint".into(), "http://192.0.2.1/token".into())))))
+            .fails(1, &["http://192.0.2.1/token", "token_endpoint", "https"]),
+        // Client credentials: the client secret is at stake.
+        t("client credentials: invalid_client")
+            .cwd("conf")
+            .setup(on(TOKEN, Reply::json(401, r#"{"error":"invalid_client","error_description":"bad secret"}"#)))
+            .fails(1, &["invalid_client", "client-secret"]),
+        t("client credentials: the provider echoes the client secret")
+            .cwd("conf")
+            .setup(on(TOKEN, Reply::json(401, format!(r#"{{"error":"invalid_client","error_description":"client_secret {CLIENT_SECRET} is wrong"}}"#))))
+            .fails(1, &["invalid_client"]),
+        t("client credentials: 200 without access_token")
+            .cwd("conf")
+            .setup(on(TOKEN, Reply::json(200, r#"{"token_type":"Bearer"}"#)))
+            .fails(1, &[&token_url]),
+        t("client credentials: 500 in HTML")
+            .cwd("conf")
+            .setup(on(TOKEN, Reply::html(500, "<html>error</html>")))
+            .fails(1, &[&token_url]),
+        t("client credentials: a redirect is not followed (the secret is not re-sent)")
+            .cwd("conf")
+            .setup(on(TOKEN, Reply::Redirect(307, format!("{base}/elsewhere"))))
+            .fails(1, &[&token_url])
+            .after(never_requested("/elsewhere")),
+        // `status --check` reads the provider's Date header to compare clocks.
+        case("status --check: a Date header from the year 9223372036854775807", &["status", "--check"])
+            .setup(move |w: &World| {
+                let body = w.fake.metadata_with(|m| drop(m.insert("revocation_endpoint".into(), w.fake.url("/revoke").into())));
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 9223372036854775807 08:49:37 GMT\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                w.fake.set(DISCOVERY, Reply::Raw([head.into_bytes(), body.into_bytes()].concat()));
+            })
+            .succeeds_silently(&[])
+            .after(|_, out| assert!(out.stdout.contains("clock"), "{}", out.stdout)),
+        // Browser login.
+        case("login: no authorization_endpoint", &["login", "--timeout", "5"])
+            .setup(on(DISCOVERY, meta(&|m| drop(m.remove("authorization_endpoint")))))
+            .fails(1, &["authorization_endpoint"]),
+    ];
+    let n = w.run_all(cases);
+    eprintln!("provider cases: {n}");
+    assert!(n >= 45, "{n}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Stores: damaged token files, wrong modes, directories where files should be, read-only places, keyrings.
+
+/// Whether this process ignores file permissions (root, or CAP_DAC_OVERRIDE): then mode bits cannot make a
+/// file unreadable or a directory unwritable, and the cases built on them assert that instead.
+fn privileged() -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("locked");
+    std::fs::write(&f, "x").unwrap();
+    std::fs::set_permissions(&f, PermissionsExt::from_mode(0o000)).unwrap();
+    std::fs::read(&f).is_ok()
+}
+
+/// The token file of `conf` (client credentials), created by one successful run.
+fn conf_entry(w: &World) -> PathBuf {
+    let out = run_bounded(w.s.cmd("conf", &["token"]), LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    std::fs::read_dir(w.s.tokens_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json") && *p != w.entry_path)
+        .unwrap()
+}
+
+/// A D-Bus peer that accepts connections and never answers.
+fn silent_bus(dir: &Path) -> String {
+    let path = dir.join("silent-bus");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    format!("unix:path={}", path.display())
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn store_cases() {
+    let w = World::new();
+    let entry = w.entry_path.display().to_string();
+    let tokens = w.s.tokens_dir().display().to_string();
+    let tok = ["token", "--no-login"];
+    let t = |name| case(name, &tok);
+    let root = privileged();
+    let blocker = w.file("not-a-dir", "a regular file");
+    let bus = silent_bus(w.s.root());
+    assert!(
+        std::fs::create_dir("/sys/mlflow-oidc-catalogue").is_err(),
+        "this case needs /sys to refuse mkdir, even to root"
+    );
+
+    let cases = vec![
+        t("store: truncated token file")
+            .setup(|w| std::fs::write(&w.entry_path, &w.entry[..w.entry.len() / 2]).unwrap())
+            .fails(3, &[&entry, "corrupt", "mlflow-oidc login"])
+            .loses_credential(),
+        t("store: empty token file")
+            .setup(|w| std::fs::write(&w.entry_path, "").unwrap())
+            .fails(3, &[&entry, "corrupt"])
+            .loses_credential(),
+        t("store: binary garbage in the token file")
+            .setup(|w| std::fs::write(&w.entry_path, b"\x00\xff\xfe\x80garbage").unwrap())
+            .fails(3, &[&entry, "corrupt"])
+            .loses_credential(),
+        t("store: zero-filled tail after a crash")
+            .setup(|w| std::fs::write(&w.entry_path, [w.entry.clone(), vec![0; 512]].concat()).unwrap())
+            .fails(3, &[&entry, "corrupt"])
+            .loses_credential(),
+        t("store: JSON of the wrong shape")
+            .setup(|w| std::fs::write(&w.entry_path, r#"{"version":1,"tokens":5}"#).unwrap())
+            .fails(3, &[&entry, "corrupt"])
+            .loses_credential(),
+        t("store: a file from a newer version is read")
+            .setup(|w| {
+                w.edit_entry(|v| {
+                    v["version"] = 99.into();
+                    v["added_later"] = serde_json::json!({"x": [1, 2]});
+                    v["tokens"]["new_field"] = true.into();
+                })
+            })
+            .succeeds(AT_NEW, &[]),
+        t("store: access_expires_at = i64::MIN")
+            .setup(|w| w.edit_entry(|v| v["tokens"]["access_expires_at"] = i64::MIN.into()))
+            .succeeds(AT_NEW, &[]),
+        t("store: obtained_at = i64::MIN")
+            .setup(|w| w.edit_entry(|v| v["tokens"]["obtained_at"] = i64::MIN.into()))
+            .succeeds(AT_NEW, &[]),
+        t("store: the token file is a directory")
+            .setup(|w| {
+                std::fs::remove_file(&w.entry_path).unwrap();
+                std::fs::create_dir(&w.entry_path).unwrap();
+            })
+            .fails(3, &[&entry, "directory"])
+            .loses_credential(),
+        case("store: the token file is a directory when saving", &tok)
+            .cwd("conf")
+            .setup(|w| {
+                let p = conf_entry(w);
+                std::fs::remove_file(&p).unwrap();
+                std::fs::create_dir(&p).unwrap();
+            })
+            .fails(1, &[&tokens, "directory"]),
+        t("store: the tokens directory is a regular file")
+            .setup(|w| {
+                std::fs::remove_dir_all(w.s.tokens_dir()).unwrap();
+                std::fs::write(w.s.tokens_dir(), "not a directory").unwrap();
+            })
+            .fails(1, &[&tokens])
+            .loses_credential(),
+        t("store: the data directory lies under a regular file (ENOTDIR)")
+            .env("XDG_DATA_HOME", &blocker)
+            .fails(1, &[&blocker]),
+        t("store: a place even root cannot write (/sys)")
+            .env("XDG_DATA_HOME", "/sys/mlflow-oidc-catalogue")
+            .fails(1, &["/sys/mlflow-oidc-catalogue", "cannot create directory"]),
+        t("store: the lock file is a directory")
+            .setup(|w| std::fs::create_dir(w.entry_path.with_extension("lock")).unwrap())
+            .fails(1, &[".lock"])
+            .after(|w, _| std::fs::remove_dir(w.entry_path.with_extension("lock")).unwrap()),
+        t("store: a world-readable token file is replaced by a 0600 one")
+            .setup(|w| std::fs::set_permissions(&w.entry_path, PermissionsExt::from_mode(0o644)).unwrap())
+            .succeeds(AT_NEW, &[])
+            .after(|w, _| assert_eq!(mode(&w.entry_path), 0o600)),
+        t("store: a world-writable tokens directory is made private again")
+            .setup(|w| std::fs::set_permissions(w.s.tokens_dir(), PermissionsExt::from_mode(0o777)).unwrap())
+            .succeeds(AT_NEW, &[])
+            .after(|w, _| {
+                assert_eq!(mode(&w.entry_path), 0o600);
+                assert_eq!(
+                    mode(&w.s.tokens_dir()),
+                    0o700,
+                    "a tokens directory others can write to is a planting ground"
+                );
+            }),
+        if root {
+            // Root reads a mode-000 file anyway: the case then shows the tool does not care about the mode.
+            t("store: an unreadable token file (root reads it anyway)")
+                .setup(|w| std::fs::set_permissions(&w.entry_path, PermissionsExt::from_mode(0o000)).unwrap())
+                .succeeds(AT_NEW, &[])
+        } else {
+            t("store: an unreadable token file")
+                .setup(|w| std::fs::set_permissions(&w.entry_path, PermissionsExt::from_mode(0o000)).unwrap())
+                .fails(3, &[&entry, "permission denied"])
+        },
+        if root {
+            t("store: a read-only tokens directory (root writes anyway)")
+                .setup(|w| std::fs::set_permissions(w.s.tokens_dir(), PermissionsExt::from_mode(0o500)).unwrap())
+                .succeeds(AT_NEW, &[])
+        } else {
+            t("store: a read-only tokens directory")
+                .setup(|w| std::fs::set_permissions(w.s.tokens_dir(), PermissionsExt::from_mode(0o500)).unwrap())
+                .fails(1, &[&tokens, "permission denied"])
+        },
+        case("store: a symlink planted at the token file is replaced, not followed", &tok)
+            .cwd("conf")
+            .setup(|w| {
+                let p = conf_entry(w);
+                let victim = w.s.path("victim.txt");
+                std::fs::write(&victim, "keep me").unwrap();
+                std::fs::remove_file(&p).unwrap();
+                std::os::unix::fs::symlink(&victim, &p).unwrap();
+            })
+            .succeeds(AT_CC, &["corrupt"])
+            .after(|w, _| {
+                assert_eq!(std::fs::read_to_string(w.s.path("victim.txt")).unwrap(), "keep me");
+                let p = conf_entry(w);
+                assert!(!std::fs::symlink_metadata(p).unwrap().file_type().is_symlink());
+            }),
+        t("keyring: asked for, but no session bus").env("MLFLOW_OIDC_STORE", "keyring").fails(1, &["keyring"]),
+        t("keyring: a bus that never answers costs the keyring timeout, not a hang")
+            .env("MLFLOW_OIDC_STORE", "keyring")
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+            .env("MLFLOW_OIDC_KEYRING_TIMEOUT", "1s")
+            .fails(1, &["keyring", "1s"]),
+        t("keyring: auto falls back to the file store when the bus is unreachable")
+            .env("MLFLOW_OIDC_STORE", "auto")
+            .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+            .succeeds(AT_NEW, &["keyring is unavailable", &tokens]),
+        t("keyring: a corrupt store-choice file is ignored")
+            .env("MLFLOW_OIDC_STORE", "auto")
+            .setup(|w| std::fs::write(w.s.data_dir().join("store-choice.json"), "{{{").unwrap())
+            .succeeds(AT_NEW, &["keyring is unavailable"]),
+        t("keyring: the entry points at a keyring that cannot be reached")
+            .setup(|w| {
+                w.edit_entry(|v| {
+                    v["tokens"].as_object_mut().unwrap().remove("refresh_token");
+                    v["refresh_token_in"] = "keyring".into();
+                })
+            })
+            .fails(3, &["keyring", "mlflow-oidc login"])
+            .loses_credential(),
+        case("logout --all: an entry whose file name is not ASCII", &["logout", "--all"])
+            .setup(|w| {
+                let mut v: serde_json::Value = serde_json::from_slice(&w.entry).unwrap();
+                v["tokens"].as_object_mut().unwrap().remove("refresh_token");
+                v["refresh_token_in"] = "keyring".into();
+                std::fs::write(w.s.tokens_dir().join("abcdefg\u{e9}.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+            })
+            .succeeds_silently(&["Logged out of"])
+            .loses_credential(),
+    ];
+    let n = w.run_all(cases);
+    eprintln!("store cases: {n}");
+    assert!(n >= 20, "{n}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Callbacks: whatever reaches the loopback port during a real login (real provider, scripted attacker).
+
+type Junk = Box<dyn Fn(&PendingLogin)>;
+
+struct CallbackCase {
+    name: &'static str,
+    junk: Junk,
+    /// Whether a person then logs in for real in the browser.
+    browser: bool,
+    code: i32,
+    needles: &'static [&'static str],
+    timeout: &'static str,
+}
+
+fn cb(name: &'static str, junk: impl Fn(&PendingLogin) + 'static) -> CallbackCase {
+    CallbackCase { name, junk: Box::new(junk), browser: true, code: 0, needles: &["Logged in"], timeout: "45" }
+}
+
+impl CallbackCase {
+    /// No real login follows: the junk itself decides the outcome.
+    fn ends(mut self, code: i32, needles: &'static [&'static str]) -> Self {
+        self.browser = false;
+        self.code = code;
+        self.needles = needles;
+        self
+    }
+}
+
+/// Every token and code the provider handed out so far, and every token in the store.
+fn issued_secrets(idp: &support::Idp, s: &Sandbox) -> Vec<String> {
+    let mut v: Vec<String> =
+        idp.token_requests().iter().filter_map(|r| r["params"]["code"].as_str().map(str::to_string)).collect();
+    if let Ok(text) = std::fs::read(token_file(&s.tokens_dir())) {
+        let e: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        for k in ["access_token", "refresh_token", "id_token"] {
+            if let Some(t) = e["tokens"][k].as_str() {
+                v.push(t.to_string());
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn callback_cases() {
+    let idp = support::Idp::start();
+    let mut s = Sandbox::new();
+    s.write(
+        "proj/pyproject.toml",
+        &format!(
+            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{}\"\n\
+             redirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\nscope = \"openid profile email mlflow\"\nuse-id-token = false\n",
+            idp.issuer,
+            support::PUBLIC_CLIENT_ID
+        ),
+    );
+    s.set("MLFLOW_OIDC_STORE", "file");
+    s.set("BROWSER", support::browser_curl().to_str().unwrap());
+    let out = run_bounded(s.cmd("proj", &["login"]), LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // From now on the "browser" opens nothing: the test plays both the attacker and the person.
+    s.set("BROWSER", "true");
+
+    let bad = |expect: u16, needle: &'static str| {
+        move |response: String| {
+            assert_eq!(status_of(&response), expect, "{response}");
+            assert!(response.contains(needle), "{response}");
+        }
+    };
+    let cases = vec![
+        cb("callback: a foreign state", move |l| bad(400, "state mismatch")(l.get("code=forged&state=not-ours"))),
+        cb("callback: our state, no code", move |l| {
+            bad(400, "no authorization code")(l.get(&format!("state={}", l.state)))
+        }),
+        cb("callback: our state, empty code", move |l| {
+            bad(400, "no authorization code")(l.get(&format!("code=&state={}", l.state)))
+        }),
+        cb("callback: error=access_denied with a foreign state", move |l| {
+            bad(400, "state mismatch")(l.get("error=access_denied&state=not-ours"))
+        }),
+        cb("callback: another path", move |l| {
+            let r = send(l.port, format!("GET {}x?code=c&state={} HTTP/1.1\r\n\r\n", l.path, l.state).as_bytes());
+            assert_eq!(status_of(&r), 404, "{r}");
+        }),
+        cb("callback: absolute-form target", move |l| {
+            let r = send(
+                l.port,
+                format!("GET http://127.0.0.1:{}{}?code=c&state={} HTTP/1.1\r\n\r\n", l.port, l.path, l.state)
+                    .as_bytes(),
+            );
+            assert_eq!(status_of(&r), 404, "{r}");
+        }),
+        cb("callback: POST with our state", move |l| {
+            let r = send(
+                l.port,
+                format!("POST {}?code=c&state={} HTTP/1.1\r\nContent-Length: 0\r\n\r\n", l.path, l.state).as_bytes(),
+            );
+            assert_eq!(status_of(&r), 405, "{r}");
+        }),
+        cb("callback: the state twice", move |l| {
+            bad(400, "more than once")(l.get(&format!("code=c&state={0}&state={0}", l.state)))
+        }),
+        cb("callback: a 64 KiB request head", move |l| {
+            let r = send(
+                l.port,
+                format!("GET {}?state={}&pad={} HTTP/1.1\r\n\r\n", l.path, l.state, "a".repeat(64 << 10)).as_bytes(),
+            );
+            assert!(r.is_empty() || status_of(&r) == 431, "{r}");
+        }),
+        cb("callback: bytes that are not UTF-8", move |l| {
+            let r = send(l.port, b"GET /oauth2/callback?\xff\xfe\xfd HTTP/1.1\r\n\r\n");
+            assert_eq!(status_of(&r), 400, "{r}");
+        }),
+        cb("callback: a head cut off mid-line", move |l| {
+            let r = send(l.port, format!("GET {}?code=c&sta", l.path).as_bytes());
+            assert!(status_of(&r) >= 400, "{r}");
+        }),
+        cb("callback: 200 concurrent junk connections", move |l| {
+            let port = l.port;
+            let junk: Vec<_> = (0..200)
+                .map(|i| {
+                    thread::spawn(move || {
+                        let payload: Vec<u8> = (0..(i * 37 % 2000)).map(|j| (j * 131 + i) as u8).collect();
+                        let _ = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| s.write_all(&payload));
+                    })
+                })
+                .collect();
+            for j in junk {
+                j.join().unwrap();
+            }
+        }),
+        CallbackCase {
+            name: "callback: idle connections that never send a byte",
+            junk: Box::new(|_| {}),
+            browser: true,
+            code: 0,
+            needles: &["Logged in"],
+            timeout: "45",
+        },
+        cb("callback: error=access_denied with our state", move |l| {
+            bad(400, "access_denied")(
+                l.get(&format!("error=access_denied&error_description=no+thanks&state={}", l.state)),
+            )
+        })
+        .ends(1, &["access_denied", "refused the login"]),
+        cb("callback: a hostile error_description with our state", move |l| {
+            let r = l.get(&format!(
+                "error=server_error&error_description=%3Cscript%3Ealert(1)%3C%2Fscript%3E%1B%5B2J&state={}",
+                l.state
+            ));
+            assert!(!r.contains("<script>") && r.contains("&lt;script&gt;"), "the page must escape it: {r}");
+        })
+        .ends(1, &["server_error"]),
+        cb("callback: a forged code with our state", move |l| {
+            assert_eq!(status_of(&l.get(&format!("code=forged-code&state={}", l.state))), 200);
+        })
+        .ends(1, &["invalid_grant"]),
+        cb("callback: another issuer in iss (mix-up)", move |l| {
+            assert_eq!(status_of(&l.get(&format!("code=c&state={}&iss=https%3A%2F%2Fevil.example.com", l.state))), 200);
+        })
+        .ends(1, &["https://evil.example.com", "refusing"]),
+        CallbackCase {
+            name: "callback: only junk until the login times out",
+            junk: Box::new(move |l| bad(400, "state mismatch")(l.get("code=c&state=x"))),
+            browser: false,
+            code: 1,
+            needles: &["timed out"],
+            timeout: "4",
+        },
+    ];
+    let n = cases.len();
+    let mut failed = Vec::new();
+    for c in cases {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let before = issued_secrets(&idp, &s);
+            let login = start_login(&s, "proj", c.timeout);
+            (c.junk)(&login);
+            let mut idle = Vec::new();
+            if c.name.contains("idle connections") {
+                // Browsers open speculative connections and may never use them; a stranger can do it on purpose.
+                idle = (0..16).map(|_| TcpStream::connect(("127.0.0.1", login.port)).unwrap()).collect();
+            }
+            if c.browser {
+                let printed = support::run_browser(&support::browser_curl(), &login.url, &[]);
+                assert!(printed.contains("CALLBACK"), "{printed}");
+            }
+            let out = login.finish(LIMIT + Duration::from_secs(20));
+            drop(idle);
+            let mut secrets = before;
+            secrets.extend(issued_secrets(&idp, &s));
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            let needles: Vec<String> = c.needles.iter().map(|s| s.to_string()).collect();
+            check(c.name, &out, c.code, &needles, &secrets, None);
+            assert!(
+                !out.stderr.contains('\u{1b}'),
+                "case `{}`: a terminal escape reached stderr: {:?}",
+                c.name,
+                out.stderr
+            );
+            // Whatever happened, the stored login still works.
+            let after = run_bounded(s.cmd("proj", &["token", "--no-login", "--min-valid", "2m"]), LIMIT);
+            assert_eq!(after.code, 0, "case `{}`: the stored credential no longer works:\n{}", c.name, after.stderr);
+        }));
+        if ok.is_err() {
+            failed.push(c.name);
+        }
+    }
+    assert!(failed.is_empty(), "{} of {n} callback cases failed (details above): {failed:#?}", failed.len());
+    eprintln!("callback cases: {n}");
+}

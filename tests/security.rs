@@ -1,0 +1,550 @@
+//! Security properties, proven through the real binary against the real provider (`tests/support`) unless a
+//! provider must misbehave on purpose (the nonce cases use `tests/fake`).
+//!
+//! Unit tests in `src/` cover the same ground from inside and are not repeated here:
+//! `loopback::tests::only_the_exact_path_with_our_state_ends_the_wait`, `loopback::tests::constant_time_comparison`,
+//! `token::tests::secret_debug_is_redacted`, `store::tests::files_are_private_and_replaced_atomically`,
+//! `store::tests::a_planted_symlink_is_replaced_not_followed`, and the issuer and redirect validation in
+//! `config::tests`. SECURITY.md lists which property each test proves.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod drive;
+mod fake;
+mod sandbox;
+mod support;
+
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use drive::{run_bounded, send, start_login, status_of};
+use sandbox::{Out, Sandbox};
+use support::{AUDIENCE, CONFIDENTIAL_CLIENT_ID, CONFIDENTIAL_CLIENT_SECRET, Idp, PUBLIC_CLIENT_ID};
+
+const SERVER: &str = "http://127.0.0.1:5996";
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A project logged in to nothing yet, for the public client of `idp`, with the file store.
+fn project(idp: &Idp, extra: &str) -> Sandbox {
+    let mut s = Sandbox::new();
+    s.write(
+        "proj/pyproject.toml",
+        &format!(
+            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{PUBLIC_CLIENT_ID}\"\n\
+             redirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\nscope = \"openid profile email mlflow\"\n{extra}\n",
+            idp.issuer
+        ),
+    );
+    s.set("MLFLOW_OIDC_STORE", "file");
+    s.set("BROWSER", support::browser_curl().to_str().unwrap());
+    s
+}
+
+fn mo(s: &Sandbox, args: &[&str]) -> Out {
+    run_bounded(s.cmd("proj", args), LIMIT)
+}
+
+fn token_entry(s: &Sandbox) -> serde_json::Value {
+    let file = std::fs::read_dir(s.tokens_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap()
+}
+
+/// LISTEN sockets on `port` in /proc/net/tcp{,6}: their local addresses, as the kernel writes them.
+fn listeners(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (f.get(1), f.get(3)) else { continue };
+            let (addr, p) = local.rsplit_once(':').unwrap();
+            if *state == "0A" && u16::from_str_radix(p, 16).unwrap() == port {
+                out.push(addr.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The address this machine would use to reach the outside, if it has a non-loopback one (no packet is sent).
+fn external_address() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+fn the_redirect_listener_binds_only_loopback() {
+    let idp = Idp::start();
+    let mut s = project(&idp, "");
+    s.set("BROWSER", "true");
+    for (redirect, want) in
+        [("http://127.0.0.1:0/oauth2/callback", "0100007F"), ("http://localhost:0/oauth2/callback", "0100007F")]
+    {
+        let login = drive::start_login_with(&s, "proj", "20", &[("MLFLOW_TRACKING_OIDC_REDIRECT_URI", redirect)]);
+        let bound = listeners(login.port);
+        assert_eq!(bound, [want], "{redirect}: the listener must be on 127.0.0.1 only, not a wildcard: {bound:?}");
+        if let Some(ip) = external_address() {
+            let reach = TcpStream::connect_timeout(&(ip, login.port).into(), Duration::from_secs(2));
+            assert!(reach.is_err(), "{redirect}: the listener answered on {ip}, a non-loopback address");
+        }
+        // A real login still works through it.
+        let printed = support::run_browser(&support::browser_curl(), &login.url, &[]);
+        assert!(printed.contains("CALLBACK"), "{printed}");
+        let out = login.finish(LIMIT);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    // A wildcard or public redirect address is refused before anything is bound (more in tests/bad_input.rs).
+    for redirect in ["http://0.0.0.0:0/oauth2/callback", "http://[::]:0/oauth2/callback", "http://192.0.2.1:0/cb"] {
+        let mut cmd = s.cmd("proj", &["login"]);
+        cmd.env("MLFLOW_TRACKING_OIDC_REDIRECT_URI", redirect);
+        let out = run_bounded(cmd, LIMIT);
+        assert_eq!(out.code, 2, "{redirect}: {}", out.stderr);
+        assert!(out.stderr.contains("loopback"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn only_the_exact_redirect_path_ends_a_login() {
+    let idp = Idp::start();
+    let mut s = project(&idp, "");
+    s.set("BROWSER", "true");
+    let login = start_login(&s, "proj", "60");
+    for target in [
+        "/oauth2/callback/",
+        "/oauth2/callbackx",
+        "/OAUTH2/callback",
+        "/oauth2/Callback",
+        "//oauth2/callback",
+        "/oauth2/./callback",
+        "/oauth2/callback/../callback",
+        "/oauth2/%63allback",
+        "/oauth2/callback;jsessionid=1",
+        "/oauth2/callback%3F",
+        "/",
+        "*",
+    ] {
+        let r = send(login.port, format!("GET {target}?code=forged&state={} HTTP/1.1\r\n\r\n", login.state).as_bytes());
+        assert_eq!(status_of(&r), 404, "{target} must not be served: {r}");
+    }
+    let printed = support::run_browser(&support::browser_curl(), &login.url, &[]);
+    assert!(printed.contains("CALLBACK"), "{printed}");
+    let out = login.finish(LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(idp.count_grants("authorization_code"), 1, "only the real code was redeemed");
+}
+
+#[test]
+fn state_is_exact_fresh_and_single_use() {
+    let idp = Idp::start();
+    let mut s = project(&idp, "");
+    s.set("BROWSER", "true");
+
+    // 1. Near misses of the state are refused, then the real login completes.
+    let login = start_login(&s, "proj", "60");
+    let first_url = login.url.clone();
+    let st = login.state.clone();
+    assert!(st.len() >= 22, "state carries at least 128 bits: {st}");
+    let mut flipped = st.clone().into_bytes();
+    let last = flipped.len() - 1;
+    flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+    let first = {
+        let mut f = st.clone().into_bytes();
+        f[0] = if f[0] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(f).unwrap()
+    };
+    for near in [
+        String::from_utf8(flipped).unwrap(),
+        first,
+        st[..st.len() - 1].to_string(),
+        format!("{st}x"),
+        st.to_lowercase(),
+        String::new(),
+    ] {
+        if near == st {
+            continue;
+        }
+        let r = login.get(&format!("code=forged&state={near}"));
+        assert_eq!(status_of(&r), 400, "state {near:?}: {r}");
+        assert!(r.contains("state mismatch"), "{r}");
+    }
+    let printed = support::run_browser(&support::browser_curl(), &login.url, &[]);
+    let callback = printed.trim().strip_prefix("CALLBACK ").unwrap().to_string();
+    let (old_port, old_path_query) = {
+        let u = url::Url::parse(&callback).unwrap();
+        (u.port().unwrap(), format!("{}?{}", u.path(), u.query().unwrap()))
+    };
+    let out = login.finish(LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // 2. The listener is gone once the login is over: nothing answers on its port.
+    assert!(TcpStream::connect(("127.0.0.1", old_port)).is_err(), "the loopback listener outlived its login");
+
+    // 3. Replaying the old callback into a new login is refused: each login has its own state.
+    let second = start_login(&s, "proj", "5");
+    let second_url = second.url.clone();
+    assert_ne!(second.state, st, "a fresh state per login");
+    let r = send(second.port, format!("GET {old_path_query} HTTP/1.1\r\n\r\n").as_bytes());
+    assert_eq!(status_of(&r), 400, "{r}");
+    assert!(r.contains("state mismatch"), "{r}");
+    let out = second.finish(LIMIT);
+    assert_eq!(out.code, 1, "the replay did not complete the login: {}", out.stderr);
+    assert!(out.stderr.contains("timed out"), "{}", out.stderr);
+    assert_eq!(idp.count_grants("authorization_code"), 1, "the replayed code was never redeemed again");
+
+    // 4. The nonce is fresh per login too, and as long.
+    let nonces: Vec<String> =
+        [&first_url, &second_url].iter().map(|u| support::query_param(u, "nonce").unwrap()).collect();
+    assert_ne!(nonces[0], nonces[1]);
+    assert!(nonces.iter().all(|n| n.len() >= 22), "{nonces:?}");
+}
+
+/// The scripted provider, a project using it in ID-token mode (so a nonce is sent and checked).
+fn fake_project(f: &fake::Fake) -> Sandbox {
+    let mut s = Sandbox::new();
+    s.write(
+        "proj/pyproject.toml",
+        &format!(
+            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{}\"\n\
+             scope = \"openid\"\nredirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\n",
+            f.base,
+            fake::CLIENT_ID
+        ),
+    );
+    s.set("MLFLOW_OIDC_STORE", "file");
+    s.set("BROWSER", "true");
+    s
+}
+
+#[test]
+fn the_id_token_nonce_must_match_the_login() {
+    let f = fake::Fake::start();
+    let s = fake_project(&f);
+    for (nonce, ok) in [(Some("wrong-nonce"), false), (Some(fake::NO_NONCE), false), (None, true)] {
+        let login = start_login(&s, "proj", "30");
+        let sent = support::query_param(&login.url, "nonce").expect("a nonce is sent with scope openid");
+        assert!(sent.len() >= 22, "{sent}");
+        f.id_token_nonce(nonce.unwrap_or(&sent));
+        let r = login.get(&format!("code={}&state={}", fake::CODE, login.state));
+        assert_eq!(status_of(&r), 200, "{r}");
+        let out = login.finish(LIMIT);
+        if ok {
+            assert_eq!(out.code, 0, "{}", out.stderr);
+        } else {
+            assert_eq!(out.code, 1, "nonce {nonce:?} accepted: {}", out.stderr);
+            assert!(out.stderr.contains("nonce"), "{}", out.stderr);
+            assert!(
+                !s.tokens_dir().exists()
+                    || std::fs::read_dir(s.tokens_dir())
+                        .unwrap()
+                        .all(|e| { !e.unwrap().file_name().to_string_lossy().ends_with(".json") }),
+                "nothing is stored from a refused login"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_pkce_verifier_is_random_well_formed_and_matches_its_challenge() {
+    use base64::Engine;
+    use sha2::Digest;
+    let idp = Idp::start();
+    let s = project(&idp, "");
+    for _ in 0..3 {
+        assert_eq!(mo(&s, &["login"]).code, 0);
+    }
+    let challenges: Vec<String> =
+        idp.auth_requests().iter().map(|a| a["code_challenge"].as_str().unwrap().to_string()).collect();
+    let verifiers: Vec<String> = idp
+        .token_requests()
+        .iter()
+        .filter(|r| r["grant_type"] == "authorization_code")
+        .map(|r| r["params"]["code_verifier"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(verifiers.len(), 3);
+    for (v, c) in verifiers.iter().zip(&challenges) {
+        // RFC 7636 §4.1: 43–128 characters of [A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~".
+        assert!((43..=128).contains(&v.len()), "{v}");
+        assert!(v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)), "{v}");
+        // S256: the challenge is base64url(sha256(verifier)).
+        let expect = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(v.as_bytes()));
+        assert_eq!(&expect, c);
+        // 32 random bytes look random: many distinct characters, no long runs.
+        let distinct: std::collections::BTreeSet<u8> = v.bytes().collect();
+        assert!(distinct.len() >= 20, "a verifier with {} distinct characters is not random: {v}", distinct.len());
+    }
+    let unique: std::collections::BTreeSet<&String> = verifiers.iter().collect();
+    assert_eq!(unique.len(), 3, "a fresh verifier per login");
+    for a in idp.auth_requests() {
+        assert_eq!(a["code_challenge_method"], "S256", "never the plain method");
+    }
+}
+
+#[test]
+fn http_issuers_are_refused_unless_loopback() {
+    let s = Sandbox::new();
+    let refused = [
+        "http://idp.example.com",
+        "http://idp.example.com:443/realms/ml",
+        "http://10.0.0.1",
+        "http://192.168.1.1:8080",
+        "http://0.0.0.0:8080",
+        "http://[::]:8080",
+        "http://localhost.evil.example",
+        "http://127.0.0.1.nip.io",
+        "ws://127.0.0.1",
+        "file:///etc/passwd",
+    ];
+    let accepted = [
+        "http://127.0.0.1:8080",
+        "http://127.3.2.1",
+        "http://localhost:8080/realms/dev",
+        "http://LOCALHOST",
+        "http://[::1]:8080",
+        "https://idp.example.com",
+        "https://10.0.0.1/realms/ml",
+    ];
+    for (issuer, ok) in refused.iter().map(|i| (i, false)).chain(accepted.iter().map(|i| (i, true))) {
+        let out = s.run(
+            "proj",
+            &["status", "--json"],
+            &[("MLFLOW_TRACKING_OIDC_ISSUER", issuer), ("MLFLOW_TRACKING_OIDC_CLIENT_ID", "c")],
+        );
+        if ok {
+            assert_eq!(out.code, 0, "{issuer} must be accepted: {}", out.stderr);
+        } else {
+            assert_eq!(out.code, 2, "{issuer} must be refused: {}", out.stderr);
+            assert!(
+                out.stderr.contains("MLFLOW_TRACKING_OIDC_ISSUER") && out.stderr.contains(issuer),
+                "{}",
+                out.stderr
+            );
+            if issuer.starts_with("http://") {
+                assert!(out.stderr.contains("must use https://"), "{}", out.stderr);
+            }
+        }
+    }
+}
+
+#[test]
+fn tokens_never_appear_in_a_command_line() {
+    let idp = Idp::start();
+    let s = project(&idp, "");
+    assert_eq!(mo(&s, &["login"]).code, 0);
+    let token = mo(&s, &["token"]).ok().trim().to_string();
+    let mut child = s.cmd("proj", &["exec", "--no-login", "--", "sleep", "3"]).spawn().unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    // Watch the process from start to `sleep`: its command line never holds the token, its environment does.
+    let environ = loop {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(!text.contains(&token), "the token is in argv: {text}");
+        if !seen.contains(&text) {
+            seen.push(text.clone());
+        }
+        if text.trim() == "sleep 3" {
+            break std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        }
+        assert!(Instant::now() < deadline, "exec never became `sleep 3`: {seen:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.split('\0').any(|kv| kv == format!("MLFLOW_TRACKING_TOKEN={token}")),
+        "the token is handed over in the environment"
+    );
+    assert!(environ.split('\0').any(|kv| kv == format!("MLFLOW_TRACKING_URI={SERVER}")));
+    assert!(child.wait().unwrap().success());
+}
+
+fn assert_private_tree(root: &Path) {
+    for entry in walk(root) {
+        let m = std::fs::symlink_metadata(&entry).unwrap();
+        let mode = m.permissions().mode() & 0o777;
+        if m.is_dir() {
+            assert_eq!(mode, 0o700, "{} is a directory others can enter", entry.display());
+        } else {
+            assert_eq!(mode, 0o600, "{} is a file others can read", entry.display());
+        }
+    }
+}
+
+fn walk(p: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![p.to_path_buf()];
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn files_are_0600_in_0700_directories_whatever_the_umask() {
+    let idp = Idp::start();
+    let mut s = project(&idp, "use-id-token = false");
+    // auto with no session bus: the fallback also writes the remembered store choice.
+    s.set("MLFLOW_OIDC_STORE", "auto");
+    let umask0 = |args: &[&str]| {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg("umask 000; exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_mlflow-oidc")).args(args);
+        let template = s.cmd("proj", &[]);
+        c.current_dir(template.get_current_dir().unwrap()).env_clear();
+        for (k, v) in template.get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        run_bounded(c, LIMIT)
+    };
+    let out = umask0(&["login"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = umask0(&["token", "--min-valid", "2m"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(s.data_dir().join("store-choice.json").is_file());
+    assert!(s.cache_dir().join("discovery").is_dir());
+    assert_private_tree(&s.data_dir());
+    assert_private_tree(&s.cache_dir());
+}
+
+#[test]
+fn verbose_output_never_shows_a_token_or_a_secret() {
+    let idp = Idp::start();
+    let s = project(&idp, "use-id-token = false");
+    let mut outs: Vec<(String, Out)> = Vec::new();
+    let mut run = |label: &str, args: &[&str]| {
+        let out = mo(&s, args);
+        assert_eq!(out.code, 0, "{label}: {}", out.stderr);
+        outs.push((label.to_string(), out));
+    };
+    run("login", &["-v", "login"]);
+    let first = token_entry(&s);
+    run("token (cached)", &["-v", "token"]);
+    run("token (refresh)", &["-v", "token", "--min-valid", "2m"]);
+    let second = token_entry(&s);
+    run("token --format json", &["-v", "token", "--format", "json"]);
+    run("exec", &["-v", "exec", "--", "true"]);
+    run("status", &["-v", "status"]);
+    run("logout", &["-v", "logout"]);
+
+    // A confidential client in the environment, client credentials.
+    let conf = Sandbox::new();
+    let env = [
+        ("MLFLOW_TRACKING_URI", SERVER),
+        ("MLFLOW_TRACKING_OIDC_ISSUER", idp.issuer.as_str()),
+        ("MLFLOW_TRACKING_OIDC_CLIENT_ID", CONFIDENTIAL_CLIENT_ID),
+        ("MLFLOW_TRACKING_OIDC_CLIENT_SECRET", CONFIDENTIAL_CLIENT_SECRET),
+        ("MLFLOW_TRACKING_OIDC_AUDIENCE", AUDIENCE),
+        ("MLFLOW_OIDC_STORE", "file"),
+    ];
+    for args in [&["-v", "login"][..], &["-v", "token"], &["-v", "status"], &["-v", "logout"]] {
+        let out = conf.run("home", args, &env);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        outs.push((format!("confidential {args:?}"), out));
+    }
+
+    let mut secrets: Vec<String> = vec![CONFIDENTIAL_CLIENT_SECRET.to_string()];
+    for e in [&first, &second] {
+        for k in ["access_token", "refresh_token", "id_token"] {
+            if let Some(t) = e["tokens"][k].as_str() {
+                secrets.push(t.to_string());
+            }
+        }
+    }
+    for r in idp.token_requests() {
+        for k in ["code", "code_verifier", "refresh_token"] {
+            if let Some(v) = r["params"][k].as_str() {
+                secrets.push(v.to_string());
+            }
+        }
+    }
+    assert!(secrets.len() >= 8, "{secrets:?}");
+    let mut verbose_lines = 0;
+    for (label, out) in &outs {
+        verbose_lines += out.stderr.lines().filter(|l| l.starts_with("mlflow-oidc: ")).count();
+        for secret in &secrets {
+            assert!(!out.stderr.contains(secret.as_str()), "{label}: a secret on stderr:\n{}", out.stderr);
+            if label.starts_with("token") {
+                continue; // checked below: only the token itself
+            }
+            assert!(!out.stdout.contains(secret.as_str()), "{label}: a secret on stdout:\n{}", out.stdout);
+        }
+    }
+    assert!(verbose_lines >= 3, "-v explained something: {outs:#?}");
+    let tokens: Vec<&str> =
+        outs.iter().filter(|(l, _)| l.starts_with("token")).map(|(_, o)| o.stdout.as_str()).collect();
+    assert_eq!(tokens[0], format!("{}\n", first["tokens"]["access_token"].as_str().unwrap()));
+    assert_eq!(tokens[1], format!("{}\n", second["tokens"]["access_token"].as_str().unwrap()));
+}
+
+/// Autoref specialisation (dtolnay): `(&Probe(x)).kind()` says whether `x: Display`, at run time, on stable.
+struct Probe<T>(T);
+trait ViaDisplay {
+    fn kind(&self) -> &'static str;
+}
+impl<T: std::fmt::Display> ViaDisplay for Probe<T> {
+    fn kind(&self) -> &'static str {
+        "Display"
+    }
+}
+trait ViaAnything {
+    fn kind(&self) -> &'static str;
+}
+impl<T> ViaAnything for &Probe<T> {
+    fn kind(&self) -> &'static str {
+        "not Display"
+    }
+}
+
+#[test]
+#[allow(clippy::needless_borrow)] // the borrow is the probe: it makes the by-value impl win when it applies
+fn the_secret_type_has_no_display_and_a_redacted_debug() {
+    use mlflow_oidc::token::{Secret, TokenSet};
+    let secret = Secret::new("hunter2-secret".to_string());
+    assert_eq!((&Probe("x".to_string())).kind(), "Display", "the probe itself works");
+    assert_eq!((&Probe(secret.clone())).kind(), "not Display", "Secret must not implement Display");
+    assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+    assert_eq!(format!("{secret:#?}"), "Secret(<redacted>)");
+
+    // Nor through the types that hold one.
+    let set = TokenSet {
+        access_token: Some(Secret::new("at-hunter2".into())),
+        refresh_token: Some(Secret::new("rt-hunter2".into())),
+        id_token: Some(Secret::new("id-hunter2".into())),
+        ..TokenSet::default()
+    };
+    let debug = format!("{set:?} {set:#?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    let entry = mlflow_oidc::store::Entry {
+        version: 1,
+        server: None,
+        issuer: "https://i".into(),
+        client_id: "c".into(),
+        tokens: set,
+        refresh_token_in: None,
+    };
+    assert!(!format!("{entry:?}").contains("hunter2"));
+
+    // A resolved configuration with a client secret (what -v or an error path might format).
+    let env = mlflow_oidc::env::Env::from_pairs([
+        ("MLFLOW_TRACKING_OIDC_ISSUER", "https://idp.example.com"),
+        ("MLFLOW_TRACKING_OIDC_CLIENT_ID", "c"),
+        ("MLFLOW_TRACKING_OIDC_CLIENT_SECRET", "cs-hunter2"),
+    ]);
+    let resolved = mlflow_oidc::config::resolve(&[], &env, &mlflow_oidc::config::Flags::default()).unwrap();
+    let debug = format!("{resolved:?}");
+    assert!(!debug.contains("hunter2") && debug.contains("client_secret"), "{debug}");
+
+    // Serialisation is the one deliberate way out (the token file); it is the plain value, not a wrapper.
+    assert_eq!(serde_json::to_string(&secret).unwrap(), "\"hunter2-secret\"");
+}
