@@ -338,7 +338,7 @@ fn no_match_error(target: &str, source: &Source, files: &[ConfigFile], known: &[
         format!("looked in {}", files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(", "))
     };
     let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
-    Error::config(format!(
+    Error::NoServer(format!(
         "no tracking server matches {target} (from {from}); {where_}; configured servers: {known}. \
          Add a [[tool.mlflow-oidc-client.tracking-servers]] block with uri = \"{target}\", \
          or set MLFLOW_TRACKING_OIDC_ISSUER and MLFLOW_TRACKING_OIDC_CLIENT_ID"
@@ -354,7 +354,7 @@ fn nothing_configured_error(files: &[ConfigFile]) -> Error {
             files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(", ")
         )
     };
-    Error::config(format!(
+    Error::NoServer(format!(
         "no tracking server is configured: {where_}. Add a [[tool.mlflow-oidc-client.tracking-servers]] block \
          to pyproject.toml, or set MLFLOW_TRACKING_OIDC_ISSUER and MLFLOW_TRACKING_OIDC_CLIENT_ID"
     ))

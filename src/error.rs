@@ -10,6 +10,8 @@ use std::fmt;
 pub enum Error {
     /// Bad flags, configuration files or environment values: fix the input and re-run.
     Config(String),
+    /// Valid configuration, but no server in it for this tracking URI (the MLflow plugin stays silent on it).
+    NoServer(String),
     /// No usable credentials and no way to get them without a person: run `login`.
     LoginRequired { server: String, detail: String },
     /// The provider answered, and said no (OAuth error, bad metadata, denied consent).
@@ -45,7 +47,7 @@ impl Error {
     /// The process exit code for this error: 1 runtime failure, 2 usage or configuration, 3 login required.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) => 2,
+            Error::Config(_) | Error::NoServer(_) => 2,
             Error::LoginRequired { .. } => 3,
             Error::Provider(_) | Error::Network(_) | Error::Store(_) | Error::Interaction(_) => 1,
         }
@@ -55,6 +57,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Config(_) => "config",
+            Error::NoServer(_) => "no_server",
             Error::LoginRequired { .. } => "login_required",
             Error::Provider(_) => "provider",
             Error::Network(_) => "network",
@@ -67,9 +70,12 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Config(m) | Error::Provider(m) | Error::Network(m) | Error::Store(m) | Error::Interaction(m) => {
-                f.write_str(m)
-            }
+            Error::Config(m)
+            | Error::NoServer(m)
+            | Error::Provider(m)
+            | Error::Network(m)
+            | Error::Store(m)
+            | Error::Interaction(m) => f.write_str(m),
             Error::LoginRequired { server, detail } => {
                 let arg = if server.is_empty() { String::new() } else { format!(" --server {}", shell_word(server)) };
                 write!(f, "not logged in to {}", if server.is_empty() { "the configured server" } else { server })?;

@@ -152,6 +152,15 @@ fn describe_error(url: &str, e: &ureq::Error, timeout: Duration) -> Error {
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
             format!("no answer within {}s (timeout)", timeout.as_secs())
         }
+        // rustls reports certificate failures as InvalidData I/O errors.
+        ureq::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::InvalidData && io.to_string().contains("certificate") =>
+        {
+            format!(
+                "TLS failure: {io} (if the provider uses a private CA, set `ca-bundle` in the server block, \
+                 MLFLOW_TRACKING_OIDC_CA_BUNDLE or SSL_CERT_FILE to its PEM file)"
+            )
+        }
         ureq::Error::Tls(_) | ureq::Error::Rustls(_) => format!(
             "TLS failure: {e} (if the provider uses a private CA, set `ca-bundle` in the server block, \
              MLFLOW_TRACKING_OIDC_CA_BUNDLE or SSL_CERT_FILE to its PEM file)"

@@ -52,7 +52,11 @@ fn the_test_ca_is_trusted_through_ca_bundle_or_ssl_cert_file_only() {
     let s = project(&base);
     let out = s.mo(&["token"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("certificate") && out.stderr.contains(&st.idp.issuer), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("certificate") && out.stderr.contains(&st.idp.issuer) && out.stderr.contains("ca-bundle"),
+        "{}",
+        out.stderr
+    );
 
     // SSL_CERT_FILE.
     let out = s.run("proj", &["token"], &[("SSL_CERT_FILE", st.ca.to_str().unwrap())]);

@@ -389,3 +389,18 @@ fn version_and_help() {
         assert!(o.stdout.contains(sub), "{sub} missing from --help");
     }
 }
+
+#[test]
+fn an_unconfigured_server_has_its_own_error_kind() {
+    // The MLflow plugin stays silent for servers without configuration and warns about broken ones.
+    let s = Sandbox::new();
+    s.write("proj/pyproject.toml", &pyproject("http://m", ""));
+    let o = s.run("proj", &["--server", "http://elsewhere", "status", "--json"], &[]);
+    assert_eq!(o.code, 2);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "no_server");
+    s.write("proj/pyproject.toml", &pyproject("http://m", "interactive = \"perhaps\""));
+    let o = s.run("proj", &["--server", "http://m", "status", "--json"], &[]);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "config");
+}

@@ -242,13 +242,13 @@ def _is_terminal() -> bool:
 
 
 def _is_no_match(status_json: str) -> bool:
-    # `status --json` reports "no tracking server matches …" as a config error like any other;
-    # only its message tells "not configured here" (silence) from "configured but broken" (warn).
+    # `status --json` gives "no server configured for this URI" its own error kind: that means silence,
+    # any other configuration error means "configured but broken" (warn).
     try:
-        message = json.loads(status_json)["error"]["message"]
+        kind = json.loads(status_json)["error"]["kind"]
     except (ValueError, KeyError, TypeError):
         return True
-    return message.startswith("no tracking server matches")
+    return kind == "no_server"
 
 
 def _last_line(text: str) -> str:

@@ -37,7 +37,8 @@ FAKE = textwrap.dedent(
         code = ctl.get("status_exit", 0)
         if code:
             msg = ctl.get("status_message", "no tracking server matches x")
-            print(json.dumps({{"error": {{"kind": "config", "message": msg, "exit_code": code}}}}))
+            kind = ctl.get("status_kind", "no_server")
+            print(json.dumps({{"error": {{"kind": kind, "message": msg, "exit_code": code}}}}))
             print("error: " + msg, file=sys.stderr)
         else:
             print("{{}}")
@@ -254,7 +255,8 @@ class HeaderProvider(FakeBinaryCase):
         self.assertEqual(len(self.calls()), 1)
 
     def test_a_broken_configuration_is_reported_once(self):
-        self.control(status_exit=2, status_message="pyproject.toml: `interactive` must be a boolean")
+        self.control(status_exit=2, status_kind="config",
+                     status_message="pyproject.toml: `interactive` must be a boolean")
         with self.uri(SERVER), self.assertLogs("mlflow_oidc", logging.WARNING) as logs:
             self.assertFalse(self.provider.in_context())
             self.assertFalse(self.provider.in_context())
