@@ -369,7 +369,7 @@ pub fn valid_token(flags: &Flags, want: &Want, deps: &mut Deps) -> Result<ValidT
 fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()> {
     let want = Want { min_valid: args.min_valid, no_login: args.no_login, login_timeout: args.timeout };
     let got = valid_token(flags, &want, deps)?;
-    let left = got.expires_at - (deps.now)();
+    let left = got.expires_at.saturating_sub((deps.now)());
     if left < args.warn_within as i64 {
         deps.note(format!(
             "warning: the token for {} expires in {}; a run that outlives it will fail. For long runs use the MLflow \

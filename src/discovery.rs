@@ -106,7 +106,7 @@ pub fn discover(http: &Http, cache_dir: Option<&Path>, issuer: &str, now: i64, f
     metadata.token_endpoint()?;
     if let Some(dir) = cache_dir {
         let ttl = max_age(resp.header("cache-control")).unwrap_or(DEFAULT_TTL);
-        let entry = CacheEntry { fetched_at: now, expires_at: now + ttl, metadata: metadata.clone() };
+        let entry = CacheEntry { fetched_at: now, expires_at: now.saturating_add(ttl), metadata: metadata.clone() };
         // A cache we cannot write only costs a request next time.
         if let Ok(bytes) = serde_json::to_vec(&entry) {
             let _ = atomic_write(&cache_path(dir, issuer), &bytes);

@@ -398,7 +398,7 @@ fn sanitize(s: &str) -> String {
 fn to_token_set(resp: TokenResponse, now: i64) -> TokenSet {
     TokenSet {
         access_token: Some(Secret::new(resp.access_token().secret().clone())),
-        access_expires_at: resp.expires_in().map(|d| now + d.as_secs().min(10 * 365 * 86_400) as i64),
+        access_expires_at: resp.expires_in().map(|d| now.saturating_add(d.as_secs().min(10 * 365 * 86_400) as i64)),
         id_token: resp.extra_fields().id_token.clone().map(Secret::new),
         refresh_token: resp.refresh_token().map(|r| Secret::new(r.secret().clone())),
         scope: resp.scopes().map(|s| s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")),

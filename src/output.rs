@@ -57,7 +57,7 @@ pub fn render_token(format: Format, token: &str, kind: TokenKind, exp: i64, now:
                 q(token),
                 kind.as_str(),
                 rfc3339(exp),
-                (exp - now).max(0),
+                exp.saturating_sub(now).max(0),
                 server.map(q).unwrap_or_else(|| "null".into())
             )
         }
@@ -100,7 +100,7 @@ impl LoginState {
             logged_in: fresh || refresh_token,
             kind,
             expires_at,
-            expires_in: expires_at.map(|e| e - now),
+            expires_in: expires_at.map(|e| e.saturating_sub(now)),
             claims,
             refresh_token,
             store,

@@ -99,9 +99,11 @@ impl TokenSet {
         let min_valid = match min_valid {
             MinValid::Exactly(s) => s,
             // A default margin longer than half the lifetime would renew short-lived tokens on every call.
-            MinValid::Default(s) => s.min((exp - self.obtained_at).max(0) / 2),
+            MinValid::Default(s) => s.min(exp.saturating_sub(self.obtained_at).max(0) / 2),
         };
-        if exp - now <= min_valid { Err(StaleReason::Expiring { kind, expires_in: exp - now }) } else { Ok(exp) }
+        // Saturating: expiries come from JWTs and cache files, which may hold any number.
+        let left = exp.saturating_sub(now);
+        if left <= min_valid { Err(StaleReason::Expiring { kind, expires_in: left }) } else { Ok(exp) }
     }
 }
 
@@ -128,7 +130,7 @@ impl fmt::Display for StaleReason {
             StaleReason::Missing(k) => write!(f, "no {} cached", k.as_str()),
             StaleReason::UnknownExpiry(k) => write!(f, "the cached {} has no known expiry", k.as_str()),
             StaleReason::Expiring { kind, expires_in } if *expires_in <= 0 => {
-                write!(f, "the cached {} expired {}s ago", kind.as_str(), -expires_in)
+                write!(f, "the cached {} expired {}s ago", kind.as_str(), expires_in.saturating_neg())
             }
             StaleReason::Expiring { kind, expires_in } => {
                 write!(f, "the cached {} expires in {expires_in}s", kind.as_str())
@@ -190,6 +192,8 @@ fn strip_numbers(mut v: serde_json::Value) -> serde_json::Value {
 
 /// RFC 3339 UTC ("2026-11-26T15:53:08Z") for Unix seconds, without a date-time dependency.
 pub fn rfc3339(unix: i64) -> String {
+    // Years 0000-9999: RFC 3339 has four digits, and a hostile `exp` must not print nonsense.
+    let unix = unix.clamp(-62_167_219_200, 253_402_300_799);
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     // Howard Hinnant's civil_from_days.
@@ -249,6 +253,18 @@ mod tests {
     }
 
     #[test]
+    fn extreme_expiries_do_not_overflow() {
+        let set = TokenSet {
+            access_token: Some(Secret::new(jwt(&format!("{{\"exp\":{}}}", i64::MIN)))),
+            access_expires_at: Some(i64::MAX),
+            obtained_at: i64::MIN,
+            ..Default::default()
+        };
+        let stale = set.freshness(TokenKind::AccessToken, i64::MAX, MinValid::Default(60)).unwrap_err();
+        assert!(stale.to_string().contains("expired"), "{stale}");
+    }
+
+    #[test]
     fn the_default_margin_is_capped_at_half_the_lifetime() {
         // A 60 s token obtained at 0: with the default 60 s margin it would never be used from cache.
         let set = TokenSet {
@@ -277,5 +293,7 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_702_365), "2026-11-26T14:12:45Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(i64::MIN), "0000-01-01T00:00:00Z");
     }
 }
