@@ -446,10 +446,14 @@ fn obtain(
         };
         match attempt? {
             Some(mut set) => {
+                let renewed = set.token(kind).is_some();
                 keep_missing(&mut set, existing.as_ref().map(|e| &e.tokens));
                 // Persist the rotated refresh token before anyone uses the new access token.
                 store.save(key, &Entry::new(c, set.clone()), &lock)?;
-                if set.freshness(kind, (deps.now)(), MinValid::Exactly(0)).is_ok() {
+                if renewed {
+                    set.freshness(kind, (deps.now)(), MinValid::Exactly(0)).map_err(|r| {
+                        Error::provider(format!("the provider issued no usable token for {}: {r}", c.display_name()))
+                    })?;
                     return Ok(set);
                 }
                 // OIDC Core §12.2 lets a provider renew the access token without a new ID token.
@@ -797,7 +801,8 @@ fn browser_login(
     }
     match callback? {
         Callback::Error { error, description } => {
-            let d = description.map(|d| format!(" ({d})")).unwrap_or_default();
+            let error = crate::error::printable(&error);
+            let d = description.map(|d| format!(" ({})", crate::error::printable(&d))).unwrap_or_default();
             let hint = if error == "access_denied" { ": run `mlflow-oidc login` again to retry" } else { "" };
             Err(Error::provider(format!("the provider refused the login: {error}{d}{hint}")))
         }
@@ -931,6 +936,9 @@ fn revoke_and_find_end_session(
         (None, Some(configured)) => Some(configured),
         (None, None) => discovery::authorization_server_metadata(&http, issuer).and_then(|m| m.revocation_endpoint),
     };
+    if let Some(e) = &endpoint {
+        crate::flow::check_endpoint("revocation_endpoint", e)?;
+    }
     let Some(endpoint) = endpoint else {
         deps.note(format!(
             "warning: the provider {issuer} advertises no revocation endpoint (set `revocation-endpoint` in the server \

@@ -55,12 +55,16 @@ pub fn run(c: &ServerConfig, http: &Http, now: i64) -> Vec<Check> {
     };
     out.push(pass("discovery", format!("{url} answers")));
     if meta.issuer_matches(&c.issuer) {
-        out.push(pass("issuer", format!("the provider calls itself {}", meta.issuer)));
+        out.push(pass("issuer", format!("the provider calls itself {}", crate::error::printable(&meta.issuer))));
     } else {
         out.push(fail(
             "issuer",
-            format!("the provider calls itself \"{}\", the configuration says \"{}\"", meta.issuer, c.issuer),
-            format!("set issuer = \"{}\"", meta.issuer),
+            format!(
+                "the provider calls itself \"{}\", the configuration says \"{}\"",
+                crate::error::printable(&meta.issuer),
+                c.issuer
+            ),
+            format!("set issuer = \"{}\"", crate::error::printable(&meta.issuer)),
         ));
     }
     endpoint_checks(c, &meta, &mut out);
@@ -180,8 +184,15 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let m = months.iter().position(|x| x == mon)? as i64 + 1;
     let (d, y): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    // Four-digit years only: anything else is not a date we can compare (and must not overflow).
+    if !(1..=9999).contains(&y) || !(1..=31).contains(&d) {
+        return None;
+    }
     let hms: Vec<i64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<Vec<_>>>()?;
     let [h, mi, se] = hms.as_slice() else { return None };
+    if !(0..24).contains(h) || !(0..60).contains(mi) || !(0..61).contains(se) {
+        return None;
+    }
     // days_from_civil (Howard Hinnant).
     let y2 = if m <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);
@@ -201,5 +212,7 @@ mod tests {
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
         assert_eq!(parse_http_date("Thu, 26 Nov 2026 14:12:45 GMT"), Some(1_795_702_365));
         assert_eq!(parse_http_date("yesterday"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 9223372036854775807 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 99:49:37 GMT"), None);
     }
 }

@@ -100,7 +100,7 @@ pub fn discover(http: &Http, cache_dir: Option<&Path>, issuer: &str, now: i64, f
         return Err(Error::provider(format!(
             "the provider's discovery document at {url} names issuer \"{}\" but the configuration says \"{issuer}\": \
              set `issuer` to the provider's value",
-            metadata.issuer
+            crate::error::printable(&metadata.issuer)
         )));
     }
     metadata.token_endpoint()?;

@@ -92,6 +92,21 @@ impl std::error::Error for Error {}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Text from a provider or a request, made safe to print: control characters (terminal escapes) dropped,
+/// at most 300 characters.
+pub fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// `text` with every occurrence of the given secrets replaced, for provider messages that echo them back.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(s, "<redacted>");
+    }
+    out
+}
+
 /// Quote `s` for a POSIX shell when it contains anything beyond a safe set.
 pub fn shell_word(s: &str) -> String {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b)) {

@@ -57,6 +57,10 @@ pub struct Authorization {
 impl<'a> Flows<'a> {
     pub fn new(config: &'a ServerConfig, metadata: &'a Metadata) -> Result<Self> {
         let token_url = metadata.token_endpoint()?.to_string();
+        check_endpoint("token_endpoint", &token_url)?;
+        if let Some(a) = &metadata.authorization_endpoint {
+            check_endpoint("authorization_endpoint", a)?;
+        }
         let token = TokenUrl::new(token_url.clone())
             .map_err(|e| Error::provider(format!("the provider's token_endpoint {token_url} is not a URL ({e})")))?;
         let auth = match &metadata.authorization_endpoint {
@@ -145,7 +149,7 @@ impl<'a> Flows<'a> {
         for r in &self.config.resources {
             req = req.add_extra_param("resource", r.clone());
         }
-        let resp = req.request(http).map_err(|e| self.grant_error("authorization code", e))?;
+        let resp = req.request(http).map_err(|e| self.grant_error("authorization code", e, &[code]))?;
         let set = to_token_set(resp, now);
         if let Some(expected) = &auth.nonce
             && let Some(id) = &set.id_token
@@ -177,7 +181,7 @@ impl<'a> Flows<'a> {
         for r in &self.config.resources {
             req = req.add_extra_param("resource", r.clone());
         }
-        let resp = req.request(http).map_err(|e| self.grant_error("client credentials", e))?;
+        let resp = req.request(http).map_err(|e| self.grant_error("client credentials", e, &[]))?;
         Ok(to_token_set(resp, now))
     }
 
@@ -191,7 +195,7 @@ impl<'a> Flows<'a> {
         match req.request(http) {
             Ok(resp) => {
                 let mut set = to_token_set(resp, now);
-                // Providers that do not rotate return no refresh token: keep using the old one.
+                // Providers that do not rotate return no refresh token (or an empty one): keep using the old one.
                 if set.refresh_token.is_none() {
                     set.refresh_token = Some(refresh_token.clone());
                 }
@@ -202,17 +206,18 @@ impl<'a> Flows<'a> {
             {
                 Ok(None)
             }
-            Err(e) => Err(self.grant_error("refresh", e)),
+            Err(e) => Err(self.grant_error("refresh", e, &[refresh_token.expose()])),
         }
     }
 
-    fn grant_error(&self, grant: &str, e: RequestTokenError<HttpError, BasicErrorResponse>) -> Error {
+    fn grant_error(&self, grant: &str, e: RequestTokenError<HttpError, BasicErrorResponse>, secrets: &[&str]) -> Error {
         let url = &self.token_url;
         match e {
             RequestTokenError::ServerResponse(r) => {
-                let mut msg = format!("the provider refused the {grant} request at {url}: {}", r.error());
+                let code = sanitize_with(self.config, r.error().as_ref(), secrets);
+                let mut msg = format!("the provider refused the {grant} request at {url}: {code}");
                 if let Some(d) = r.error_description() {
-                    msg.push_str(&format!(" ({})", sanitize(d)));
+                    msg.push_str(&format!(" ({})", sanitize_with(self.config, d, secrets)));
                 }
                 if matches!(r.error(), oauth2::basic::BasicErrorResponseType::InvalidClient) {
                     msg.push_str(": check `client-id` and `client-secret`");
@@ -225,9 +230,10 @@ impl<'a> Flows<'a> {
                 "the token endpoint {url} returned an invalid {grant} response ({}): the provider may be misconfigured",
                 e.inner()
             )),
-            RequestTokenError::Other(m) => {
-                Error::provider(format!("the {grant} request to {url} failed: {}", sanitize(&m)))
-            }
+            RequestTokenError::Other(m) => Error::provider(format!(
+                "the {grant} request to {url} failed: {}",
+                sanitize_with(self.config, &m, secrets)
+            )),
         }
     }
 }
@@ -299,6 +305,7 @@ impl Flows<'_> {
 
     /// Start the device flow at `endpoint`.
     pub fn start_device(&self, http: &Http, endpoint: &str) -> Result<DeviceAuthorization> {
+        check_endpoint("device_authorization_endpoint", endpoint)?;
         let scope = self.interactive_scopes().join(" ");
         let mut form: Vec<(&str, &str)> = vec![("scope", &scope), ("audience", &self.config.audience)];
         for r in &self.config.resources {
@@ -310,8 +317,10 @@ impl Flows<'_> {
             return Err(match serde_json::from_slice::<OAuthError>(&resp.body) {
                 Ok(e) => Error::provider(format!(
                     "the provider refused to start the device flow at {endpoint}: {}{}",
-                    e.error,
-                    e.error_description.map(|d| format!(" ({})", sanitize(&d))).unwrap_or_default()
+                    sanitize_with(self.config, &e.error, &[]),
+                    e.error_description
+                        .map(|d| format!(" ({})", sanitize_with(self.config, &d, &[])))
+                        .unwrap_or_default()
                 )),
                 Err(_) => Error::provider(format!(
                     "the device authorization endpoint {endpoint} answered HTTP {}",
@@ -359,7 +368,8 @@ impl Flows<'_> {
                 self.token_url, resp.status
             ))
         })?;
-        let desc = err.error_description.map(|d| format!(" ({})", sanitize(&d))).unwrap_or_default();
+        let desc =
+            err.error_description.map(|d| format!(" ({})", sanitize_with(self.config, &d, &[]))).unwrap_or_default();
         match err.error.as_str() {
             "authorization_pending" => Ok(DevicePoll::Pending),
             "slow_down" => Ok(DevicePoll::SlowDown),
@@ -369,7 +379,10 @@ impl Flows<'_> {
             "expired_token" => Err(Error::interaction(format!(
                 "the device code expired before the login was approved{desc}: run `mlflow-oidc login` again"
             ))),
-            other => Err(Error::provider(format!("the provider refused the device flow: {other}{desc}"))),
+            other => Err(Error::provider(format!(
+                "the provider refused the device flow: {}{desc}",
+                sanitize_with(self.config, other, &[])
+            ))),
         }
     }
 }
@@ -391,16 +404,39 @@ pub fn auth_method(config: &ServerConfig, metadata: &Metadata) -> AuthMethod {
 }
 
 /// Keep provider-supplied text printable and short.
+/// Provider text made printable, with our secrets (client secret, `extra`) redacted should it echo them.
+fn sanitize_with(config: &ServerConfig, s: &str, extra: &[&str]) -> String {
+    let mut secrets: Vec<&str> = extra.to_vec();
+    if let Some(secret) = &config.client_secret {
+        secrets.push(secret.expose());
+    }
+    crate::error::printable(&crate::error::redact(s, &secrets))
+}
+
 fn sanitize(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(300).collect()
+    crate::error::printable(s)
+}
+
+/// Endpoints from the provider's metadata must be https, as the issuer (RFC 8414 §2), except on loopback.
+pub fn check_endpoint(name: &str, url: &str) -> Result<()> {
+    let parsed =
+        url::Url::parse(url).map_err(|e| Error::provider(format!("the provider's {name} {url} is not a URL ({e})")))?;
+    match (parsed.scheme(), parsed.host()) {
+        ("https", Some(_)) => Ok(()),
+        ("http", Some(h)) if crate::config::is_loopback_host(&h) => Ok(()),
+        _ => Err(Error::provider(format!(
+            "the provider's {name} {url} must use https:// (plain http is accepted only on loopback hosts): \
+             refusing to send credentials there"
+        ))),
+    }
 }
 
 fn to_token_set(resp: TokenResponse, now: i64) -> TokenSet {
     TokenSet {
         access_token: Some(Secret::new(resp.access_token().secret().clone())),
         access_expires_at: resp.expires_in().map(|d| now.saturating_add(d.as_secs().min(10 * 365 * 86_400) as i64)),
-        id_token: resp.extra_fields().id_token.clone().map(Secret::new),
-        refresh_token: resp.refresh_token().map(|r| Secret::new(r.secret().clone())),
+        id_token: resp.extra_fields().id_token.clone().filter(|t| !t.is_empty()).map(Secret::new),
+        refresh_token: resp.refresh_token().filter(|r| !r.secret().is_empty()).map(|r| Secret::new(r.secret().clone())),
         scope: resp.scopes().map(|s| s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")),
         obtained_at: now,
     }

@@ -3,6 +3,9 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -11,6 +14,8 @@ use crate::error::{Error, Result};
 const MAX_REQUEST: usize = 16 * 1024;
 /// How long one connection may take to send its request; a slow client must not stall the login.
 const PER_CONNECTION: Duration = Duration::from_secs(3);
+/// Connections served at once; a flood beyond this is closed unread.
+const MAX_CONNECTIONS: usize = 64;
 
 /// A bound listener and the redirect URI to send (with the real port when the configured one was 0).
 pub struct Listener {
@@ -124,6 +129,8 @@ impl Listener {
         mut rejected: impl FnMut(&str),
     ) -> Result<Callback> {
         let mut last_tick = Instant::now() - Duration::from_secs(2);
+        let (results_tx, results) = std::sync::mpsc::channel();
+        let active = Arc::new(AtomicUsize::new(0));
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -143,16 +150,35 @@ impl Listener {
                     Err(why) => rejected(&why),
                 }
             }
+            if let Ok(cb) = results.try_recv() {
+                return Ok(cb);
+            }
             match self.listener.accept() {
-                Ok((stream, _)) => {
-                    if let Some(cb) = handle(stream, &self.path, state) {
-                        return Ok(cb);
-                    }
-                }
+                Ok((stream, _)) => self.serve(stream, state, &results_tx, &active),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(25)),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(25)),
             }
+        }
+    }
+
+    /// Serve one connection on its own thread, so idle or slow clients cannot hold up the real callback;
+    /// beyond [`MAX_CONNECTIONS`] at once, new connections are closed unread.
+    fn serve(&self, stream: TcpStream, state: &str, results: &Sender<Callback>, active: &Arc<AtomicUsize>) {
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            drop(stream);
+            return;
+        }
+        let (path, state, results, counter) = (self.path.clone(), state.to_string(), results.clone(), active.clone());
+        let spawned = std::thread::Builder::new().name("callback".into()).spawn(move || {
+            if let Some(cb) = handle(stream, &path, &state) {
+                let _ = results.send(cb);
+            }
+            counter.fetch_sub(1, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            active.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

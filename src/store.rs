@@ -62,7 +62,7 @@ impl Entry {
             self.client_id,
             self.issuer,
             self.server.as_deref().unwrap_or("-"),
-            &key[..key.len().min(8)]
+            key.chars().take(8).collect::<String>()
         )
     }
 }
@@ -211,6 +211,22 @@ fn private_options() -> OpenOptions {
 /// Create `dir` (and parents) with mode 0700 for the leaf.
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     if dir.is_dir() {
+        // A directory others can write to is a place to plant files or symlinks: make it ours alone again.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(dir)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+                    Error::store(format!(
+                        "{} is open to other users and cannot be made private: {}",
+                        dir.display(),
+                        io_reason(&e)
+                    ))
+                })?;
+            }
+        }
         return Ok(());
     }
     let mut b = std::fs::DirBuilder::new();

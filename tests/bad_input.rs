@@ -13,7 +13,7 @@
 //! callbacks use the real provider (`tests/support`) and a hand-rolled client on the loopback port.
 //!
 //! The tests run as root in CI, where permission bits do not stop anyone: permission-denied cases are built
-//! from things root cannot do either (a directory where a file should be, a path through a regular file, /proc),
+//! from things root cannot do either (a directory where a file should be, a path through a regular file, /sys),
 //! or are conditional, asserting why.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
