@@ -154,6 +154,19 @@ pub struct ConfigFile {
     pub path: PathBuf,
     pub kind: FileKind,
     pub text: String,
+    /// The text parsed once: the walk, the servers and the store setting all read it (parsing is most of
+    /// the cached `token` path's work on a typical pyproject.toml).
+    parsed: std::cell::OnceCell<std::result::Result<toml::Table, toml::de::Error>>,
+}
+
+impl ConfigFile {
+    pub fn new(path: PathBuf, kind: FileKind, text: String) -> Self {
+        ConfigFile { path, kind, text, parsed: std::cell::OnceCell::new() }
+    }
+
+    fn doc(&self) -> std::result::Result<&toml::Table, &toml::de::Error> {
+        self.parsed.get_or_init(|| self.text.parse::<toml::Table>()).as_ref()
+    }
 }
 
 /// What the command line contributes to resolution.
@@ -181,7 +194,7 @@ pub fn load_sources(flags: &Flags, env: &Env, user_config: Option<&Path>) -> Res
     if let Some(path) = user_config
         && let Some(text) = read_optional(path)?
     {
-        files.push(ConfigFile { path: path.to_path_buf(), kind: FileKind::User, text });
+        files.push(ConfigFile::new(path.to_path_buf(), FileKind::User, text));
     }
     let explicit = match &flags.config {
         Some(p) => Some((p.clone(), "--config")),
@@ -195,16 +208,19 @@ pub fn load_sources(flags: &Flags, env: &Env, user_config: Option<&Path>) -> Res
         let text = read_optional(&path)?.ok_or_else(|| {
             Error::config(format!("config file {} (from {origin}) does not exist: check the path", path.display()))
         })?;
-        files.push(ConfigFile { path, kind: FileKind::Explicit, text });
+        files.push(ConfigFile::new(path, FileKind::Explicit, text));
     } else if let Some(cwd) = env.cwd() {
         for dir in cwd.ancestors() {
             let candidate = dir.join("pyproject.toml");
             if let Some(text) = read_optional(&candidate)? {
                 // Only a pyproject that configures us stops the walk: a sub-package's own pyproject must not
                 // hide the project's configuration. A cheap text test first keeps unrelated files unparsed.
-                if text.contains(TOOL_TABLE) && has_tool_table(&text) {
-                    files.push(ConfigFile { path: candidate, kind: FileKind::Project, text });
-                    break;
+                if text.contains(TOOL_TABLE) {
+                    let file = ConfigFile::new(candidate, FileKind::Project, text);
+                    if has_tool_table(&file) {
+                        files.push(file);
+                        break;
+                    }
                 }
             }
         }
@@ -212,8 +228,8 @@ pub fn load_sources(flags: &Flags, env: &Env, user_config: Option<&Path>) -> Res
     Ok(files)
 }
 
-fn has_tool_table(text: &str) -> bool {
-    match text.parse::<toml::Table>() {
+fn has_tool_table(file: &ConfigFile) -> bool {
+    match file.doc() {
         Ok(t) => t.get("tool").and_then(|t| t.as_table()).is_some_and(|t| t.contains_key(TOOL_TABLE)),
         // A broken file that mentions our table is ours to report, not to skip.
         Err(_) => true,
@@ -255,7 +271,7 @@ pub(crate) fn io_reason(e: &std::io::Error) -> String {
 pub fn store_setting(files: &[ConfigFile]) -> Result<Option<(String, PathBuf)>> {
     let mut found = None;
     for f in files.iter().filter(|f| f.kind != FileKind::Project) {
-        let Ok(doc) = f.text.parse::<toml::Table>() else { continue };
+        let Ok(doc) = f.doc() else { continue };
         if let Some(v) = doc.get("store") {
             let s = v.as_str().ok_or_else(|| {
                 Error::config(format!(
@@ -392,7 +408,7 @@ pub fn normalize_uri(uri: &str) -> String {
 
 fn parse_file(file: &ConfigFile, warnings: &mut Vec<String>) -> Result<Vec<Block>> {
     let path = file.path.display();
-    let doc: toml::Table = file.text.parse().map_err(|e: toml::de::Error| {
+    let doc: &toml::Table = file.doc().map_err(|e: &toml::de::Error| {
         let at = e
             .span()
             .map(|span| {
@@ -405,9 +421,9 @@ fn parse_file(file: &ConfigFile, warnings: &mut Vec<String>) -> Result<Vec<Block
     })?;
 
     let (servers, key_path) = match file.kind {
-        FileKind::Project => (project_servers(&doc, &path.to_string())?, "tool.mlflow-oidc-client.tracking-servers"),
+        FileKind::Project => (project_servers(doc, &path.to_string())?, "tool.mlflow-oidc-client.tracking-servers"),
         FileKind::User => (doc.get(SERVERS_KEY), SERVERS_KEY),
-        FileKind::Explicit => match project_servers(&doc, &path.to_string())? {
+        FileKind::Explicit => match project_servers(doc, &path.to_string())? {
             Some(v) => (Some(v), "tool.mlflow-oidc-client.tracking-servers"),
             None => (doc.get(SERVERS_KEY), SERVERS_KEY),
         },

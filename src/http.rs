@@ -49,29 +49,38 @@ impl Response {
     }
 }
 
-/// The process's HTTP client. Building it loads trust anchors, so the cached `token` path never builds one.
+/// The process's HTTP client. Trust anchors are loaded on the first https request only (reading the OS store is
+/// most of a refresh's CPU time), and the cached `token` path never builds a client at all.
 pub struct Http {
-    agent: ureq::Agent,
+    settings: HttpSettings,
+    extra: Vec<Certificate<'static>>,
+    plain: ureq::Agent,
+    tls: std::cell::OnceCell<ureq::Agent>,
     timeout: Duration,
 }
 
 impl Http {
     pub fn new(settings: &HttpSettings) -> Result<Http> {
-        let roots = trust_anchors(settings)?;
+        Ok(Http {
+            settings: settings.clone(),
+            extra: extra_anchors(settings)?,
+            plain: agent(settings, TlsConfig::default()),
+            tls: std::cell::OnceCell::new(),
+            timeout: settings.timeout,
+        })
+    }
+
+    /// The agent for `uri`: the one with the trust anchors for https, built on first use.
+    fn agent_for(&self, uri: &http::Uri) -> Result<&ureq::Agent> {
+        if uri.scheme_str() != Some("https") {
+            return Ok(&self.plain);
+        }
+        if let Some(a) = self.tls.get() {
+            return Ok(a);
+        }
+        let roots = trust_anchors(&self.extra);
         let tls = TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(roots))).build();
-        let config = ureq::Agent::config_builder()
-            // No redirects on OAuth endpoints: following them opens SSRF and can leak a code or a secret.
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            // 4xx bodies carry {"error": …}; they must reach the OAuth error parser, not become transport errors.
-            .http_status_as_error(false)
-            .timeout_connect(Some(settings.connect_timeout))
-            .timeout_global(Some(settings.timeout))
-            .user_agent(concat!("mlflow-oidc/", env!("CARGO_PKG_VERSION")))
-            .tls_config(tls)
-            .proxy(ureq::Proxy::try_from_env())
-            .build();
-        Ok(Http { agent: config.into(), timeout: settings.timeout })
+        Ok(self.tls.get_or_init(|| agent(&self.settings, tls)))
     }
 
     /// GET `url` and read its body.
@@ -97,23 +106,40 @@ impl Http {
     }
 
     fn send(&self, req: http::Request<Vec<u8>>) -> Result<Response> {
-        let url = req.uri().to_string();
-        let resp = self.call(req).map_err(|e| describe_error(&url, &e, self.timeout))?;
-        let (parts, body) = resp.into_parts();
+        let (parts, body) = self.call(req)?.into_parts();
         Ok(Response { status: parts.status.as_u16(), headers: parts.headers, body })
     }
 
-    fn call(&self, req: http::Request<Vec<u8>>) -> std::result::Result<http::Response<Vec<u8>>, ureq::Error> {
+    fn call(&self, req: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>> {
+        let url = req.uri().to_string();
+        let agent = self.agent_for(req.uri())?;
+        let fail = |e: ureq::Error| describe_error(&url, &e, self.timeout);
         let (parts, body) = req.into_parts();
         let resp = if parts.method == http::Method::GET {
-            self.agent.run(http::Request::from_parts(parts, ()))?
+            agent.run(http::Request::from_parts(parts, ())).map_err(fail)?
         } else {
-            self.agent.run(http::Request::from_parts(parts, body))?
+            agent.run(http::Request::from_parts(parts, body)).map_err(fail)?
         };
         let (parts, mut body) = resp.into_parts();
-        let bytes = body.with_config().limit(MAX_BODY).read_to_vec()?;
+        let bytes = body.with_config().limit(MAX_BODY).read_to_vec().map_err(fail)?;
         Ok(http::Response::from_parts(parts, bytes))
     }
+}
+
+fn agent(settings: &HttpSettings, tls: TlsConfig) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        // No redirects on OAuth endpoints: following them opens SSRF and can leak a code or a secret.
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        // 4xx bodies carry {"error": …}; they must reach the OAuth error parser, not become transport errors.
+        .http_status_as_error(false)
+        .timeout_connect(Some(settings.connect_timeout))
+        .timeout_global(Some(settings.timeout))
+        .user_agent(concat!("mlflow-oidc/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls)
+        .proxy(ureq::Proxy::try_from_env())
+        .build()
+        .into()
 }
 
 /// RFC 6749 §2.3.1: id and secret are each form-urlencoded, then joined and base64-encoded.
@@ -126,8 +152,7 @@ pub fn basic_auth(id: &str, secret: &str) -> String {
 impl oauth2::SyncHttpClient for Http {
     type Error = HttpError;
     fn call(&self, req: oauth2::HttpRequest) -> std::result::Result<oauth2::HttpResponse, HttpError> {
-        let url = req.uri().to_string();
-        Http::call(self, req).map_err(|e| HttpError(describe_error(&url, &e, self.timeout).to_string()))
+        Http::call(self, req).map_err(|e| HttpError(e.to_string()))
     }
 }
 
@@ -171,18 +196,25 @@ fn describe_error(url: &str, e: &ureq::Error, timeout: Duration) -> Error {
 }
 
 /// The OS trust store plus `SSL_CERT_FILE` plus the server's `ca-bundle`.
-fn trust_anchors(settings: &HttpSettings) -> Result<Vec<Certificate<'static>>> {
-    let mut roots: Vec<Certificate<'static>> = Vec::new();
+fn trust_anchors(extra: &[Certificate<'static>]) -> Vec<Certificate<'static>> {
     // A partially readable OS store still yields its readable certificates; errors are not fatal here.
     let native = rustls_native_certs::load_native_certs();
-    roots.extend(native.certs.into_iter().map(|der| Certificate::from_der(der.as_ref()).to_owned()));
+    let mut roots: Vec<Certificate<'static>> =
+        native.certs.into_iter().map(|der| Certificate::from_der(der.as_ref()).to_owned()).collect();
+    roots.extend(extra.iter().cloned());
+    roots
+}
+
+/// The configured CA files (`SSL_CERT_FILE`, `ca-bundle`), read up front so a wrong path is reported at once.
+fn extra_anchors(settings: &HttpSettings) -> Result<Vec<Certificate<'static>>> {
+    let mut certs = Vec::new();
     if let Some(path) = &settings.ssl_cert_file {
-        roots.extend(read_pem(path, "SSL_CERT_FILE")?);
+        certs.extend(read_pem(path, "SSL_CERT_FILE")?);
     }
     if let Some(path) = &settings.ca_bundle {
-        roots.extend(read_pem(path, "ca-bundle")?);
+        certs.extend(read_pem(path, "ca-bundle")?);
     }
-    Ok(roots)
+    Ok(certs)
 }
 
 fn read_pem(path: &Path, what: &str) -> Result<Vec<Certificate<'static>>> {

@@ -6,10 +6,10 @@ const P: &str = "/proj/pyproject.toml";
 const U: &str = "/home/u/.config/mlflow-oidc/config.toml";
 
 fn project(text: &str) -> ConfigFile {
-    ConfigFile { path: PathBuf::from(P), kind: FileKind::Project, text: text.to_string() }
+    ConfigFile::new(PathBuf::from(P), FileKind::Project, text.to_string())
 }
 fn user(text: &str) -> ConfigFile {
-    ConfigFile { path: PathBuf::from(U), kind: FileKind::User, text: text.to_string() }
+    ConfigFile::new(PathBuf::from(U), FileKind::User, text.to_string())
 }
 fn block(uri: &str, extra: &str) -> String {
     format!(
@@ -245,13 +245,13 @@ fn project_blocks_take_precedence_over_user_blocks() {
 
 #[test]
 fn explicit_files_may_have_either_shape() {
-    let e1 = ConfigFile { path: "/x.toml".into(), kind: FileKind::Explicit, text: block("http://m", "") };
+    let e1 = ConfigFile::new("/x.toml".into(), FileKind::Explicit, block("http://m", ""));
     assert_eq!(ok(&[e1], &[], None).client_id, "cid");
-    let e2 = ConfigFile {
-        path: "/y.toml".into(),
-        kind: FileKind::Explicit,
-        text: "[[tracking-servers]]\nuri = \"http://m\"\nissuer = \"https://i\"\nclient-id = \"top\"\n".into(),
-    };
+    let e2 = ConfigFile::new(
+        "/y.toml".into(),
+        FileKind::Explicit,
+        "[[tracking-servers]]\nuri = \"http://m\"\nissuer = \"https://i\"\nclient-id = \"top\"\n".into(),
+    );
     assert_eq!(ok(&[e2], &[], None).client_id, "top");
 }
 
