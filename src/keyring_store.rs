@@ -1,13 +1,52 @@
-//! The OS keyring (Secret Service, Keychain, Credential Manager) through the `keyring` crate, with every call
-//! bounded in time: a Secret Service that accepts the connection but never answers must not hang us.
+//! The OS keyring (Secret Service, Keychain, Credential Manager) through `keyring-core` and the platform's
+//! store crate, with every call bounded in time: a Secret Service that accepts the connection but never answers
+//! must not hang us.
 
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
+
+use keyring_core::Entry;
 
 use crate::error::{Error, Result};
 
 /// The keyring service name of every entry.
 pub const SERVICE: &str = "mlflow-oidc";
+
+/// Connect to the platform's store once per process (on Linux: the session bus and a Secret Service session).
+fn store_status() -> &'static std::result::Result<(), String> {
+    static STATUS: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    STATUS.get_or_init(|| {
+        #[cfg(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))))]
+        let store = dbus_secret_service_keyring_store::Store::new();
+        #[cfg(target_os = "macos")]
+        let store = apple_native_keyring_store::keychain::Store::new();
+        #[cfg(target_os = "windows")]
+        let store = windows_native_keyring_store::Store::new();
+        #[cfg(any(
+            all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))),
+            target_os = "macos",
+            target_os = "windows"
+        ))]
+        {
+            store.map(|s| keyring_core::set_default_store(s)).map_err(|e| e.to_string())
+        }
+        #[cfg(not(any(
+            all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))),
+            target_os = "macos",
+            target_os = "windows"
+        )))]
+        {
+            Err("no OS keyring is supported on this platform".to_string())
+        }
+    })
+}
+
+fn entry(account: &str) -> std::result::Result<Entry, keyring_core::Error> {
+    if let Err(e) = store_status() {
+        return Err(keyring_core::Error::NoStorageAccess(e.clone().into()));
+    }
+    Entry::new(SERVICE, account)
+}
 
 /// Secrets by account name, in some backing store.
 pub trait SecretStore {
@@ -28,7 +67,7 @@ impl Keyring {
     fn bounded<T: Send + 'static>(
         &self,
         what: &str,
-        f: impl FnOnce() -> std::result::Result<T, keyring::Error> + Send + 'static,
+        f: impl FnOnce() -> std::result::Result<T, keyring_core::Error> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = mpsc::channel();
         let spawned = std::thread::Builder::new().name("keyring".into()).spawn(move || {
@@ -50,7 +89,7 @@ impl Keyring {
     }
 }
 
-fn describe(e: &keyring::Error) -> String {
+fn describe(e: &keyring_core::Error) -> String {
     let s = e.to_string();
     // The zbus error for a missing session bus is long; the gist is enough.
     s.chars().take(300).collect()
@@ -59,50 +98,35 @@ fn describe(e: &keyring::Error) -> String {
 impl SecretStore for Keyring {
     fn get(&self, account: &str) -> Result<Option<String>> {
         let account = account.to_string();
-        self.bounded("read the refresh token", move || {
-            let entry = keyring::Entry::new(SERVICE, &account)?;
-            match entry.get_password() {
-                Ok(v) => Ok(Some(v)),
-                Err(keyring::Error::NoEntry) => Ok(None),
-                Err(e) => Err(e),
-            }
+        self.bounded("read the refresh token", move || match entry(&account)?.get_password() {
+            Ok(v) => Ok(Some(v)),
+            Err(keyring_core::Error::NoEntry) => Ok(None),
+            Err(e) => Err(e),
         })
     }
 
     fn set(&self, account: &str, value: &str) -> Result<()> {
         let (account, value) = (account.to_string(), value.to_string());
-        self.bounded("store the refresh token", move || keyring::Entry::new(SERVICE, &account)?.set_password(&value))
+        self.bounded("store the refresh token", move || entry(&account)?.set_password(&value))
     }
 
     fn delete(&self, account: &str) -> Result<bool> {
         let account = account.to_string();
-        self.bounded("delete the refresh token", move || {
-            match keyring::Entry::new(SERVICE, &account)?.delete_credential() {
-                Ok(()) => Ok(true),
-                Err(keyring::Error::NoEntry) => Ok(false),
-                Err(e) => Err(e),
-            }
+        self.bounded("delete the refresh token", move || match entry(&account)?.delete_credential() {
+            Ok(()) => Ok(true),
+            Err(keyring_core::Error::NoEntry) => Ok(false),
+            Err(e) => Err(e),
         })
     }
 
     fn probe(&self) -> Result<()> {
-        self.bounded("connect", || match keyring::Entry::store_status() {
-            Ok(()) => {
-                // A locked collection without a prompter answers reads with NoEntry but refuses writes; a read of
-                // a probe entry is enough to prove the service answers.
-                let e = keyring::Entry::new(SERVICE, "probe")?;
-                match e.get_password() {
-                    Ok(_) | Err(keyring::Error::NoEntry) => Ok(()),
-                    Err(err) => Err(err),
-                }
-            }
-            Err(e) => Err(clone_err(e)),
+        // A locked collection without a prompter answers reads with NoEntry but refuses writes; a read of a probe
+        // entry is enough to prove the service answers.
+        self.bounded("connect", || match entry("probe")?.get_password() {
+            Ok(_) | Err(keyring_core::Error::NoEntry) => Ok(()),
+            Err(err) => Err(err),
         })
     }
-}
-
-fn clone_err(e: &keyring::Error) -> keyring::Error {
-    keyring::Error::NoStorageAccess(e.to_string().into())
 }
 
 /// An in-memory secret store for tests.
