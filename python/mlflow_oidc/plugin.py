@@ -55,6 +55,10 @@ def _server_for(url: str) -> str:
     """The tracking server a request goes to: the tracking URI, or the model registry URI when
     the request is for a different registry server."""
     tracking = _tracking_uri()
+    # The common case first: a request to the tracking server. Looking up the registry URI costs ~45 µs
+    # (MLflow tries `import pyspark` each time), most of this function's cost per request.
+    if _norm(url).startswith(_norm(tracking)):
+        return tracking
     registry = _registry_uri()
     if registry and _is_http(registry) and _norm(registry) != _norm(tracking):
         target = _norm(url)
