@@ -90,11 +90,10 @@ fn device_flow_honours_slow_down() {
     let idp = Idp::start_with(&[("IDP_DEVICE_SLOW_DOWN", "1")]);
     let mut s = project(&idp, "");
     // A person who approves a little later, so the first poll happens before approval.
-    let driver = s.write(
+    let driver = s.script(
         "late.sh",
         &format!("#!/bin/sh\n(sleep 0.5; exec '{}' \"$1\") >/dev/null 2>&1 &\n", support::browser_curl().display()),
     );
-    std::fs::set_permissions(&driver, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     s.set("BROWSER", driver.to_str().unwrap());
     let start = Instant::now();
     let out = s.mo(&["-v", "login", "--device", "--timeout", "60"]);
@@ -155,8 +154,7 @@ fn no_browser_accepts_the_redirected_url_pasted_on_stdin() {
     let idp = Idp::start();
     let mut s = project(&idp, "");
     let marker = s.path("opened");
-    let opener = s.write("opener.sh", &format!("#!/bin/sh\ntouch '{}'\n", marker.display()));
-    std::fs::set_permissions(&opener, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let opener = s.script("opener.sh", &format!("#!/bin/sh\ntouch '{}'\n", marker.display()));
     s.set("BROWSER", opener.to_str().unwrap());
     let (mut child, url, lines) = no_browser_login(&s);
     // The browser runs elsewhere and its final page fails to load: the person copies its address.

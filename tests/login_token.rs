@@ -192,8 +192,7 @@ fn no_terminal_or_ci_means_exit_3_and_no_browser() {
     let idp = Idp::start();
     let mut s = public(&idp, "");
     let marker = s.path("browser-opened");
-    let opener = s.write("opener.sh", &format!("#!/bin/sh\ntouch '{}'\n", marker.display()));
-    std::fs::set_permissions(&opener, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let opener = s.script("opener.sh", &format!("#!/bin/sh\ntouch '{}'\n", marker.display()));
     s.set("BROWSER", opener.to_str().unwrap());
     for env in [&[][..], &[("CI", "true")][..]] {
         let out = s.run("proj", &["token"], env);
@@ -255,7 +254,7 @@ fn a_callback_with_the_wrong_state_is_ignored_and_the_right_one_accepted() {
     let idp = Idp::start();
     let mut s = public(&idp, "");
     // A "browser" that first delivers a forged callback, then logs in for real.
-    let driver = s.write(
+    let driver = s.script(
         "forger.sh",
         &format!(
             "#!/bin/bash\nurl=\"$1\"\nru=$(printf '%s' \"$url\" | sed -E 's/.*[?&]redirect_uri=([^&]*).*/\\1/' | python3 -c 'import sys,urllib.parse;print(urllib.parse.unquote(sys.stdin.read().strip()))')\n\
@@ -264,7 +263,6 @@ fn a_callback_with_the_wrong_state_is_ignored_and_the_right_one_accepted() {
             support::browser_curl().display()
         ),
     );
-    std::fs::set_permissions(&driver, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     s.set("BROWSER", driver.to_str().unwrap());
     let out = s.mo(&["login"]);
     assert_eq!(out.code, 0, "{}", out.stderr);

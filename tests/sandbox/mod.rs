@@ -59,6 +59,13 @@ impl Sandbox {
         p
     }
 
+    /// An executable script (e.g. a `$BROWSER` that records or forges something).
+    pub fn script(&self, rel: &str, body: &str) -> PathBuf {
+        let p = self.write(rel, body);
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    }
+
     pub fn user_config(&self) -> PathBuf {
         self.path("home/.config/mlflow-oidc/config.toml")
     }
