@@ -150,11 +150,6 @@ fn orientation(deps: &mut Deps) -> Result<()> {
     Ok(())
 }
 
-/// Resolve the configuration for this invocation and print its warnings.
-pub fn resolve_config(flags: &Flags, deps: &mut Deps) -> Result<Resolved> {
-    Ok(setup(flags, deps)?.0)
-}
-
 /// The server's configuration and the credential store, as this invocation's flags, environment and files say.
 fn setup(flags: &Flags, deps: &mut Deps) -> Result<(Resolved, Store)> {
     let files = config::load_sources(flags, &deps.env, deps.paths.user_config.as_deref())?;
