@@ -603,7 +603,7 @@ impl LoginArgs {
 fn interactive_login(c: &ServerConfig, provider: &Provider, opts: LoginOpts, deps: &mut Deps) -> Result<TokenSet> {
     let meta = &provider.discovered.metadata;
     let device_endpoint = || {
-        meta.device_authorization_endpoint.clone().or_else(|| c.device_authorization_endpoint.clone()).or_else(|| {
+        crate::flow::device_endpoint(c, meta).or_else(|| {
             discovery::authorization_server_metadata(&provider.http, &c.issuer)?.device_authorization_endpoint
         })
     };

@@ -108,7 +108,7 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
             ));
         }
     } else if c.flow == FlowChoice::Device {
-        match &meta.device_authorization_endpoint.clone().or_else(|| c.device_authorization_endpoint.clone()) {
+        match &crate::flow::device_endpoint(c, meta) {
             Some(d) => out.push(pass("device flow", d.clone())),
             None => out.push(fail(
                 "device flow",

@@ -278,14 +278,6 @@ struct OAuthError {
 }
 
 impl Flows<'_> {
-    /// The device authorization endpoint: the provider's metadata, else the configured one.
-    pub fn device_endpoint(&self) -> Option<String> {
-        self.metadata
-            .device_authorization_endpoint
-            .clone()
-            .or_else(|| self.config.device_authorization_endpoint.clone())
-    }
-
     fn client_auth<'b>(&'b self, form: &mut Vec<(&'b str, &'b str)>) -> Option<(&'b str, &'b str)> {
         match &self.config.client_secret {
             Some(secret) if auth_method(self.config, self.metadata) == AuthMethod::ClientSecretBasic => {
@@ -385,6 +377,11 @@ impl Flows<'_> {
             ))),
         }
     }
+}
+
+/// The device authorization endpoint: the provider's metadata, else the configured one.
+pub fn device_endpoint(config: &ServerConfig, metadata: &Metadata) -> Option<String> {
+    metadata.device_authorization_endpoint.clone().or_else(|| config.device_authorization_endpoint.clone())
 }
 
 /// Basic unless the configuration says otherwise or the provider advertises only `client_secret_post`.
