@@ -542,6 +542,20 @@ fn configuration_cases() {
 // Provider behaviour: discovery, the token endpoint, transport and TLS.
 
 const DISCOVERY: &str = "/.well-known/openid-configuration";
+/// A window-title change, a screen clear and a colour: what a hostile provider could send a terminal.
+const ESCAPE: &str = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31mred";
+
+/// The fake advertises a device authorization endpoint that starts a flow showing `verification_uri`.
+fn device_flow(w: &World, verification_uri: &str) {
+    let meta =
+        w.fake.metadata_with(|m| drop(m.insert("device_authorization_endpoint".into(), w.fake.url("/device").into())));
+    w.fake.set(DISCOVERY, Reply::json(200, meta));
+    let start = serde_json::json!({
+        "device_code": fake::DEVICE_CODE, "user_code": "WDJB-MJHT", "verification_uri": verification_uri,
+        "expires_in": 30, "interval": 1,
+    });
+    w.fake.set("/device", Reply::json(200, start.to_string()));
+}
 const TOKEN: &str = "/token";
 
 /// A setup hook that makes the fake answer `path` with `reply`.
@@ -669,7 +683,7 @@ fn provider_cases() {
         tokens(serde_json::json!({"access_token": fake::jwt(&serde_json::json!({"exp": exp, "sub": "x"})),
             "token_type": "Bearer", "expires_in": 3600}))
     };
-    let escape = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31mred";
+    let escape = ESCAPE;
 
     let cases = vec![
         // Discovery.
@@ -824,6 +838,21 @@ fn provider_cases() {
             .setup(on(TOKEN, Reply::Redirect(307, format!("{base}/elsewhere"))))
             .fails(1, &[&token_url])
             .after(never_requested("/elsewhere")),
+        // The device flow (RFC 8628): the provider's text reaches the terminal, and the device code is a credential.
+        case("device: terminal escapes in verification_uri", &["login", "--device", "--timeout", "20"])
+            .setup(move |w: &World| {
+                device_flow(w, &format!("http://127.0.0.1/device{ESCAPE}"));
+                w.fake.set(TOKEN, Reply::json(400, r#"{"error":"access_denied"}"#));
+            })
+            .fails(1, &["denied"])
+            .after(|_, out| assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)),
+        case("device: the provider echoes the device code", &["login", "--device", "--timeout", "20"])
+            .setup(move |w: &World| {
+                device_flow(w, "http://127.0.0.1/device");
+                let body = serde_json::json!({"error": "access_denied", "error_description": format!("device_code {} was denied", fake::DEVICE_CODE)});
+                w.fake.set(TOKEN, Reply::json(400, body.to_string()));
+            })
+            .fails(1, &["denied"]),
         // `status --check` reads the provider's Date header to compare clocks.
         case("status --check: a Date header from the year 9223372036854775807", &["status", "--check"])
             .setup(move |w: &World| {

@@ -29,11 +29,14 @@ pub const CLIENT_ID: &str = "catalogue-cli";
 pub const CLIENT_ID_CONF: &str = "catalogue-service";
 pub const CLIENT_SECRET: &str = "cs-CATALOGUE-7f3a9c55";
 
+/// The device code of the device flow (RFC 8628): whoever holds it collects the tokens once the person approves.
+pub const DEVICE_CODE: &str = "dc-CATALOGUE-3e8a1f";
+
 /// Passed to [`Fake::id_token_nonce`]: an ID token without a `nonce` claim.
 pub const NO_NONCE: &str = "<none>";
 
 /// Every value that must never be printed, except a token on the stdout of the command that hands it out.
-pub const SECRETS: &[&str] = &[RT, AT_LOGIN, AT_NEW, AT_CC, CLIENT_SECRET, CODE];
+pub const SECRETS: &[&str] = &[RT, AT_LOGIN, AT_NEW, AT_CC, CLIENT_SECRET, CODE, DEVICE_CODE];
 
 /// How the fake answers one path.
 #[derive(Clone, Debug)]
