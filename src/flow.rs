@@ -329,8 +329,9 @@ impl Flows<'_> {
         Ok(DeviceAuthorization {
             device_code: Secret::new(d.device_code),
             user_code: sanitize(&d.user_code),
-            verification_uri: d.verification_uri,
-            verification_uri_complete: d.verification_uri_complete,
+            // Shown to the person and opened in a browser: no terminal escapes from the provider.
+            verification_uri: sanitize(&d.verification_uri),
+            verification_uri_complete: d.verification_uri_complete.as_deref().map(sanitize),
             // RFC 8628 §3.2: expires_in is required; interval defaults to 5 s.
             expires_in: number(&d.expires_in, 600).clamp(1, 3600),
             interval: number(&d.interval, 5).clamp(1, 60),
@@ -354,14 +355,17 @@ impl Flows<'_> {
             })?;
             return Ok(DevicePoll::Done(to_token_set(tr, now)));
         }
+        let code = device.device_code.expose().as_str();
         let err = serde_json::from_slice::<OAuthError>(&resp.body).map_err(|_| {
             Error::provider(format!(
                 "the token endpoint {} answered HTTP {} while polling",
                 self.token_url, resp.status
             ))
         })?;
-        let desc =
-            err.error_description.map(|d| format!(" ({})", sanitize_with(self.config, &d, &[]))).unwrap_or_default();
+        let desc = err
+            .error_description
+            .map(|d| format!(" ({})", sanitize_with(self.config, &d, &[code])))
+            .unwrap_or_default();
         match err.error.as_str() {
             "authorization_pending" => Ok(DevicePoll::Pending),
             "slow_down" => Ok(DevicePoll::SlowDown),
@@ -373,7 +377,7 @@ impl Flows<'_> {
             ))),
             other => Err(Error::provider(format!(
                 "the provider refused the device flow: {}{desc}",
-                sanitize_with(self.config, other, &[])
+                sanitize_with(self.config, other, &[code])
             ))),
         }
     }
