@@ -20,25 +20,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use drive::{run_bounded, send, start_login, status_of};
-use sandbox::{Out, Sandbox};
-use support::{AUDIENCE, CONFIDENTIAL_CLIENT_ID, CONFIDENTIAL_CLIENT_SECRET, Idp, PUBLIC_CLIENT_ID};
+use sandbox::{Out, PUBLIC_CLIENT, Sandbox};
+use support::{AUDIENCE, CONFIDENTIAL_CLIENT_ID, CONFIDENTIAL_CLIENT_SECRET, Idp};
 
 const SERVER: &str = "http://127.0.0.1:5996";
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A project logged in to nothing yet, for the public client of `idp`, with the file store.
 fn project(idp: &Idp, extra: &str) -> Sandbox {
-    let mut s = Sandbox::new();
-    s.write(
-        "proj/pyproject.toml",
-        &format!(
-            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{PUBLIC_CLIENT_ID}\"\n\
-             redirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\nscope = \"openid profile email mlflow\"\n{extra}\n",
-            idp.issuer
-        ),
-    );
+    let mut s = Sandbox::with_server(SERVER, &idp.issuer, &format!("{PUBLIC_CLIENT}\n{extra}"));
     s.set("MLFLOW_OIDC_STORE", "file");
-    s.set("BROWSER", support::browser_curl().to_str().unwrap());
     s
 }
 

@@ -314,13 +314,11 @@ fn logout_all_forgets_every_server() {
 #[test]
 fn the_memory_store_persists_nothing() {
     let idp = Idp::start();
-    let s = Sandbox::new();
-    s.write(
-        "proj/pyproject.toml",
+    let s = Sandbox::with_server(
+        SERVER,
+        &idp.issuer,
         &format!(
-            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{CONFIDENTIAL_CLIENT_ID}\"\n\
-             client-secret = \"{CONFIDENTIAL_CLIENT_SECRET}\"\naudience = \"mlflow\"\n",
-            idp.issuer
+            "client-id = \"{CONFIDENTIAL_CLIENT_ID}\"\nclient-secret = \"{CONFIDENTIAL_CLIENT_SECRET}\"\naudience = \"mlflow\""
         ),
     );
     for _ in 0..2 {
