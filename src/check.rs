@@ -96,7 +96,7 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
         Some(t) => out.push(pass("token endpoint", t.clone())),
         None => out.push(fail("token endpoint", "not advertised", "this provider cannot issue tokens to a CLI")),
     }
-    let machine = c.client_secret.is_some() && !c.interactive;
+    let machine = c.is_machine();
     if machine {
         if supports("client_credentials") {
             out.push(pass("client credentials", "grant supported"));

@@ -139,17 +139,8 @@ pub struct ExecArgs {
     pub command: Vec<std::ffi::OsString>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// The token alone
-    Raw,
-    /// `Authorization: Bearer <token>`
-    Header,
-    /// One JSON object with the token, its kind and expiry
-    Json,
-    /// `export MLFLOW_TRACKING_URI=… MLFLOW_TRACKING_TOKEN=…` lines for eval
-    Env,
-}
+pub use crate::config::parse_duration;
+pub use crate::output::Format;
 
 #[derive(Debug, Args)]
 pub struct LogoutArgs {
@@ -171,20 +162,16 @@ pub struct StatusArgs {
     pub check: bool,
 }
 
-/// Seconds from "300", "300s", "5m" or "1h".
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.as_bytes().last() {
-        Some(b's') => (&s[..s.len() - 1], 1),
-        Some(b'm') => (&s[..s.len() - 1], 60),
-        Some(b'h') => (&s[..s.len() - 1], 3600),
-        _ => (s, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{s}` is not a duration: use seconds (300) or a number with s, m or h (5m)"))
+/// The shell completion script for `shell`, generated from this command line (tests/completions.rs keeps the
+/// committed copies in step).
+pub fn completions(shell: clap_complete::Shell, out: &mut Vec<u8>) {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "mlflow-oidc", out);
+}
+
+/// The man page (roff), generated from this command line.
+pub fn man_page(out: &mut Vec<u8>) -> std::io::Result<()> {
+    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out)
 }
 
 #[cfg(test)]

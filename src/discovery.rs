@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::fsutil::{atomic_write, hash_key};
 use crate::http::Http;
-use crate::store::{atomic_write, hash_key};
 
 /// How long a discovery document is trusted without `Cache-Control: max-age`.
 pub const DEFAULT_TTL: i64 = 24 * 3600;

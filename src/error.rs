@@ -22,6 +22,10 @@ pub enum Error {
     Store(String),
     /// A person is needed but did not finish in time, or cancelled.
     Interaction(String),
+    /// A local operation failed (writing stdout, running a command, rendering); `source` keeps the I/O error.
+    Io { what: String, source: std::io::Error },
+    /// The loopback redirect port is taken by another program; `bind_any` then tries the fallback ports.
+    PortInUse { port: u16, message: String },
 }
 
 impl Error {
@@ -40,6 +44,9 @@ impl Error {
     pub fn interaction(msg: impl Into<String>) -> Self {
         Error::Interaction(msg.into())
     }
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { what: what.into(), source }
+    }
     pub fn login_required(server: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::LoginRequired { server: server.into(), detail: detail.into() }
     }
@@ -49,7 +56,12 @@ impl Error {
         match self {
             Error::Config(_) | Error::NoServer(_) => 2,
             Error::LoginRequired { .. } => 3,
-            Error::Provider(_) | Error::Network(_) | Error::Store(_) | Error::Interaction(_) => 1,
+            Error::Provider(_)
+            | Error::Network(_)
+            | Error::Store(_)
+            | Error::Interaction(_)
+            | Error::Io { .. }
+            | Error::PortInUse { .. } => 1,
         }
     }
 
@@ -63,6 +75,8 @@ impl Error {
             Error::Network(_) => "network",
             Error::Store(_) => "store",
             Error::Interaction(_) => "interaction",
+            Error::Io { .. } => "io",
+            Error::PortInUse { .. } => "port_in_use",
         }
     }
 }
@@ -75,7 +89,9 @@ impl fmt::Display for Error {
             | Error::Provider(m)
             | Error::Network(m)
             | Error::Store(m)
-            | Error::Interaction(m) => f.write_str(m),
+            | Error::Interaction(m)
+            | Error::PortInUse { message: m, .. } => f.write_str(m),
+            Error::Io { what, source } => write!(f, "{what} ({})", crate::fsutil::io_reason(source)),
             Error::LoginRequired { server, detail } => {
                 let arg = if server.is_empty() { String::new() } else { format!(" --server {}", shell_word(server)) };
                 write!(f, "not logged in to {}", if server.is_empty() { "the configured server" } else { server })?;
@@ -88,7 +104,14 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

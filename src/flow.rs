@@ -16,6 +16,11 @@ use crate::error::{Error, Result};
 use crate::http::{Http, HttpError};
 use crate::token::{Secret, TokenSet};
 
+mod device;
+mod revoke;
+pub use device::{DeviceAuthorization, DevicePoll};
+pub use revoke::revoke;
+
 /// The `id_token` that `BasicTokenResponse` would drop.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IdTokenFields {
@@ -24,7 +29,7 @@ pub struct IdTokenFields {
 }
 impl ExtraTokenFields for IdTokenFields {}
 
-type TokenResponse = StandardTokenResponse<IdTokenFields, BasicTokenType>;
+pub(crate) type TokenResponse = StandardTokenResponse<IdTokenFields, BasicTokenType>;
 type OAuthClient = Client<
     BasicErrorResponse,
     TokenResponse,
@@ -155,7 +160,7 @@ impl<'a> Flows<'a> {
             && let Some(id) = &set.id_token
         {
             let got = crate::token::Claims::peek(id.expose()).and_then(|c| c.nonce);
-            if !got.as_deref().is_some_and(|g| crate::loopback::constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+            if !got.as_deref().is_some_and(|g| crate::token::constant_time_eq(g.as_bytes(), expected.as_bytes())) {
                 return Err(Error::provider(
                     "the ID token's nonce does not match this login (a replayed or injected response): log in again",
                 ));
@@ -210,6 +215,13 @@ impl<'a> Flows<'a> {
         }
     }
 
+    /// How this client authenticates at the provider's endpoints.
+    pub(crate) fn client_auth<'b>(&'b self, form: &mut Vec<(&'b str, &'b str)>) -> Option<(&'b str, &'b str)> {
+        let secret = self.config.client_secret.as_ref();
+        ClientAuth { client_id: &self.config.client_id, secret, method: auth_method(self.config, self.metadata) }
+            .apply(form)
+    }
+
     fn grant_error(&self, grant: &str, e: RequestTokenError<HttpError, BasicErrorResponse>, secrets: &[&str]) -> Error {
         let url = &self.token_url;
         match e {
@@ -238,147 +250,36 @@ impl<'a> Flows<'a> {
     }
 }
 
-/// RFC 8628 §3.2: what the person is shown and what we poll with.
-pub struct DeviceAuthorization {
-    device_code: Secret<String>,
-    pub user_code: String,
-    pub verification_uri: String,
-    pub verification_uri_complete: Option<String>,
-    pub expires_in: u64,
-    pub interval: u64,
-}
-
-#[derive(Deserialize)]
-struct DeviceResponse {
-    device_code: String,
-    user_code: String,
-    #[serde(alias = "verification_url")]
-    verification_uri: String,
-    #[serde(default, alias = "verification_url_complete")]
-    verification_uri_complete: Option<String>,
-    #[serde(default)]
-    expires_in: Option<serde_json::Value>,
-    #[serde(default)]
-    interval: Option<serde_json::Value>,
-}
-
-/// One poll of the token endpoint in the device flow.
-pub enum DevicePoll {
-    Pending,
-    SlowDown,
-    Done(TokenSet),
-}
-
 /// RFC 6749 §5.2 error body.
 #[derive(Deserialize)]
-struct OAuthError {
-    error: String,
+pub(crate) struct OAuthError {
+    pub error: String,
     #[serde(default)]
-    error_description: Option<String>,
+    pub error_description: Option<String>,
 }
 
-impl Flows<'_> {
-    fn client_auth<'b>(&'b self, form: &mut Vec<(&'b str, &'b str)>) -> Option<(&'b str, &'b str)> {
-        match &self.config.client_secret {
-            Some(secret) if auth_method(self.config, self.metadata) == AuthMethod::ClientSecretBasic => {
-                Some((self.config.client_id.as_str(), secret.expose().as_str()))
-            }
+/// A client's credentials for a form POST to a provider endpoint (RFC 6749 §2.3.1).
+pub struct ClientAuth<'a> {
+    pub client_id: &'a str,
+    pub secret: Option<&'a Secret<String>>,
+    pub method: AuthMethod,
+}
+
+impl<'a> ClientAuth<'a> {
+    /// Add the credentials to `form`, or return the (id, secret) pair for HTTP Basic. A public client sends only
+    /// its `client_id`.
+    pub fn apply(&self, form: &mut Vec<(&'a str, &'a str)>) -> Option<(&'a str, &'a str)> {
+        match self.secret {
+            Some(secret) if self.method == AuthMethod::ClientSecretBasic => Some((self.client_id, secret.expose())),
             Some(secret) => {
-                form.push(("client_id", &self.config.client_id));
+                form.push(("client_id", self.client_id));
                 form.push(("client_secret", secret.expose()));
                 None
             }
             None => {
-                form.push(("client_id", &self.config.client_id));
+                form.push(("client_id", self.client_id));
                 None
             }
-        }
-    }
-
-    /// Start the device flow at `endpoint`.
-    pub fn start_device(&self, http: &Http, endpoint: &str) -> Result<DeviceAuthorization> {
-        check_endpoint("device_authorization_endpoint", endpoint)?;
-        let scope = self.interactive_scopes().join(" ");
-        let mut form: Vec<(&str, &str)> = vec![("scope", &scope), ("audience", &self.config.audience)];
-        for r in &self.config.resources {
-            form.push(("resource", r));
-        }
-        let basic = self.client_auth(&mut form);
-        let resp = http.post_form(endpoint, &form, basic)?;
-        if resp.status != 200 {
-            return Err(match serde_json::from_slice::<OAuthError>(&resp.body) {
-                Ok(e) => Error::provider(format!(
-                    "the provider refused to start the device flow at {endpoint}: {}{}",
-                    sanitize_with(self.config, &e.error, &[]),
-                    e.error_description
-                        .map(|d| format!(" ({})", sanitize_with(self.config, &d, &[])))
-                        .unwrap_or_default()
-                )),
-                Err(_) => Error::provider(format!(
-                    "the device authorization endpoint {endpoint} answered HTTP {}",
-                    resp.status
-                )),
-            });
-        }
-        let d: DeviceResponse = serde_json::from_slice(&resp.body).map_err(|e| {
-            Error::provider(format!("the device authorization endpoint {endpoint} returned an invalid response ({e})"))
-        })?;
-        let number = |v: &Option<serde_json::Value>, default: u64| {
-            v.as_ref().and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).unwrap_or(default)
-        };
-        Ok(DeviceAuthorization {
-            device_code: Secret::new(d.device_code),
-            user_code: sanitize(&d.user_code),
-            // Shown to the person and opened in a browser: no terminal escapes from the provider.
-            verification_uri: sanitize(&d.verification_uri),
-            verification_uri_complete: d.verification_uri_complete.as_deref().map(sanitize),
-            // RFC 8628 §3.2: expires_in is required; interval defaults to 5 s.
-            expires_in: number(&d.expires_in, 600).clamp(1, 3600),
-            interval: number(&d.interval, 5).clamp(1, 60),
-        })
-    }
-
-    /// Poll once for the device flow's tokens.
-    pub fn poll_device(&self, http: &Http, device: &DeviceAuthorization, now: i64) -> Result<DevicePoll> {
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-            ("device_code", device.device_code.expose()),
-        ];
-        let basic = self.client_auth(&mut form);
-        let resp = http.post_form(&self.token_url, &form, basic)?;
-        if resp.status == 200 {
-            let tr: TokenResponse = serde_json::from_slice(&resp.body).map_err(|e| {
-                Error::provider(format!(
-                    "the token endpoint {} returned an invalid device-flow response ({e})",
-                    self.token_url
-                ))
-            })?;
-            return Ok(DevicePoll::Done(to_token_set(tr, now)));
-        }
-        let code = device.device_code.expose().as_str();
-        let err = serde_json::from_slice::<OAuthError>(&resp.body).map_err(|_| {
-            Error::provider(format!(
-                "the token endpoint {} answered HTTP {} while polling",
-                self.token_url, resp.status
-            ))
-        })?;
-        let desc = err
-            .error_description
-            .map(|d| format!(" ({})", sanitize_with(self.config, &d, &[code])))
-            .unwrap_or_default();
-        match err.error.as_str() {
-            "authorization_pending" => Ok(DevicePoll::Pending),
-            "slow_down" => Ok(DevicePoll::SlowDown),
-            "access_denied" => Err(Error::provider(format!(
-                "the login was denied at the provider{desc}: run `mlflow-oidc login` again to retry"
-            ))),
-            "expired_token" => Err(Error::interaction(format!(
-                "the device code expired before the login was approved{desc}: run `mlflow-oidc login` again"
-            ))),
-            other => Err(Error::provider(format!(
-                "the provider refused the device flow: {}{desc}",
-                sanitize_with(self.config, other, &[code])
-            ))),
         }
     }
 }
@@ -406,7 +307,7 @@ pub fn auth_method(config: &ServerConfig, metadata: &Metadata) -> AuthMethod {
 
 /// Keep provider-supplied text printable and short.
 /// Provider text made printable, with our secrets (client secret, `extra`) redacted should it echo them.
-fn sanitize_with(config: &ServerConfig, s: &str, extra: &[&str]) -> String {
+pub(crate) fn sanitize_with(config: &ServerConfig, s: &str, extra: &[&str]) -> String {
     let mut secrets: Vec<&str> = extra.to_vec();
     if let Some(secret) = &config.client_secret {
         secrets.push(secret.expose());
@@ -414,7 +315,7 @@ fn sanitize_with(config: &ServerConfig, s: &str, extra: &[&str]) -> String {
     crate::error::printable(&crate::error::redact(s, &secrets))
 }
 
-fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     crate::error::printable(s)
 }
 
@@ -432,7 +333,7 @@ pub fn check_endpoint(name: &str, url: &str) -> Result<()> {
     }
 }
 
-fn to_token_set(resp: TokenResponse, now: i64) -> TokenSet {
+pub(crate) fn to_token_set(resp: TokenResponse, now: i64) -> TokenSet {
     TokenSet {
         access_token: Some(Secret::new(resp.access_token().secret().clone())),
         access_expires_at: resp.expires_in().map(|d| now.saturating_add(d.as_secs().min(10 * 365 * 86_400) as i64)),

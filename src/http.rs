@@ -219,7 +219,7 @@ fn extra_anchors(settings: &HttpSettings) -> Result<Vec<Certificate<'static>>> {
 
 fn read_pem(path: &Path, what: &str) -> Result<Vec<Certificate<'static>>> {
     let bytes = std::fs::read(path).map_err(|e| {
-        Error::config(format!("cannot read {what} {}: {}", path.display(), crate::config::io_reason(&e)))
+        Error::config(format!("cannot read {what} {}: {}", path.display(), crate::fsutil::io_reason(&e)))
     })?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&bytes) {

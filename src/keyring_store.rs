@@ -129,13 +129,15 @@ impl SecretStore for Keyring {
     }
 }
 
-/// An in-memory secret store for tests.
+/// An in-memory secret store for the in-process tests (`fail` makes every call fail, as a dead keyring).
+#[cfg(test)]
 #[derive(Default)]
 pub struct MemorySecrets {
     map: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     pub fail: bool,
 }
 
+#[cfg(test)]
 impl SecretStore for MemorySecrets {
     fn get(&self, account: &str) -> Result<Option<String>> {
         self.check()?;
@@ -155,7 +157,12 @@ impl SecretStore for MemorySecrets {
     }
 }
 
+#[cfg(test)]
 impl MemorySecrets {
+    pub fn failing(fail: bool) -> Self {
+        MemorySecrets { fail, ..MemorySecrets::default() }
+    }
+
     fn check(&self) -> Result<()> {
         if self.fail { Err(Error::store("the test keyring is unavailable")) } else { Ok(()) }
     }

@@ -9,6 +9,7 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::token::constant_time_eq;
 
 /// Requests larger than this are answered 431 and dropped: a callback is a few hundred bytes.
 const MAX_REQUEST: usize = 16 * 1024;
@@ -36,7 +37,7 @@ pub enum Callback {
 pub fn bind_any(redirect_uri: &str, fallback_ports: &[u16]) -> Result<Listener> {
     let first = bind(redirect_uri);
     let Err(first_err) = first else { return first };
-    if fallback_ports.is_empty() || !first_err.to_string().contains("is in use") {
+    if fallback_ports.is_empty() || !matches!(first_err, Error::PortInUse { .. }) {
         return Err(first_err);
     }
     let u = url::Url::parse(redirect_uri)
@@ -50,15 +51,18 @@ pub fn bind_any(redirect_uri: &str, fallback_ports: &[u16]) -> Result<Listener> 
         let candidate = with_port(redirect_uri, &u, port);
         match bind(&candidate) {
             Ok(l) => return Ok(l),
-            Err(e) if e.to_string().contains("is in use") => continue,
+            Err(Error::PortInUse { .. }) => continue,
             Err(e) => return Err(e),
         }
     }
     let list = tried.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
-    Err(Error::interaction(format!(
-        "every loopback port for the redirect is in use ({list}): stop the program holding them \
-         (`ss -ltnp` shows which) or add a free port to redirect-ports"
-    )))
+    Err(Error::PortInUse {
+        port: tried[0],
+        message: format!(
+            "every loopback port for the redirect is in use ({list}): stop the program holding them \
+             (`ss -ltnp` shows which) or add a free port to redirect-ports"
+        ),
+    })
 }
 
 /// Bind the redirect URI's host and port; never a wildcard address.
@@ -83,11 +87,14 @@ pub fn bind(redirect_uri: &str) -> Result<Listener> {
     }
     let listener = TcpListener::bind(SocketAddr::new(ip, port)).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
-            Error::interaction(format!(
-                "port {port} on {ip} (from redirect URI {redirect_uri}) is in use by another program: \
+            Error::PortInUse {
+                port,
+                message: format!(
+                    "port {port} on {ip} (from redirect URI {redirect_uri}) is in use by another program: \
                  stop it (`ss -ltnp 'sport = :{port}'` shows which) or set redirect-uri to another port, \
                  or port 0 if the provider accepts any loopback port"
-            ))
+                ),
+            }
         } else {
             Error::interaction(format!("cannot listen on {ip}:{port} for redirect URI {redirect_uri}: {e}"))
         }
@@ -114,6 +121,7 @@ impl Listener {
 
     /// Wait for the callback carrying `state` until `deadline`. Stray paths, other methods, and wrong or missing
     /// states are answered and ignored. `tick` is called about once a second with the time left.
+    #[cfg(test)]
     pub fn wait(&self, state: &str, deadline: Instant, tick: impl FnMut(Duration)) -> Result<Callback> {
         self.wait_or_paste(state, deadline, None, tick, |_| {})
     }
@@ -271,14 +279,6 @@ pub fn judge(head: &str, path: &str, state: &str) -> (Option<Callback>, u16, &'s
         ),
         _ => (None, 400, "Login failed", "The response carries no authorization code.".into()),
     }
-}
-
-/// Compare without an early exit, so timing does not reveal how much of a guessed state was right.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn read_head(stream: &mut TcpStream) -> std::result::Result<String, u16> {

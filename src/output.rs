@@ -2,10 +2,22 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::cli::Format;
 use crate::config::ServerConfig;
 use crate::error::shell_word;
 use crate::token::{Claims, TokenKind, TokenSet, rfc3339};
+
+/// How `token` prints the token (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The token alone
+    Raw,
+    /// `Authorization: Bearer <token>`
+    Header,
+    /// One JSON object with the token, its kind and expiry
+    Json,
+    /// `export MLFLOW_TRACKING_URI=… MLFLOW_TRACKING_TOKEN=…` lines for eval
+    Env,
+}
 
 /// The `config` member of `status --json`: exactly these fields; the secret itself never appears.
 pub fn config_json(c: &ServerConfig) -> Value {

@@ -2,27 +2,19 @@
 //! (refresh token in the OS keyring, access tokens in the file), the `auto` fallback, atomic writes and the
 //! cross-process refresh lock.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::config::{ServerConfig, io_reason};
+use crate::config::{ServerConfig, StoreMode};
 use crate::error::{Error, Result};
-use crate::token::TokenSet;
+use crate::fsutil::{atomic_write, hash_key};
 
-/// A stable file-name-safe key from parts that must never collide across servers.
-pub fn hash_key(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p.as_bytes());
-    }
-    h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
+mod file;
+use crate::token::TokenSet;
+pub use file::FileStore;
 
 /// The store key of a server: issuer + client id + tracking URI + audience + scope, so servers never share tokens.
 pub fn server_key(c: &ServerConfig) -> String {
@@ -70,8 +62,7 @@ impl Entry {
 /// Proof that the caller holds the refresh lock of a key; writes require it.
 pub struct LockGuard {
     /// `None` for the memory store: nothing is shared across processes, so there is nothing to lock.
-    file: Option<File>,
-    path: PathBuf,
+    pub(super) file: Option<File>,
 }
 
 impl Drop for LockGuard {
@@ -79,12 +70,6 @@ impl Drop for LockGuard {
         if let Some(f) = &self.file {
             let _ = f.unlock();
         }
-    }
-}
-
-impl LockGuard {
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -100,194 +85,6 @@ pub trait TokenStore {
     fn lock(&self, key: &str, timeout: Duration) -> Result<LockGuard>;
     /// A name for messages (`file:/path`).
     fn describe(&self) -> String;
-}
-
-/// Tokens as JSON files, 0600 in a 0700 directory, replaced atomically.
-pub struct FileStore {
-    dir: PathBuf,
-}
-
-impl FileStore {
-    pub fn new(dir: PathBuf) -> Self {
-        FileStore { dir }
-    }
-
-    /// The keys of every stored entry.
-    pub fn keys(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        let mut keys: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_string))
-            .filter(|k| !k.starts_with('.'))
-            .collect();
-        keys.sort();
-        keys
-    }
-    fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(format!("{key}.json"))
-    }
-}
-
-impl TokenStore for FileStore {
-    fn load(&self, key: &str) -> Result<Option<Entry>> {
-        let path = self.path(key);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(Error::store(format!("cannot read token cache {}: {}", path.display(), io_reason(&e))));
-            }
-        };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::store(format!(
-                "token cache {} is corrupt ({e}): run `mlflow-oidc logout` and log in again, or delete the file",
-                path.display()
-            ))
-        })
-    }
-
-    fn save(&self, key: &str, entry: &Entry, _lock: &LockGuard) -> Result<()> {
-        let bytes = serde_json::to_vec(entry).map_err(|e| Error::store(format!("cannot encode tokens: {e}")))?;
-        atomic_write(&self.path(key), &bytes)
-    }
-
-    fn delete(&self, key: &str, _lock: &LockGuard) -> Result<bool> {
-        let path = self.path(key);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::store(format!("cannot delete token cache {}: {}", path.display(), io_reason(&e)))),
-        }
-    }
-
-    fn lock(&self, key: &str, timeout: Duration) -> Result<LockGuard> {
-        ensure_private_dir(&self.dir)?;
-        // A separate lock file, never the data file: the data file is replaced by rename (kubelogin#1144).
-        let path = self.dir.join(format!("{key}.lock"));
-        let file = private_options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::store(format!("cannot open lock file {}: {}", path.display(), io_reason(&e))))?;
-        let start = Instant::now();
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(LockGuard { file: Some(file), path }),
-                Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < timeout => {
-                    std::thread::sleep(Duration::from_millis(15));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(Error::store(format!(
-                        "another mlflow-oidc process has held the lock {} for over {}s; try again",
-                        path.display(),
-                        timeout.as_secs()
-                    )));
-                }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(Error::store(format!("cannot lock {}: {}", path.display(), io_reason(&e))));
-                }
-            }
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!("file:{}", self.dir.display())
-    }
-}
-
-fn private_options() -> OpenOptions {
-    #[allow(unused_mut)]
-    let mut o = OpenOptions::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    o
-}
-
-/// Create `dir` (and parents) with mode 0700 for the leaf.
-pub fn ensure_private_dir(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        // A directory others can write to is a place to plant files or symlinks: make it ours alone again.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            if let Ok(meta) = std::fs::metadata(dir)
-                && meta.permissions().mode() & 0o077 != 0
-            {
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-                    Error::store(format!(
-                        "{} is open to other users and cannot be made private: {}",
-                        dir.display(),
-                        io_reason(&e)
-                    ))
-                })?;
-            }
-        }
-        return Ok(());
-    }
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
-    }
-    b.create(dir).map_err(|e| Error::store(format!("cannot create directory {}: {}", dir.display(), io_reason(&e))))
-}
-
-/// Write `bytes` to `path` so that readers see the old content or the new, never a torn file: a 0600 temp file
-/// in the same directory, fsync, rename. A symlink planted at `path` is replaced, not followed.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().ok_or_else(|| Error::store(format!("{} has no parent directory", path.display())))?;
-    ensure_private_dir(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), unique()));
-    let fail =
-        |what: &str, e: std::io::Error| Error::store(format!("cannot {what} {}: {}", path.display(), io_reason(&e)));
-    let result = (|| {
-        let mut f = private_options().write(true).create_new(true).open(&tmp).map_err(|e| fail("write", e))?;
-        f.write_all(bytes).map_err(|e| fail("write", e))?;
-        f.sync_all().map_err(|e| fail("sync", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail("replace", e))?;
-        // Make the rename itself durable; failing to is not worth an error.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn unique() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-}
-
-/// Which store the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreMode {
-    Auto,
-    Keyring,
-    File,
-    Memory,
-}
-
-impl StoreMode {
-    pub fn parse(s: &str) -> Option<StoreMode> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Some(StoreMode::Auto),
-            "keyring" => Some(StoreMode::Keyring),
-            "file" => Some(StoreMode::File),
-            "memory" => Some(StoreMode::Memory),
-            _ => None,
-        }
-    }
 }
 
 /// Where the refresh token actually goes.
@@ -531,7 +328,7 @@ impl TokenStore for Store {
 
     fn lock(&self, key: &str, timeout: Duration) -> Result<LockGuard> {
         if self.settings.mode == StoreMode::Memory {
-            return Ok(LockGuard { file: None, path: PathBuf::new() });
+            return Ok(LockGuard { file: None });
         }
         self.files.lock(key, timeout)
     }
@@ -598,7 +395,7 @@ mod tests {
         let victim = tmp.path().join("victim");
         std::fs::write(&victim, "keep").unwrap();
         let dir = tmp.path().join("tokens");
-        ensure_private_dir(&dir).unwrap();
+        crate::fsutil::ensure_private_dir(&dir).unwrap();
         std::os::unix::fs::symlink(&victim, dir.join("k.json")).unwrap();
         let store = FileStore::new(dir.clone());
         let lock = store.lock("k", Duration::from_secs(1)).unwrap();

@@ -1,0 +1,253 @@
+//! `token` and `exec`: obtain a valid token — cache → refresh under the lock → machine grant → login when
+//! allowed — and hand it out (STYLE: kubelogin's `get_token.go` only orders these steps).
+
+use super::{Deps, LOCK_TIMEOUT, Provider, flush_store_warnings, setup, token_kind, write_out};
+use crate::cli::{ExecArgs, TokenArgs};
+use crate::config::{Flags, ServerConfig};
+use crate::error::{Error, Result};
+use crate::flow::Flows;
+use crate::output;
+use crate::store::{self, Entry, Store, TokenStore};
+use crate::token::{MinValid, Secret, TokenKind, TokenSet};
+
+pub(super) fn token(flags: &Flags, args: &TokenArgs, deps: &mut Deps) -> Result<()> {
+    let want = Want { min_valid: args.min_valid, no_login: args.no_login, login_timeout: args.timeout };
+    let got = valid_token(flags, &want, deps)?;
+    let token = got.tokens.token(got.kind).ok_or_else(|| Error::provider("no token to print"))?;
+    let text = output::render_token(
+        args.format,
+        token.expose(),
+        got.kind,
+        got.expires_at,
+        deps.now(),
+        got.config.uri.as_deref(),
+    );
+    write_out(deps, text.as_bytes())
+}
+
+/// A token ready to hand out, with the configuration it belongs to.
+pub struct ValidToken {
+    pub config: ServerConfig,
+    pub tokens: TokenSet,
+    pub kind: TokenKind,
+    pub expires_at: i64,
+}
+
+/// What a caller of [`valid_token`] asks for.
+pub struct Want {
+    pub min_valid: Option<u64>,
+    pub no_login: bool,
+    pub login_timeout: u64,
+}
+
+/// From cache, by refresh, by client credentials, or by an interactive login when that is allowed.
+pub fn valid_token(flags: &Flags, want: &Want, deps: &mut Deps) -> Result<ValidToken> {
+    let (resolved, store) = setup(flags, deps)?;
+    let c = resolved.server;
+    let kind = token_kind(&c);
+    let key = store::server_key(&c);
+    let min_valid = match want.min_valid {
+        Some(s) => MinValid::Exactly(s as i64),
+        None => MinValid::Default(60),
+    };
+    // The hot path: a fresh cached token costs one file read, no lock, no network.
+    match store.load(&key) {
+        Ok(Some(entry)) => match entry.tokens.freshness(kind, deps.now(), min_valid) {
+            Ok(expires_at) => return Ok(ValidToken { config: c, tokens: entry.tokens, kind, expires_at }),
+            Err(reason) => deps.debug(format!("{reason}; renewing")),
+        },
+        Ok(None) => deps.debug("no cached tokens"),
+        Err(e) => deps.note(format!("warning: {e}; obtaining new tokens")),
+    }
+    let interactive_ok =
+        c.interactive && !want.no_login && deps.stdin_is_tty && deps.stderr_is_tty && !deps.env.is_set("CI");
+    let tokens = obtain(&c, &store, &key, min_valid, interactive_ok, want.login_timeout, deps);
+    flush_store_warnings(&store, deps);
+    let tokens = tokens?;
+    let expires_at = tokens
+        .freshness(kind, deps.now(), MinValid::Exactly(0))
+        .map_err(|r| Error::provider(format!("the provider issued no usable token for {}: {r}", c.display_name())))?;
+    Ok(ValidToken { config: c, tokens, kind, expires_at })
+}
+
+/// Run a command with `MLFLOW_TRACKING_TOKEN` and `MLFLOW_TRACKING_URI` set; the token never enters argv.
+pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()> {
+    let want = Want { min_valid: args.min_valid, no_login: args.no_login, login_timeout: args.timeout };
+    let got = valid_token(flags, &want, deps)?;
+    let left = got.expires_at.saturating_sub(deps.now());
+    if left < args.warn_within as i64 {
+        deps.note(format!(
+            "warning: the token for {} expires in {}; a run that outlives it will fail. For long runs use the MLflow \
+             plugin (`pip install mlflow-oidc`, then MLFLOW_TRACKING_AUTH=oidc), which renews tokens as needed",
+            got.config.display_name(),
+            output::human_duration(left.max(0))
+        ));
+    }
+    let token = got.tokens.token(got.kind).ok_or_else(|| Error::provider("no token to pass on"))?;
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| Error::config("no command given: mlflow-oidc exec -- COMMAND [ARGS...]"))?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest).env("MLFLOW_TRACKING_TOKEN", token.expose());
+    if let Some(uri) = &got.config.uri {
+        cmd.env("MLFLOW_TRACKING_URI", uri);
+    }
+    let _ = deps.out.flush();
+    let _ = deps.err.flush();
+    let failed = |e: std::io::Error| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound { ": not found on PATH" } else { "" };
+        Error::io(format!("cannot run `{}`{hint}", program.to_string_lossy()), e)
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // exec only returns on failure.
+        Err(failed(cmd.exec()))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = cmd.status().map_err(failed)?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+}
+
+/// Renew tokens under the key's lock: re-read (a sibling may have refreshed), refresh, a machine grant, or
+/// (when allowed) an interactive login.
+pub(super) fn obtain(
+    c: &ServerConfig,
+    store: &Store,
+    key: &str,
+    min_valid: MinValid,
+    interactive_ok: bool,
+    login_timeout: u64,
+    deps: &mut Deps,
+) -> Result<TokenSet> {
+    let kind = token_kind(c);
+    let lock = store.lock(key, LOCK_TIMEOUT)?;
+    let existing = store.load(key).unwrap_or_default();
+    if let Some(e) = &existing
+        && e.tokens.freshness(kind, deps.now(), min_valid).is_ok()
+    {
+        deps.debug("another process renewed the tokens meanwhile");
+        return Ok(e.tokens.clone());
+    }
+    let mut provider = Provider::connect(c, deps)?;
+    let rt = match &existing {
+        Some(e) => store.refresh_token(key, e)?,
+        None => None,
+    };
+    let mut rt_rejected = false;
+    let mut no_id_on_refresh = false;
+    if let Some(rt) = rt {
+        deps.debug("refreshing");
+        let attempt = refresh_once(c, &provider, &rt, deps);
+        let attempt = match attempt {
+            Err(e) if matches!(e, Error::Network(_) | Error::Provider(_)) && provider.refetch(c, deps)? => {
+                deps.debug("the cached provider metadata was stale; retrying with fresh metadata");
+                refresh_once(c, &provider, &rt, deps)
+            }
+            other => other,
+        };
+        match attempt? {
+            Some(mut set) => {
+                let renewed = set.token(kind).is_some();
+                keep_missing(&mut set, existing.as_ref().map(|e| &e.tokens));
+                // Persist the rotated refresh token before anyone uses the new access token.
+                store.save(key, &Entry::new(c, set.clone()), &lock)?;
+                if renewed {
+                    set.freshness(kind, deps.now(), MinValid::Exactly(0)).map_err(|r| {
+                        Error::provider(format!("the provider issued no usable token for {}: {r}", c.display_name()))
+                    })?;
+                    return Ok(set);
+                }
+                // OIDC Core §12.2 lets a provider renew the access token without a new ID token.
+                no_id_on_refresh = true;
+                deps.debug("the refresh renewed the access token but returned no ID token");
+            }
+            None => {
+                rt_rejected = true;
+                deps.debug("the refresh token is no longer valid");
+                // A sibling may have rotated it a moment ago: its tokens are ours too.
+                if let Ok(Some(e)) = store.load(key)
+                    && store.refresh_token(key, &e).ok().flatten().as_ref() != Some(&rt)
+                    && e.tokens.freshness(kind, deps.now(), min_valid).is_ok()
+                {
+                    return Ok(e.tokens);
+                }
+            }
+        }
+    }
+    if c.is_machine() {
+        deps.debug("client credentials grant");
+        let flows = Flows::new(c, &provider.discovered.metadata)?;
+        let set = flows.client_credentials(&provider.http, deps.now())?;
+        store.save(key, &Entry::new(c, set.clone()), &lock)?;
+        return require_kind(c, set);
+    }
+    if !interactive_ok {
+        return Err(Error::login_required(c.display_name(), why_no_login(c, deps, rt_rejected, no_id_on_refresh)));
+    }
+    // Siblings may wait on the lock while a person logs in: they then find fresh tokens instead of opening
+    // a second browser.
+    let opts = super::LoginOpts { timeout: login_timeout, ..super::LoginOpts::default() };
+    let set = super::login::interactive_login(c, &provider, opts, deps)?;
+    store.save(key, &Entry::new(c, set.clone()), &lock)?;
+    require_kind(c, set)
+}
+
+/// Why `token` stops at "log in", in the words the user needs.
+fn why_no_login(c: &ServerConfig, deps: &Deps, rt_rejected: bool, no_id_on_refresh: bool) -> String {
+    let why = if !c.interactive {
+        "interactive login is disabled for this server"
+    } else if deps.env.is_set("CI") {
+        "CI is set, so no browser login is attempted"
+    } else if !deps.stdin_is_tty || !deps.stderr_is_tty {
+        "no terminal to log in from"
+    } else {
+        "--no-login was given"
+    };
+    if rt_rejected {
+        format!("the provider rejected the stored refresh token (expired or revoked); {why}")
+    } else if no_id_on_refresh {
+        format!(
+            "the provider does not return a new ID token on refresh, so the ID token can only be renewed by \
+             logging in (set use-id-token = false to send the access token instead); {why}"
+        )
+    } else {
+        why.to_string()
+    }
+}
+
+fn refresh_once(c: &ServerConfig, provider: &Provider, rt: &Secret<String>, deps: &Deps) -> Result<Option<TokenSet>> {
+    let flows = Flows::new(c, &provider.discovered.metadata)?;
+    flows.refresh(&provider.http, rt, deps.now())
+}
+
+/// A refresh response may omit the ID token or scope; keep the old ones only when still of use.
+fn keep_missing(set: &mut TokenSet, old: Option<&TokenSet>) {
+    let Some(old) = old else { return };
+    if set.scope.is_none() {
+        set.scope = old.scope.clone();
+    }
+    // Kept so `status` still says whose login this is; its expiry decides whether it is used.
+    if set.id_token.is_none() {
+        set.id_token = old.id_token.clone();
+    }
+}
+
+/// The token this server is given must be in the set.
+pub(super) fn require_kind(c: &ServerConfig, set: TokenSet) -> Result<TokenSet> {
+    if set.token(token_kind(c)).is_none() {
+        return Err(match token_kind(c) {
+            TokenKind::IdToken => Error::provider(format!(
+                "the provider returned no ID token for {}: include `openid` in `scope`, or set use-id-token = false to send the access token",
+                c.display_name()
+            )),
+            TokenKind::AccessToken => {
+                Error::provider(format!("the provider returned no access token for {}", c.display_name()))
+            }
+        });
+    }
+    Ok(set)
+}
