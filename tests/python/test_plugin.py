@@ -209,7 +209,7 @@ class Failures(FakeBinaryCase):
             f.write(f"#!{sys.executable}\nprint('not json')\n")
         with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
             self.source.token(SERVER)
-        self.assertIn("unexpected", str(cm.exception))
+        self.assertIn("was malformed (not JSON)", str(cm.exception))
 
     def test_a_still_valid_token_is_used_on_when_renewal_fails(self):
         self.control(expires_in=8)  # margin 2 s
