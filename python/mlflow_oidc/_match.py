@@ -14,6 +14,7 @@ a `%` in the host, a port that is not plain digits) matches nothing.
 from __future__ import annotations
 
 import functools
+import re
 from typing import NamedTuple, Optional
 from urllib.parse import unquote, urlsplit
 
@@ -23,6 +24,13 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # `https://evil.test\@m.example.com/` ends (urllib3 stops at the backslash, as browsers do), and a
 # `%` would be decoded by someone else after we compared.
 _NOT_IN_HOST = frozenset("%\\/@?#[]")
+
+# Space, controls, DEL and the backslash (the fast path, per request); beyond ASCII, see _unsafe.
+_ASCII_UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+def _unsafe(c: str) -> bool:
+    return c.isspace() or not c.isprintable() or c == "\\"
 
 
 class Scope(NamedTuple):
@@ -45,7 +53,8 @@ def scope(url: str) -> Optional[Scope]:
         return None
     # Before urlsplit: it silently drops tab, CR and LF (bpo-43882), so it would compare a URL
     # other than the one given. A backslash is a `/` to browsers and urllib3, not to urllib.
-    if any(c.isspace() or not c.isprintable() or c == "\\" for c in url):
+    unsafe = _ASCII_UNSAFE.search(url) if url.isascii() else any(_unsafe(c) for c in url)
+    if unsafe:
         return None
     try:
         parts = urlsplit(url)

@@ -26,7 +26,7 @@ from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestA
 from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 
 from mlflow_oidc import _match
-from mlflow_oidc._token import SOURCE
+from mlflow_oidc._token import SOURCE, MlflowOidcError
 
 _logger = logging.getLogger("mlflow_oidc")
 
@@ -71,10 +71,13 @@ class OidcAuth(AuthBase):
 
     `OidcAuth(uri)` decorates requests within `uri` only; `OidcAuth()` (the auth provider's)
     those within MLflow's tracking or registry URI. Any other request (an artifact store on another
-    origin, a redirect target, a look-alike host) passes untouched and no token is fetched for it.
+    origin, a look-alike host) passes untouched and no token is fetched for it.
     """
 
     def __init__(self, server: str | None = None) -> None:
+        if server and _match.server_scope(server) is None:
+            # Would silently match nothing: every request would then get a 401 with no hint why.
+            raise MlflowOidcError(f"OidcAuth({server!r}): not an http(s) URL that requests can be matched against")
         self.server = server
 
     def __call__(self, r):
@@ -87,7 +90,7 @@ class OidcAuth(AuthBase):
             if _logger.isEnabledFor(logging.DEBUG):
                 target = _match.scope(url)
                 _logger.debug("no mlflow-oidc token for a request to %s: not within %s",
-                              target.origin() if target else "a non-http(s) URL",
+                              target.origin() if target else "a URL that is not plain http(s)",
                               self.server or "the tracking or registry URI")
             return r
         r.headers["Authorization"] = f"Bearer {SOURCE.token(server)}"
