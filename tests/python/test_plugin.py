@@ -2,7 +2,8 @@
 
 Run by tests/mlflow_e2e.rs as `python -m unittest discover -s tests/python` from a scratch
 directory with the test venv's python, so `mlflow_oidc` is imported from site-packages (the
-first test checks that). The fake binary (MLFLOW_OIDC_BIN) is a Python script driven by a JSON
+first test checks that; set MLFLOW_OIDC_TEST_FROM_SOURCE=1 to skip it when running them against
+python/ with PYTHONPATH). The fake binary (MLFLOW_OIDC_BIN) is a Python script driven by a JSON
 control file; it appends each argv to a log.
 """
 
@@ -20,7 +21,7 @@ import unittest
 from unittest import mock
 
 import mlflow_oidc
-from mlflow_oidc import _token, plugin
+from mlflow_oidc import _match, _token, plugin
 
 SERVER = "https://mlflow.example.test"
 
@@ -44,6 +45,9 @@ FAKE = textwrap.dedent(
             print("{{}}")
         sys.exit(code)
     code = ctl.get("exit", 0)
+    if "raw" in ctl:
+        sys.stdout.write(ctl["raw"])
+        sys.exit(0)
     if ctl.get("warn"):
         print("warning: " + ctl["warn"], file=sys.stderr)
     if code:
@@ -96,6 +100,7 @@ class FakeBinaryCase(unittest.TestCase):
 
 
 class InstalledWheel(unittest.TestCase):
+    @unittest.skipIf(os.environ.get("MLFLOW_OIDC_TEST_FROM_SOURCE"), "run against the source tree")
     def test_the_package_and_the_binary_come_from_the_installed_wheel(self):
         self.assertIn("site-packages", mlflow_oidc.__file__)
         with mock.patch.dict(os.environ):
@@ -209,7 +214,7 @@ class Failures(FakeBinaryCase):
             f.write(f"#!{sys.executable}\nprint('not json')\n")
         with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
             self.source.token(SERVER)
-        self.assertIn("unexpected", str(cm.exception))
+        self.assertIn("was malformed (not JSON)", str(cm.exception))
 
     def test_a_still_valid_token_is_used_on_when_renewal_fails(self):
         self.control(expires_in=8)  # margin 2 s
@@ -317,6 +322,229 @@ class AuthProvider(FakeBinaryCase):
             auth(self.prepared(f"{registry}/api/2.0/mlflow/registered-models/search"))
             auth(self.prepared(f"{SERVER}/api/2.0/mlflow/runs/get"))
         self.assertEqual([c[-1] for c in self.calls()], [registry, SERVER])
+
+
+class MalformedAnswers(FakeBinaryCase):
+    """What the binary prints is checked before its token goes into a header (issue 12)."""
+
+    ABSENT = object()
+
+    def answer(self, **fields):
+        obj = {"token": "eyJ.secret.sig", "token_type": "Bearer", "kind": "access_token",
+               "expires_at": "2099-01-01T00:00:00Z", "expires_in": 3600, "server": None}
+        obj.update(fields)
+        for k in [k for k, v in fields.items() if v is self.ABSENT]:
+            del obj[k]
+        self.control(raw=json.dumps(obj) + "\n")
+
+    def assert_malformed(self, why):
+        with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
+            self.source.token(SERVER)
+        msg = str(cm.exception)
+        self.assertIn(f"for {SERVER} was malformed ({why})", msg)
+        self.assertNotIn("secret", msg)
+        return msg
+
+    def test_a_well_formed_answer_is_used(self):
+        self.answer()
+        self.assertEqual(self.source.token(SERVER), "eyJ.secret.sig")
+        self.assertEqual(self.source._entries[SERVER].expires_at, 4070908800.0)
+
+    def test_a_token_that_is_a_number_is_refused(self):
+        self.answer(token=12345)
+        self.assert_malformed("`token` is not a string")
+
+    def test_a_missing_token_is_refused(self):
+        self.answer(token=self.ABSENT)
+        self.assert_malformed("`token` is missing")
+
+    def test_an_empty_token_is_refused(self):
+        self.answer(token="")
+        self.assert_malformed("`token` is empty")
+
+    def test_a_token_with_a_line_break_is_refused_not_sent_as_a_second_header(self):
+        for token in ("eyJ.secret\r\nX-Injected: 1", "eyJ.secret\n", "eyJ.se cret", "eyJ.secret\x1b[2J", "eyJ.sécret"):
+            self.answer(token=token)
+            self.assert_malformed("`token` has characters a bearer token cannot have")
+        self.assertNotIn(SERVER, self.source._entries)
+
+    def test_a_missing_expiry_is_refused(self):
+        self.answer(expires_at=self.ABSENT, expires_in=self.ABSENT)
+        self.assert_malformed("neither `expires_at` nor `expires_in`")
+
+    def test_a_non_numeric_expires_in_is_refused(self):
+        for left in ("3600", True, -1, [3600], {}):
+            self.answer(expires_at=self.ABSENT, expires_in=left)
+            self.assert_malformed("`expires_in` is not a number of seconds")
+        self.control(raw='{"token": "eyJ.secret.sig", "expires_in": NaN}')
+        self.assert_malformed("`expires_in` is not a number of seconds")
+
+    def test_expires_in_alone_is_enough(self):
+        self.answer(expires_at=self.ABSENT, expires_in=120)
+        before = time.time()
+        self.assertEqual(self.source.token(SERVER), "eyJ.secret.sig")
+        self.assertAlmostEqual(self.source._entries[SERVER].expires_at, before + 120, delta=5)
+
+    def test_an_expires_at_that_is_not_rfc3339_is_refused(self):
+        # A local time without offset would be read in this machine's time zone.
+        for at in ("soon", "2099-01-01T00:00:00", "2099-13-01T00:00:00Z", "20990101T000000Z", "", 4070908800):
+            self.answer(expires_at=at)
+            why = "`expires_at` is not a string" if isinstance(at, int) else "`expires_at` is not an RFC 3339 date-time"
+            self.assert_malformed(why)
+
+    def test_an_answer_that_is_not_an_object_is_refused(self):
+        self.control(raw='["eyJ.secret.sig"]')
+        self.assert_malformed("not a JSON object")
+
+    def test_the_auth_object_sends_nothing_on_a_malformed_answer(self):
+        self.answer(token="eyJ.secret\r\nX-Injected: 1")
+        import requests
+
+        r = requests.Request("GET", f"{SERVER}/api/2.0/mlflow/runs/get").prepare()
+        with mock.patch.object(plugin, "SOURCE", self.source), self.assertRaises(mlflow_oidc.MlflowOidcError):
+            plugin.OidcAuth(SERVER)(r)
+        self.assertNotIn("Authorization", r.headers)
+
+
+class TrustBoundaries(FakeBinaryCase):
+    """A token goes only to the origin and path of the server it is for (issue 12). Each hostile
+    URL: no Authorization header, and the binary is not run at all."""
+
+    TRACKING = "https://m.example.com"
+
+    def setUp(self):
+        super().setUp()
+        for p in (mock.patch.object(plugin, "SOURCE", self.source),
+                  mock.patch.object(plugin, "_tracking_uri", lambda: self.tracking),
+                  mock.patch.object(plugin, "_registry_uri", lambda: self.registry)):
+            p.start()
+            self.addCleanup(p.stop)
+        self.tracking, self.registry = self.TRACKING, self.TRACKING
+
+    def sent(self, url, auth=None):
+        """The Authorization header a request to `url` goes out with (None: none)."""
+        import requests
+
+        auth = auth or plugin.OidcRequestAuthProvider().get_auth()
+        return requests.Request("GET", url, auth=auth).prepare().headers.get("Authorization")
+
+    def assert_no_token(self, url, auth=None):
+        self.assertIsNone(self.sent(url, auth), url)
+        self.assertEqual(self.calls(), [], url)
+
+    def test_a_look_alike_host_gets_no_token(self):
+        self.assert_no_token("https://m.example.com.evil.test/api/2.0/mlflow/runs/get")
+        self.assert_no_token("https://evil-m.example.com/api/2.0/mlflow/runs/get")
+
+    def test_another_port_gets_no_token(self):
+        self.assert_no_token("https://m.example.com:8443/api/2.0/mlflow/runs/get")
+
+    def test_another_scheme_gets_no_token(self):
+        self.assert_no_token("http://m.example.com/api/2.0/mlflow/runs/get")
+
+    def test_userinfo_is_not_the_host(self):
+        self.assert_no_token("https://m.example.com@evil.test/api/2.0/mlflow/runs/get")
+        self.assert_no_token("https://m.example.com:443@evil.test/api/2.0/mlflow/runs/get")
+
+    def test_a_path_beside_the_prefix_gets_no_token(self):
+        self.tracking = self.registry = "https://m.example.com/mlflow"
+        self.assert_no_token("https://m.example.com/mlflowx/api/2.0/mlflow/runs/get")
+        self.assert_no_token("https://m.example.com/api/2.0/mlflow/runs/get")
+        self.assert_no_token("https://m.example.com/mlflow/%2e%2e/admin")
+        self.assertEqual(self.sent("https://m.example.com/mlflow/api/2.0/mlflow/runs/get"), "Bearer tok-1")
+
+    def test_explicit_oidc_auth_decorates_only_its_own_server(self):
+        auth = mlflow_oidc.OidcAuth("https://m.example.com/mlflow/")
+        self.tracking = self.registry = "https://elsewhere.example.com"  # not consulted
+        for url in ("https://m.example.com.evil.test/mlflow/api", "https://m.example.com:8443/mlflow/api",
+                    "http://m.example.com/mlflow/api", "https://m.example.com@evil.test/mlflow/api",
+                    "https://m.example.com/mlflowx/api", "https://elsewhere.example.com/mlflow/api"):
+            self.assert_no_token(url, auth)
+        self.assertEqual(self.sent("https://m.example.com/mlflow/api", auth), "Bearer tok-1")
+        self.assertEqual(self.calls()[0][-1], "https://m.example.com/mlflow/")
+
+    def test_explicit_oidc_auth_refuses_a_uri_it_cannot_match(self):
+        for uri in ("m.example.com", "file:///tmp/mlruns", "https://m.example.com /"):
+            with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
+                mlflow_oidc.OidcAuth(uri)
+            self.assertIn(repr(uri), str(cm.exception))
+
+    def test_the_default_port_spelt_out_is_the_same_server(self):
+        self.assertEqual(self.sent("https://m.example.com:443/api/2.0/mlflow/runs/get"), "Bearer tok-1")
+        auth = mlflow_oidc.OidcAuth("http://m.example.com:80")
+        self.assertEqual(self.sent("http://m.example.com/api", auth), "Bearer tok-2")
+
+    def test_host_names_are_compared_without_case(self):
+        self.tracking = self.registry = "https://M.Example.COM/"
+        self.assertEqual(self.sent("https://m.example.com/api/2.0/mlflow/runs/get"), "Bearer tok-1")
+        auth = mlflow_oidc.OidcAuth("https://m.example.com")
+        self.assertEqual(self.sent("HTTPS://M.EXAMPLE.COM/api/2.0/mlflow/runs/get", auth), "Bearer tok-2")
+
+    def test_a_registry_on_another_origin_gets_its_own_token_and_a_third_origin_none(self):
+        self.registry = "https://registry.example.com/mlflow"
+        self.assertEqual(self.sent("https://registry.example.com/mlflow/api/2.0/mlflow/registered-models/get"),
+                         "Bearer tok-1")
+        self.assertIsNone(self.sent("https://registry.example.com/other/api"))
+        self.assertIsNone(self.sent("https://third.example.com/api"))
+        self.assertEqual([c[-1] for c in self.calls()], ["https://registry.example.com/mlflow"])
+
+    def test_an_artifact_store_on_another_origin_gets_no_token_from_mlflow(self):
+        # MLflow itself, with MLFLOW_TRACKING_AUTH=oidc: an experiment's artifact location may be any
+        # http(s) URL (whoever created the experiment chose it); only the tracking origin gets a token.
+        import requests
+        from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+
+        seen = []
+
+        def send(adapter, request, **kwargs):
+            seen.append((request.url, request.headers.get("Authorization")))
+            resp = requests.Response()
+            resp.status_code, resp._content, resp.url, resp.request = 200, b"{}", request.url, request
+            resp.headers["Content-Type"] = "application/json"
+            return resp
+
+        # Registered as the wheel's entry point would (InstalledWheel checks that it is), so that
+        # this also runs against python/ on PYTHONPATH.
+        from mlflow.tracking.request_auth.registry import _request_auth_provider_registry as registry
+
+        env = {"MLFLOW_TRACKING_AUTH": "oidc", "MLFLOW_TRACKING_URI": self.TRACKING}
+        with mock.patch.dict(os.environ, env), \
+                mock.patch.object(registry, "_registry", [plugin.OidcRequestAuthProvider()]), \
+                mock.patch.object(requests.adapters.HTTPAdapter, "send", autospec=True, side_effect=send):
+            HttpArtifactRepository("https://artifacts.evil.test/api/2.0/mlflow-artifacts/artifacts/1").list_artifacts()
+            self.assertEqual(self.calls(), [])
+            HttpArtifactRepository(f"{self.TRACKING}/api/2.0/mlflow-artifacts/artifacts/1").list_artifacts()
+        self.assertEqual([(u.split("?")[0], a) for u, a in seen], [
+            ("https://artifacts.evil.test/api/2.0/mlflow-artifacts/artifacts", None),
+            (f"{self.TRACKING}/api/2.0/mlflow-artifacts/artifacts", "Bearer tok-1"),
+        ])
+
+
+class Matching(unittest.TestCase):
+    """The rule itself, on URLs as given (requests normalises some of these before the auth object sees them)."""
+
+    def test_what_is_within_a_server(self):
+        server = "https://m.example.com/mlflow"
+        within = ["https://m.example.com/mlflow", "https://m.example.com/mlflow/", "https://m.example.com/mlflow/api?x=1",
+                  "https://M.EXAMPLE.com:443/mlflow/api", "HTTPS://m.example.com:/mlflow/api",
+                  "https://user:pw@m.example.com/mlflow/api"]
+        outside = ["https://m.example.com.evil.test/mlflow/api", "https://m.example.com:8443/mlflow/api",
+                   "http://m.example.com/mlflow/api", "https://m.example.com@evil.test/mlflow/api",
+                   "https://evil.test\\@m.example.com/mlflow/api", "https://m.example.com/mlflowx/api",
+                   "https://m.example.com/", "https://m.example.com/mlflow/../admin",
+                   "https://m.example.com/mlflow/%2E%2e/admin", "https://m.example.com/mlflow/..%2Fadmin",
+                   "https://m.example.com\t/mlflow/api", "https://m.example.com /mlflow/api",
+                   "https://m.example.com\u200b/mlflow/api", "https://m.example.com/mlflow/api\u00a0",
+                   "https://m.example.com:+443/mlflow/api", "https://m.example.com:99999/mlflow/api",
+                   "https://m%2Eexample.com/mlflow/api", "ftp://m.example.com/mlflow/api", "/mlflow/api", ""]
+        for url in within:
+            self.assertTrue(_match.matches(url, server), url)
+        for url in outside:
+            self.assertFalse(_match.matches(url, server), url)
+
+    def test_a_server_uri_we_cannot_interpret_matches_nothing(self):
+        for server in ("file:///tmp/mlruns", "databricks", "https://m.example.com /", "https://", ""):
+            self.assertFalse(_match.matches("https://m.example.com/api", server), server)
 
 
 if __name__ == "__main__":
