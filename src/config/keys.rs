@@ -185,7 +185,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// docs/reference/settings.md, generated from the table (`mlflow-oidc` never reads it).
 pub fn reference_markdown() -> String {
     let mut s = String::from(
-        "<!-- Generated from src/config/keys.rs by `cargo test --test docs` (MLFLOW_OIDC_BLESS=1 rewrites it). Do not edit. -->\n\
+        "<!-- Generated from src/config/keys.rs by `cargo test --test docs` (UPDATE_GENERATED=1 rewrites it). Do not edit. -->\n\
          # Settings reference\n\n\
          Precedence for a server's settings: the environment variable, then the matching \
          `[[tool.mlflow-oidc-client.tracking-servers]]` block (a project's `pyproject.toml`, `--config`, or the user \
