@@ -135,7 +135,7 @@ impl<'a> Flows<'a> {
         Ok(Authorization { url: url.to_string(), state: state.secret().clone(), nonce, verifier })
     }
 
-    /// Redeem the authorization code; checks the ID token's nonce.
+    /// Redeem the authorization code; checks the ID token's claims and nonce.
     pub fn exchange_code(
         &self,
         http: &Http,
@@ -156,16 +156,7 @@ impl<'a> Flows<'a> {
         }
         let resp = req.request(http).map_err(|e| self.grant_error("authorization code", e, &[code]))?;
         let set = to_token_set(resp, now);
-        if let Some(expected) = &auth.nonce
-            && let Some(id) = &set.id_token
-        {
-            let got = crate::token::Claims::peek(id.expose()).and_then(|c| c.nonce);
-            if !got.as_deref().is_some_and(|g| crate::token::constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-                return Err(Error::provider(
-                    "the ID token's nonce does not match this login (a replayed or injected response): log in again",
-                ));
-            }
-        }
+        self.check_id_token(&set, now, auth.nonce.as_deref(), None)?;
         Ok(set)
     }
 
@@ -187,11 +178,20 @@ impl<'a> Flows<'a> {
             req = req.add_extra_param("resource", r.clone());
         }
         let resp = req.request(http).map_err(|e| self.grant_error("client credentials", e, &[]))?;
-        Ok(to_token_set(resp, now))
+        let set = to_token_set(resp, now);
+        self.check_id_token(&set, now, None, None)?;
+        Ok(set)
     }
 
-    /// The refresh-token grant. `Ok(None)` means the refresh token is no longer valid (`invalid_grant`).
-    pub fn refresh(&self, http: &Http, refresh_token: &Secret<String>, now: i64) -> Result<Option<TokenSet>> {
+    /// The refresh-token grant. `Ok(None)` means the refresh token is no longer valid (`invalid_grant`). A new
+    /// ID token must be for the same person as `previous_id` (OIDC Core §12.2).
+    pub fn refresh(
+        &self,
+        http: &Http,
+        refresh_token: &Secret<String>,
+        previous_id: Option<&Secret<String>>,
+        now: i64,
+    ) -> Result<Option<TokenSet>> {
         let rt = RefreshToken::new(refresh_token.expose().clone());
         let mut req = self.client.exchange_refresh_token(&rt);
         for r in &self.config.resources {
@@ -200,6 +200,7 @@ impl<'a> Flows<'a> {
         match req.request(http) {
             Ok(resp) => {
                 let mut set = to_token_set(resp, now);
+                self.check_id_token(&set, now, None, previous_id.map(|p| p.expose().as_str()))?;
                 // Providers that do not rotate return no refresh token (or an empty one): keep using the old one.
                 if set.refresh_token.is_none() {
                     set.refresh_token = Some(refresh_token.clone());
@@ -213,6 +214,25 @@ impl<'a> Flows<'a> {
             }
             Err(e) => Err(self.grant_error("refresh", e, &[refresh_token.expose()])),
         }
+    }
+
+    /// Every ID token received is checked before anything is stored (OIDC Core §3.1.3.7, §12.2).
+    pub(crate) fn check_id_token(
+        &self,
+        set: &TokenSet,
+        now: i64,
+        nonce: Option<&str>,
+        previous: Option<&str>,
+    ) -> Result<()> {
+        let Some(id) = &set.id_token else { return Ok(()) };
+        let expected = crate::idtoken::Expected {
+            issuer: &self.metadata.issuer,
+            client_id: &self.config.client_id,
+            now,
+            nonce,
+            previous,
+        };
+        crate::idtoken::validate(id.expose(), &expected).map(|_| ())
     }
 
     /// How this client authenticates at the provider's endpoints.

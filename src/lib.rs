@@ -15,6 +15,7 @@ pub mod error;
 pub mod flow;
 pub mod fsutil;
 pub mod http;
+pub mod idtoken;
 pub mod keyring_store;
 pub mod loopback;
 pub mod output;

@@ -149,6 +149,7 @@ pub struct Claims {
     pub email: Option<String>,
     pub nonce: Option<String>,
     pub iss: Option<String>,
+    pub azp: Option<String>,
     #[serde(default)]
     pub aud: Option<serde_json::Value>,
 }
@@ -181,7 +182,7 @@ fn strip_numbers(mut v: serde_json::Value) -> serde_json::Value {
     if let Some(o) = v.as_object_mut() {
         o.remove("exp");
         o.remove("iat");
-        for key in ["sub", "preferred_username", "email", "nonce", "iss"] {
+        for key in ["sub", "preferred_username", "email", "nonce", "iss", "azp"] {
             if o.get(key).is_some_and(|x| !x.is_string()) {
                 o.remove(key);
             }

@@ -141,11 +141,12 @@ pub(super) fn obtain(
     let mut no_id_on_refresh = false;
     if let Some(rt) = rt {
         deps.debug("refreshing");
-        let attempt = refresh_once(c, &provider, &rt, deps);
+        let previous_id = existing.as_ref().and_then(|e| e.tokens.id_token.clone());
+        let attempt = refresh_once(c, &provider, &rt, previous_id.as_ref(), deps);
         let attempt = match attempt {
             Err(e) if matches!(e, Error::Network(_) | Error::Provider(_)) && provider.refetch(c, deps)? => {
                 deps.debug("the cached provider metadata was stale; retrying with fresh metadata");
-                refresh_once(c, &provider, &rt, deps)
+                refresh_once(c, &provider, &rt, previous_id.as_ref(), deps)
             }
             other => other,
         };
@@ -219,9 +220,15 @@ fn why_no_login(c: &ServerConfig, deps: &Deps, rt_rejected: bool, no_id_on_refre
     }
 }
 
-fn refresh_once(c: &ServerConfig, provider: &Provider, rt: &Secret<String>, deps: &Deps) -> Result<Option<TokenSet>> {
+fn refresh_once(
+    c: &ServerConfig,
+    provider: &Provider,
+    rt: &Secret<String>,
+    previous_id: Option<&Secret<String>>,
+    deps: &Deps,
+) -> Result<Option<TokenSet>> {
     let flows = Flows::new(c, &provider.discovered.metadata)?;
-    flows.refresh(&provider.http, rt, deps.now())
+    flows.refresh(&provider.http, rt, previous_id, deps.now())
 }
 
 /// A refresh response may omit the ID token or scope; keep the old ones only when still of use.

@@ -97,7 +97,9 @@ impl Flows<'_> {
                     self.token_url
                 ))
             })?;
-            return Ok(DevicePoll::Done(to_token_set(tr, now)));
+            let set = to_token_set(tr, now);
+            self.check_id_token(&set, now, None, None)?;
+            return Ok(DevicePoll::Done(set));
         }
         let code = device.device_code.expose().as_str();
         let err = serde_json::from_slice::<OAuthError>(&resp.body).map_err(|_| {

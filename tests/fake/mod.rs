@@ -98,6 +98,10 @@ struct State {
     log: Vec<Req>,
     /// Extra claims for the ID token of an authorization code grant (`nonce` is taken from here).
     id_token_nonce: Option<String>,
+    /// Claims merged into the ID token of an authorization code grant (a wrong `aud`, a foreign `iss`).
+    id_claims: serde_json::Map<String, serde_json::Value>,
+    /// When set, a refresh answers with an ID token too, with these claims merged in (another `sub`).
+    refresh_id_claims: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A scripted provider on 127.0.0.1; its issuer is [`Fake::base`].
@@ -141,11 +145,23 @@ impl Fake {
         let mut s = self.state.lock().unwrap();
         s.routes.clear();
         s.id_token_nonce = None;
+        s.id_claims.clear();
+        s.refresh_id_claims = None;
     }
 
     /// Make the authorization code grant return an ID token whose `nonce` is this ([`NO_NONCE`]: no nonce claim).
     pub fn id_token_nonce(&self, nonce: &str) {
         self.state.lock().unwrap().id_token_nonce = Some(nonce.to_string());
+    }
+
+    /// Merge these claims into the login's ID token (see [`Fake::id_token_nonce`], which must be set too).
+    pub fn id_token_claims(&self, claims: serde_json::Value) {
+        self.state.lock().unwrap().id_claims = claims.as_object().cloned().unwrap_or_default();
+    }
+
+    /// Make refreshes return an ID token with these claims merged into the login's.
+    pub fn refresh_id_token(&self, claims: serde_json::Value) {
+        self.state.lock().unwrap().refresh_id_claims = Some(claims.as_object().cloned().unwrap_or_default());
     }
 
     pub fn requests(&self) -> Vec<Req> {
@@ -234,10 +250,15 @@ fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &str) 
 
 fn serve(mut stream: TcpStream, state: &Mutex<State>, base: &str) {
     let Some(req) = read_request(&mut stream) else { return };
-    let (route, nonce) = {
+    let (route, ids) = {
         let mut s = state.lock().unwrap();
         s.log.push(req.clone());
-        (s.routes.get(&req.path).cloned(), s.id_token_nonce.clone())
+        let ids = IdTokens {
+            nonce: s.id_token_nonce.clone(),
+            login: s.id_claims.clone(),
+            refresh: s.refresh_id_claims.clone(),
+        };
+        (s.routes.get(&req.path).cloned(), ids)
     };
     match route {
         Some(Reply::Status(status, ct, body)) => respond(&mut stream, status, ct, &body),
@@ -264,12 +285,25 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, base: &str) {
             );
             let _ = stream.write_all(head.as_bytes());
         }
-        None => behave(&mut stream, &req, base, nonce),
+        None => behave(&mut stream, &req, base, ids),
     }
 }
 
+/// What the ID tokens of this answer carry.
+struct IdTokens {
+    nonce: Option<String>,
+    login: serde_json::Map<String, serde_json::Value>,
+    refresh: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn id_claims(base: &str) -> serde_json::Value {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    serde_json::json!({"iss": base, "sub": "catalogue-user", "aud": CLIENT_ID, "exp": now + 3600, "iat": now})
+}
+
 /// The well-behaved provider.
-fn behave(stream: &mut TcpStream, req: &Req, base: &str, nonce: Option<String>) {
+fn behave(stream: &mut TcpStream, req: &Req, base: &str, ids: IdTokens) {
+    let nonce = ids.nonce;
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/.well-known/openid-configuration") => {
             respond(stream, 200, "application/json", &Fake::metadata(base).to_string())
@@ -284,19 +318,25 @@ fn behave(stream: &mut TcpStream, req: &Req, base: &str, nonce: Option<String>) 
                         "scope": "openid offline_access",
                     });
                     if let Some(n) = nonce {
-                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-                        let mut claims = serde_json::json!({
-                            "iss": base, "sub": "catalogue-user", "aud": CLIENT_ID, "exp": now + 3600, "iat": now, "nonce": n,
-                        });
+                        let mut claims = id_claims(base);
+                        claims["nonce"] = n.clone().into();
                         if n == NO_NONCE {
                             claims.as_object_mut().unwrap().remove("nonce");
                         }
+                        claims.as_object_mut().unwrap().extend(ids.login.clone());
                         tokens["id_token"] = jwt(&claims).into();
                     }
                     (200, ok(tokens))
                 }
                 "refresh_token" if req.form("refresh_token").as_deref() == Some(RT) => {
-                    (200, ok(serde_json::json!({"access_token": AT_NEW, "token_type": "Bearer", "expires_in": 3600})))
+                    let mut tokens =
+                        serde_json::json!({"access_token": AT_NEW, "token_type": "Bearer", "expires_in": 3600});
+                    if let Some(extra) = ids.refresh {
+                        let mut claims = id_claims(base);
+                        claims.as_object_mut().unwrap().extend(extra);
+                        tokens["id_token"] = jwt(&claims).into();
+                    }
+                    (200, ok(tokens))
                 }
                 "client_credentials" if client_authenticated(req) => {
                     (200, ok(serde_json::json!({"access_token": AT_CC, "token_type": "Bearer", "expires_in": 3600})))
