@@ -16,23 +16,23 @@ pub const DEFAULT_TTL: i64 = 24 * 3600;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Metadata {
     pub issuer: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_url")]
     pub authorization_endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_url")]
     pub token_endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_url")]
     pub device_authorization_endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_url")]
     pub revocation_endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_url")]
     pub end_session_endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_url")]
     pub jwks_uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_words")]
     pub scopes_supported: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_words")]
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_words")]
     pub grant_types_supported: Option<Vec<String>>,
 }
 
@@ -48,6 +48,30 @@ impl Metadata {
     pub fn supports_scope(&self, scope: &str) -> bool {
         self.scopes_supported.as_ref().is_some_and(|s| s.iter().any(|x| x == scope))
     }
+}
+
+/// Provider text is made safe to print by construction (issue 12: an OSC 52 sequence in metadata wrote to the
+/// clipboard of the terminal running `status --check`): every endpoint goes through `url::Url`, which
+/// percent-encodes control characters, and a value that is not a URL keeps only its printable characters (the
+/// endpoint checks then refuse it by name). The `issuer` is compared, not cleaned, and printed only via
+/// `printable`.
+fn clean_url<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    let raw = Option::<String>::deserialize(d)?;
+    Ok(raw.map(|s| {
+        if !s.chars().any(char::is_control) {
+            return s;
+        }
+        match url::Url::parse(&s) {
+            Ok(u) if !u.as_str().chars().any(char::is_control) => u.to_string(),
+            _ => crate::error::printable(&s),
+        }
+    }))
+}
+
+/// Lists of words (`scopes_supported`, …): entries with control characters are dropped.
+fn clean_words<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Vec<String>>, D::Error> {
+    let raw = Option::<Vec<String>>::deserialize(d)?;
+    Ok(raw.map(|v| v.into_iter().filter(|w| !w.chars().any(char::is_control)).collect()))
 }
 
 /// Metadata plus whether it came from the on-disk cache (a cached document that fails is refetched once).
@@ -94,7 +118,10 @@ pub fn discover(http: &Http, cache_dir: Option<&Path>, issuer: &str, now: i64, f
         )));
     }
     let metadata: Metadata = serde_json::from_slice(&resp.body).map_err(|e| {
-        Error::provider(format!("discovery at {url} did not return a valid OpenID configuration document ({e})"))
+        Error::provider(format!(
+            "discovery at {url} did not return a valid OpenID configuration document ({})",
+            crate::error::parse_error(&e)
+        ))
     })?;
     if !metadata.issuer_matches(issuer) {
         return Err(Error::provider(format!(

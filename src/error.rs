@@ -121,6 +121,23 @@ pub fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(300).collect()
 }
 
+/// `s` without control characters (terminal escapes, line breaks), whatever its length.
+pub fn strip_controls(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// What is wrong with a JSON document, without its values: serde's messages quote what they found
+/// (`invalid type: string "…"`), which may be a token or provider-chosen escape sequences.
+pub fn parse_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "a field is missing or has the wrong type",
+        serde_json::error::Category::Eof => "truncated",
+    };
+    format!("{what} at line {}, column {}", e.line(), e.column())
+}
+
 /// `text` with every occurrence of the given secrets replaced, for provider messages that echo them back.
 pub fn redact(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_string();

@@ -259,8 +259,10 @@ impl<'a> Flows<'a> {
             RequestTokenError::Request(e) => Error::network(e.0),
             // The body may hold tokens: name what was wrong, never echo it.
             RequestTokenError::Parse(e, _body) => Error::provider(format!(
-                "the token endpoint {url} returned an invalid {grant} response ({}): the provider may be misconfigured",
-                e.inner()
+                "the token endpoint {url} returned an invalid {grant} response ({} at `{}`): the provider may be \
+                 misconfigured",
+                crate::error::parse_error(e.inner()),
+                crate::error::printable(&e.path().to_string())
             )),
             RequestTokenError::Other(m) => Error::provider(format!(
                 "the {grant} request to {url} failed: {}",

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::config::ServerConfig;
-use crate::error::shell_word;
+use crate::error::{shell_word, strip_controls};
 use crate::token::{Claims, TokenKind, TokenSet, rfc3339};
 
 /// How `token` prints the token (`--format`).
@@ -165,7 +165,7 @@ impl LoginState {
 
 /// The `checks` member of `status --check --json`.
 pub fn checks_json(checks: &[crate::check::Check]) -> Value {
-    Value::Array(checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix})).collect())
+    Value::Array(checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": strip_controls(&c.detail), "fix": c.fix.as_deref().map(strip_controls)})).collect())
 }
 
 /// `status --check` lines: ✓ or ✗, the check, what was found, and the fix.
@@ -178,9 +178,10 @@ pub fn checks_text(checks: &[crate::check::Check], color: bool) -> String {
             (true, true) => "\x1b[32m✓\x1b[0m",
             (false, true) => "\x1b[31m✗\x1b[0m",
         };
-        s.push_str(&format!("  {mark} {:<24}{}\n", c.name, c.detail));
+        // Details quote provider metadata: the one rendering function strips what a terminal would obey.
+        s.push_str(&format!("  {mark} {:<24}{}\n", c.name, strip_controls(&c.detail)));
         if let Some(fix) = &c.fix {
-            s.push_str(&format!("    fix: {fix}\n"));
+            s.push_str(&format!("    fix: {}\n", strip_controls(fix)));
         }
     }
     s

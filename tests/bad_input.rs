@@ -707,6 +707,23 @@ fn provider_cases() {
             .setup(on(DISCOVERY, meta(&|m| drop(m.insert("issuer".into(), format!("https://evil.example.com/{escape}").into())))))
             .fails(1, &[&disco, "https://evil.example.com/"])
             .after(|_, out| assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)),
+        // Issue 12: provider text reaches no terminal raw, also where the first catalogue missed it.
+        case("status --check: terminal escapes in endpoint URLs (OSC 52 included)", &["status", "--check"])
+            .setup(on(DISCOVERY, meta(&|m| {
+                for k in ["token_endpoint", "authorization_endpoint", "revocation_endpoint", "device_authorization_endpoint"] {
+                    m.insert(k.into(), format!("{base}/{k}\u{1b}]52;c;cHduZWQ=\u{7}{escape}").into());
+                }
+                m.insert("scopes_supported".into(), serde_json::json!(["openid", format!("x{escape}")]));
+            })))
+            .fails(0, &[])
+            .after(|_, out| {
+                assert!(out.stdout.contains("token endpoint"), "{}", out.stdout);
+                assert!(!out.stdout.contains('\u{1b}') && !out.stdout.contains('\u{7}'), "{:?}", out.stdout)
+            }),
+        t("refresh: a token response with values of the wrong type is not echoed")
+            .setup(on(TOKEN, tokens(serde_json::json!({"access_token": ["echo-me-4f1c"], "token_type": "Bearer"}))))
+            .fails(1, &[&token_url, "invalid refresh response", "wrong type", "access_token"])
+            .after(|_, out| assert!(!out.stderr.contains("echo-me-4f1c"), "{}", out.stderr)),
         t("discovery: no token_endpoint")
             .setup(on(DISCOVERY, meta(&|m| drop(m.remove("token_endpoint")))))
             .fails(1, &["token_endpoint", &base]),

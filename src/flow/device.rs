@@ -65,7 +65,10 @@ impl Flows<'_> {
             });
         }
         let d: DeviceResponse = serde_json::from_slice(&resp.body).map_err(|e| {
-            Error::provider(format!("the device authorization endpoint {endpoint} returned an invalid response ({e})"))
+            Error::provider(format!(
+                "the device authorization endpoint {endpoint} returned an invalid response ({})",
+                crate::error::parse_error(&e)
+            ))
         })?;
         let number = |v: &Option<serde_json::Value>, default: u64| {
             v.as_ref().and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).unwrap_or(default)
@@ -93,8 +96,9 @@ impl Flows<'_> {
         if resp.status == 200 {
             let tr: TokenResponse = serde_json::from_slice(&resp.body).map_err(|e| {
                 Error::provider(format!(
-                    "the token endpoint {} returned an invalid device-flow response ({e})",
-                    self.token_url
+                    "the token endpoint {} returned an invalid device-flow response ({})",
+                    self.token_url,
+                    crate::error::parse_error(&e)
                 ))
             })?;
             let set = to_token_set(tr, now);

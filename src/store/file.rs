@@ -46,8 +46,9 @@ impl TokenStore for FileStore {
         };
         serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             Error::store(format!(
-                "token cache {} is corrupt ({e}): run `mlflow-oidc logout` and log in again, or delete the file",
-                path.display()
+                "token cache {} is corrupt ({}): run `mlflow-oidc logout` and log in again, or delete the file",
+                path.display(),
+                crate::error::parse_error(&e)
             ))
         })
     }
