@@ -54,8 +54,8 @@ impl Response {
 pub struct Http {
     settings: HttpSettings,
     extra: Vec<Certificate<'static>>,
-    plain: ureq::Agent,
-    tls: std::cell::OnceCell<ureq::Agent>,
+    /// Built on first use: [plain, plain without proxy, https, https without proxy].
+    agents: [std::cell::OnceCell<ureq::Agent>; 4],
     timeout: Duration,
 }
 
@@ -64,23 +64,27 @@ impl Http {
         Ok(Http {
             settings: settings.clone(),
             extra: extra_anchors(settings)?,
-            plain: agent(settings, TlsConfig::default()),
-            tls: std::cell::OnceCell::new(),
+            agents: Default::default(),
             timeout: settings.timeout,
         })
     }
 
-    /// The agent for `uri`: the one with the trust anchors for https, built on first use.
+    /// The agent for `uri`: the one with the trust anchors for https (the OS store is read only then), and
+    /// one without a proxy for loopback hosts, which a proxy cannot reach (issue 12: a loopback issuer was sent
+    /// through `HTTPS_PROXY`, as if `NO_PROXY` did not cover 127.0.0.1).
     fn agent_for(&self, uri: &http::Uri) -> Result<&ureq::Agent> {
-        if uri.scheme_str() != Some("https") {
-            return Ok(&self.plain);
-        }
-        if let Some(a) = self.tls.get() {
-            return Ok(a);
-        }
-        let roots = trust_anchors(&self.extra);
-        let tls = TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(roots))).build();
-        Ok(self.tls.get_or_init(|| agent(&self.settings, tls)))
+        let https = uri.scheme_str() == Some("https");
+        let loopback = uri.host().is_some_and(is_loopback);
+        let cell = &self.agents[usize::from(https) * 2 + usize::from(loopback)];
+        Ok(cell.get_or_init(|| {
+            let tls = if https {
+                let roots = trust_anchors(&self.extra);
+                TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(roots))).build()
+            } else {
+                TlsConfig::default()
+            };
+            agent(&self.settings, tls, !loopback)
+        }))
     }
 
     /// GET `url` and read its body.
@@ -126,7 +130,13 @@ impl Http {
     }
 }
 
-fn agent(settings: &HttpSettings, tls: TlsConfig) -> ureq::Agent {
+/// 127.0.0.0/8, ::1 and `localhost` (a host as `http::Uri` gives it, IPv6 in brackets).
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn agent(settings: &HttpSettings, tls: TlsConfig, proxy: bool) -> ureq::Agent {
     ureq::Agent::config_builder()
         // No redirects on OAuth endpoints: following them opens SSRF and can leak a code or a secret.
         .max_redirects(0)
@@ -137,7 +147,7 @@ fn agent(settings: &HttpSettings, tls: TlsConfig) -> ureq::Agent {
         .timeout_global(Some(settings.timeout))
         .user_agent(concat!("mlflow-oidc/", env!("CARGO_PKG_VERSION")))
         .tls_config(tls)
-        .proxy(ureq::Proxy::try_from_env())
+        .proxy(if proxy { ureq::Proxy::try_from_env() } else { None })
         .build()
         .into()
 }

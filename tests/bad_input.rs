@@ -804,6 +804,11 @@ fn provider_cases() {
         t("refresh: an empty refresh_token does not replace the stored one")
             .setup(on(TOKEN, tokens(serde_json::json!({"access_token": AT_CC, "token_type": "Bearer", "expires_in": 3600, "refresh_token": ""}))))
             .succeeds(AT_CC, &[]),
+        t("refresh: a proxy in the environment is bypassed for a loopback provider")
+            .env("HTTPS_PROXY", &dead)
+            .env("HTTP_PROXY", &dead)
+            .env("ALL_PROXY", &dead)
+            .succeeds(AT_NEW, &[]),
         t("refresh: the provider echoes the refresh token")
             .setup(on(TOKEN, Reply::json(400, format!(r#"{{"error":"invalid_request","error_description":"refresh_token {} is malformed"}}"#, fake::RT))))
             .fails(1, &["invalid_request"]),
