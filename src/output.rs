@@ -165,18 +165,20 @@ impl LoginState {
 
 /// The `checks` member of `status --check --json`.
 pub fn checks_json(checks: &[crate::check::Check]) -> Value {
-    Value::Array(checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": strip_controls(&c.detail), "fix": c.fix.as_deref().map(strip_controls)})).collect())
+    Value::Array(checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "warning": c.warning, "detail": strip_controls(&c.detail), "fix": c.fix.as_deref().map(strip_controls)})).collect())
 }
 
 /// `status --check` lines: ✓ or ✗, the check, what was found, and the fix.
 pub fn checks_text(checks: &[crate::check::Check], color: bool) -> String {
     let mut s = String::from("\nchecks:\n");
     for c in checks {
-        let mark = match (c.ok, color) {
-            (true, false) => "✓",
-            (false, false) => "✗",
-            (true, true) => "\x1b[32m✓\x1b[0m",
-            (false, true) => "\x1b[31m✗\x1b[0m",
+        let mark = match (c.ok, c.warning, color) {
+            (true, false, false) => "✓",
+            (true, true, false) => "!",
+            (false, _, false) => "✗",
+            (true, false, true) => "\x1b[32m✓\x1b[0m",
+            (true, true, true) => "\x1b[33m!\x1b[0m",
+            (false, _, true) => "\x1b[31m✗\x1b[0m",
         };
         // Details quote provider metadata: the one rendering function strips what a terminal would obey.
         s.push_str(&format!("  {mark} {:<24}{}\n", c.name, strip_controls(&c.detail)));

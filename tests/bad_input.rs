@@ -769,6 +769,32 @@ fn provider_cases() {
             .setup(on(TOKEN, Reply::json(400, r#"{"error":"invalid_grant"}"#)))
             .fails(3, &["refresh token", "mlflow-oidc login"])
             .loses_credential(),
+        // Issue 16: a refresh token the provider killed (reuse detection) answered with an empty or non-OAuth
+        // 400/401 is "log in again": exit 3, the dead refresh token dropped, nothing else lost.
+        t("refresh: 400 with an empty body means log in again")
+            .setup(on(TOKEN, Reply::text(400, "")))
+            .fails(3, &["not logged in", "rejected the stored refresh token", "mlflow-oidc login"])
+            .after(|w, _| {
+                let entry: serde_json::Value = serde_json::from_slice(&std::fs::read(&w.entry_path).unwrap()).unwrap();
+                assert!(entry["tokens"].get("refresh_token").is_none(), "the dead refresh token is dropped: {entry}");
+                assert_eq!(entry["issuer"], w.fake.base.as_str(), "the rest of the entry stays: {entry}");
+            })
+            .loses_credential(),
+        t("refresh: 401 with an HTML body means log in again")
+            .setup(on(TOKEN, Reply::html(401, "<html>Unauthorized</html>")))
+            .fails(3, &["not logged in", "mlflow-oidc login"])
+            .loses_credential(),
+        case("client credentials: 403 with an empty body names the status and the likely cause", &["token", "--no-login"])
+            .cwd("conf")
+            .setup(on(TOKEN, Reply::text(403, "")))
+            .fails(1, &[&token_url, "HTTP 403", "empty body", "scope"]),
+        case("status --check: a provider that lists neither refresh nor client_credentials only warns", &["status", "--check"])
+            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("grant_types_supported".into(), serde_json::json!(["authorization_code"]))))))
+            .fails(0, &[])
+            .after(|_, out| {
+                assert!(out.stdout.contains("! refresh"), "{}", out.stdout);
+                assert!(!out.stdout.contains("✗"), "{}", out.stdout);
+            }),
         t("refresh: 500 in plain text").setup(on(TOKEN, Reply::text(500, "Internal Server Error"))).fails(1, &[&token_url]),
         t("refresh: 502 from a proxy, in HTML")
             .setup(on(TOKEN, Reply::html(502, "<html><h1>Bad Gateway</h1></html>")))
@@ -780,7 +806,11 @@ fn provider_cases() {
         t("refresh: an unknown error code")
             .setup(on(TOKEN, Reply::json(400, r#"{"error":"temporarily_unavailable"}"#)))
             .fails(1, &["temporarily_unavailable"]),
-        t("refresh: error is not a string").setup(on(TOKEN, Reply::json(400, r#"{"error":5}"#))).fails(1, &[&token_url]),
+        // Not an OAuth error response at 400: like an empty body, "log in again" (issue 16).
+        t("refresh: error is not a string")
+            .setup(on(TOKEN, Reply::json(400, r#"{"error":5}"#)))
+            .fails(3, &["rejected the stored refresh token"])
+            .loses_credential(),
         t("refresh: 200 without access_token")
             .setup(on(TOKEN, Reply::json(200, r#"{"token_type":"Bearer","expires_in":3600}"#)))
             .fails(1, &[&token_url]),

@@ -176,6 +176,13 @@ pub(super) fn obtain(
                 {
                     return Ok(e.tokens);
                 }
+                // The dead refresh token is dropped, so the next `token` asks for a login at once instead of
+                // at the provider; the rest of the entry (whose login this was) stays (issue 16).
+                if let Some(mut e) = existing.clone() {
+                    e.tokens.refresh_token = None;
+                    e.refresh_token_in = None;
+                    store.save(key, &e, &lock)?;
+                }
             }
         }
     }
