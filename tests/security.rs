@@ -3,6 +3,9 @@
 //!
 //! Unit tests in `src/` cover the same ground from inside and are not repeated here:
 //! `loopback::tests::only_the_exact_path_with_our_state_ends_the_wait`, `loopback::tests::constant_time_comparison`,
+//! `loopback::tests::the_request_head_has_one_deadline_across_reads`,
+//! `loopback::tests::a_flood_of_idle_connections_evicts_the_oldest_not_the_callback`,
+//! `loopback::tests::the_host_header_must_name_the_listener`,
 //! `token::tests::secret_debug_is_redacted`, `store::tests::files_are_private_and_replaced_atomically`,
 //! `store::tests::a_planted_symlink_is_replaced_not_followed`, and the issuer and redirect validation in
 //! `config::tests`. SECURITY.md lists which property each test proves.
