@@ -1200,6 +1200,8 @@ fn callback_cases() {
     s.set("MLFLOW_OIDC_STORE", "file");
     s.set("BROWSER", support::browser_curl().to_str().unwrap());
     let out = run_bounded(s.cmd("proj", &["login"]), LIMIT);
+    let issuer = idp.issuer.clone();
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
     assert_eq!(out.code, 0, "{}", out.stderr);
     // From now on the "browser" opens nothing: the test plays both the attacker and the person.
     s.set("BROWSER", "true");
@@ -1295,13 +1297,27 @@ fn callback_cases() {
         })
         .ends(1, &["server_error"]),
         cb("callback: a forged code with our state", move |l| {
-            assert_eq!(status_of(&l.get(&format!("code=forged-code&state={}", l.state))), 200);
+            // The browser hears the provider's refusal, not "logged in" (the page waits for the exchange).
+            let r = l.get(&format!("code=forged-code&state={}&iss={}", l.state, enc(&issuer)));
+            bad(400, "invalid_grant")(r)
         })
         .ends(1, &["invalid_grant"]),
         cb("callback: another issuer in iss (mix-up)", move |l| {
-            assert_eq!(status_of(&l.get(&format!("code=c&state={}&iss=https%3A%2F%2Fevil.example.com", l.state))), 200);
+            bad(400, "evil.example.com")(l.get(&format!("code=c&state={}&iss=https%3A%2F%2Fevil.example.com", l.state)))
         })
-        .ends(1, &["https://evil.example.com", "refusing"]),
+        .ends(1, &["https://evil.example.com", "refusing", "RFC 9207"]),
+        cb("callback: no iss from a provider that always sends it (mix-up)", move |l| {
+            bad(400, "RFC 9207")(l.get(&format!("code=c&state={}", l.state)))
+        })
+        .ends(1, &["carries no `iss`", "RFC 9207"]),
+        cb("callback: our state from a foreign Host (DNS rebinding)", move |l| {
+            let r = send(
+                l.port,
+                format!("GET {}?code=c&state={} HTTP/1.1\r\nHost: evil.example:{}\r\n\r\n", l.path, l.state, l.port)
+                    .as_bytes(),
+            );
+            bad(400, "evil.example")(r)
+        }),
         CallbackCase {
             name: "callback: only junk until the login times out",
             junk: Box::new(move |l| bad(400, "state mismatch")(l.get("code=c&state=x"))),

@@ -3,6 +3,9 @@
 //!
 //! Unit tests in `src/` cover the same ground from inside and are not repeated here:
 //! `loopback::tests::only_the_exact_path_with_our_state_ends_the_wait`, `loopback::tests::constant_time_comparison`,
+//! `loopback::tests::the_request_head_has_one_deadline_across_reads`,
+//! `loopback::tests::a_flood_of_idle_connections_evicts_the_oldest_not_the_callback`,
+//! `loopback::tests::the_host_header_must_name_the_listener`,
 //! `token::tests::secret_debug_is_redacted`, `store::tests::files_are_private_and_replaced_atomically`,
 //! `store::tests::a_planted_symlink_is_replaced_not_followed`, and the issuer and redirect validation in
 //! `config::tests`. SECURITY.md lists which property each test proves.
@@ -64,6 +67,11 @@ fn listeners(port: u16) -> Vec<String> {
     out
 }
 
+/// Whether this machine has an IPv6 loopback to bind.
+fn ipv6_loopback() -> bool {
+    std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok()
+}
+
 /// The address this machine would use to reach the outside, if it has a non-loopback one (no packet is sent).
 fn external_address() -> Option<std::net::IpAddr> {
     let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
@@ -77,12 +85,15 @@ fn the_redirect_listener_binds_only_loopback() {
     let idp = Idp::start();
     let mut s = project(&idp, "");
     s.set("BROWSER", "true");
+    // `localhost` is 127.0.0.1 and [::1] (as /proc/net/tcp6 writes it) on one port: issue 12.
+    const V6: &str = "00000000000000000000000001000000";
+    let localhost: &[&str] = if ipv6_loopback() { &["0100007F", V6] } else { &["0100007F"] };
     for (redirect, want) in
-        [("http://127.0.0.1:0/oauth2/callback", "0100007F"), ("http://localhost:0/oauth2/callback", "0100007F")]
+        [("http://127.0.0.1:0/oauth2/callback", &["0100007F"][..]), ("http://localhost:0/oauth2/callback", localhost)]
     {
         let login = drive::start_login_with(&s, "proj", "20", &[("MLFLOW_TRACKING_OIDC_REDIRECT_URI", redirect)]);
         let bound = listeners(login.port);
-        assert_eq!(bound, [want], "{redirect}: the listener must be on 127.0.0.1 only, not a wildcard: {bound:?}");
+        assert_eq!(bound, want, "{redirect}: the listener must be on loopback only, not a wildcard: {bound:?}");
         if let Some(ip) = external_address() {
             let reach = TcpStream::connect_timeout(&(ip, login.port).into(), Duration::from_secs(2));
             assert!(reach.is_err(), "{redirect}: the listener answered on {ip}, a non-loopback address");
@@ -183,7 +194,7 @@ fn state_is_exact_fresh_and_single_use() {
     let second = start_login(&s, "proj", "5");
     let second_url = second.url.clone();
     assert_ne!(second.state, st, "a fresh state per login");
-    let r = send(second.port, format!("GET {old_path_query} HTTP/1.1\r\n\r\n").as_bytes());
+    let r = second.get(old_path_query.split_once('?').unwrap().1);
     assert_eq!(status_of(&r), 400, "{r}");
     assert!(r.contains("state mismatch"), "{r}");
     let out = second.finish(LIMIT);
@@ -225,11 +236,14 @@ fn the_id_token_nonce_must_match_the_login() {
         assert!(sent.len() >= 22, "{sent}");
         f.id_token_nonce(nonce.unwrap_or(&sent));
         let r = login.get(&format!("code={}&state={}", fake::CODE, login.state));
-        assert_eq!(status_of(&r), 200, "{r}");
+        // The browser is answered after the ID token was checked, so it hears about a refused nonce too.
+        assert_eq!(status_of(&r), if ok { 200 } else { 400 }, "{r}");
+        assert_eq!(r.contains("You are logged in"), ok, "{r}");
         let out = login.finish(LIMIT);
         if ok {
             assert_eq!(out.code, 0, "{}", out.stderr);
         } else {
+            assert!(r.contains("nonce") && r.contains("Look at the terminal"), "{r}");
             assert_eq!(out.code, 1, "nonce {nonce:?} accepted: {}", out.stderr);
             assert!(out.stderr.contains("nonce"), "{}", out.stderr);
             assert!(
@@ -538,4 +552,147 @@ fn the_secret_type_has_no_display_and_a_redacted_debug() {
 
     // Serialisation is the one deliberate way out (the token file); it is the plain value, not a wrapper.
     assert_eq!(serde_json::to_string(&secret).unwrap(), "\"hunter2-secret\"");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The loopback listener's trust boundaries (issue 12).
+
+/// `GET <path>?<query>` to `addr:port` with this `Host`, and the whole answer.
+fn get_on(addr: std::net::IpAddr, port: u16, path_query: &str, host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect((addr, port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("GET {path_query} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The browser's callback from a real login in `browser-curl`, which stops short of delivering it.
+fn undelivered_callback(login: &drive::PendingLogin) -> String {
+    let printed = support::run_browser(&support::browser_curl(), &login.url, &[("IDP_NO_CALLBACK", "1")]);
+    let url = url::Url::parse(printed.trim().strip_prefix("CALLBACK ").unwrap()).unwrap();
+    format!("{}?{}", url.path(), url.query().unwrap())
+}
+
+#[test]
+fn seventy_slow_connections_do_not_stall_the_real_login() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let idp = Idp::start();
+    let mut s = project(&idp, "");
+    s.set("BROWSER", "true");
+    let login = start_login(&s, "proj", "40");
+    let (port, stop, opened) = (login.port, Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    // 70 clients that each drip one byte every 2 s, and reconnect when closed: more than the connection cap, and
+    // each read well inside any per-read limit (a per-read limit is what let this stall a login before).
+    let slow: Vec<_> = (0..70)
+        .map(|_| {
+            let (stop, opened) = (stop.clone(), opened.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else { return };
+                    opened.fetch_add(1, Ordering::SeqCst);
+                    for b in b"GET /oauth2/callback?state=x HTTP/1.1\r\n".iter().cycle() {
+                        if stop.load(Ordering::SeqCst) || c.write_all(&[*b]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_secs(2));
+                    }
+                }
+            })
+        })
+        .collect();
+    while opened.load(Ordering::SeqCst) < 70 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    let printed = support::run_browser(&support::browser_curl(), &login.url, &[]);
+    assert!(printed.contains("CALLBACK"), "{printed}");
+    let out = login.finish(LIMIT);
+    let took = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(out.code, 0, "the slow connections stalled the login: {}", out.stderr);
+    assert!(out.stderr.contains("Logged in to"), "{}", out.stderr);
+    assert!(took < Duration::from_secs(20), "the login took {took:?} behind the slow connections");
+    for t in slow {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_localhost_redirect_holds_both_loopback_addresses_and_answers_on_ipv6() {
+    let idp = Idp::start();
+    let mut s = project(&idp, "");
+    s.set("BROWSER", "true");
+    let redirect = "http://localhost:0/oauth2/callback";
+    let login = drive::start_login_with(&s, "proj", "30", &[("MLFLOW_TRACKING_OIDC_REDIRECT_URI", redirect)]);
+    let port = login.port;
+    assert!(login.url.contains(&format!("localhost%3A{port}")), "the redirect URI keeps `localhost`: {}", login.url);
+    // Another local user cannot take either address of the port while the login waits.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err(), "127.0.0.1:{port} could be taken");
+    if !ipv6_loopback() {
+        eprintln!("no IPv6 loopback here: only the IPv4 half is checked");
+        let _ = login.finish(LIMIT);
+        return;
+    }
+    assert!(std::net::TcpListener::bind(("::1", port)).is_err(), "[::1]:{port} could be taken by another user");
+    // A browser that tries IPv6 first delivers the callback over [::1], with the `localhost` Host it resolved.
+    let callback = undelivered_callback(&login);
+    let page = get_on(std::net::Ipv6Addr::LOCALHOST.into(), port, &callback, &format!("localhost:{port}"));
+    assert_eq!(status_of(&page), 200, "{page}");
+    assert!(page.contains("You are logged in"), "{page}");
+    let out = login.finish(LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn the_browser_says_logged_in_only_after_the_code_was_redeemed() {
+    let idp = Idp::start();
+    let mut s = project(&idp, "");
+    s.set("BROWSER", "true");
+    // A code the provider refuses: the browser hears that, not "logged in", and the CLI says what the provider said.
+    let login = start_login(&s, "proj", "30");
+    let iss = url::form_urlencoded::byte_serialize(idp.issuer.as_bytes()).collect::<String>();
+    let page = login.get(&format!("code=made-up-code&state={}&iss={iss}", login.state));
+    let out = login.finish(LIMIT);
+    assert_eq!(status_of(&page), 400, "{page}");
+    assert!(!page.contains("You are logged in"), "{page}");
+    assert!(page.contains("invalid_grant") && page.contains("Look at the terminal"), "{page}");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("invalid_grant"), "{}", out.stderr);
+    assert_eq!(idp.count_grants("authorization_code"), 1);
+    // A real login: by the time the page arrives, the code has been redeemed.
+    let login = start_login(&s, "proj", "30");
+    let callback = undelivered_callback(&login);
+    let page = get_on([127, 0, 0, 1].into(), login.port, &callback, &format!("127.0.0.1:{}", login.port));
+    assert_eq!(idp.count_grants("authorization_code"), 2, "the page came before the exchange");
+    assert_eq!(status_of(&page), 200, "{page}");
+    assert!(page.contains("You are logged in"), "{page}");
+    assert_eq!(login.finish(LIMIT).code, 0);
+}
+
+#[test]
+fn a_callback_without_iss_is_refused_when_the_provider_always_sends_it() {
+    let idp = Idp::start();
+    let mut s = project(&idp, "");
+    s.set("BROWSER", "true");
+    // oidc-provider advertises authorization_response_iss_parameter_supported: true (RFC 9207 §3), so a response
+    // without `iss` may come from another provider the person was tricked into (a mix-up): never redeem it.
+    let login = start_login(&s, "proj", "30");
+    let callback = undelivered_callback(&login);
+    let without_iss: String = url::form_urlencoded::parse(callback.split_once('?').unwrap().1.as_bytes())
+        .filter(|(k, _)| k != "iss")
+        .map(|(k, v)| format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()))
+        .collect::<Vec<_>>()
+        .join("&");
+    let page = login.get(&without_iss);
+    let out = login.finish(LIMIT);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("RFC 9207") && out.stderr.contains(&idp.issuer), "{}", out.stderr);
+    assert_eq!(status_of(&page), 400, "{page}");
+    assert!(page.contains("RFC 9207") && !page.contains("You are logged in"), "{page}");
+    assert_eq!(idp.count_grants("authorization_code"), 0, "the code was sent to the token endpoint");
 }
