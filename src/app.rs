@@ -205,6 +205,9 @@ impl Provider {
         let http = http_for(Some(c), &deps.env)?;
         let cache = deps.paths.cache_dir.clone();
         let discovered = discovery::discover(&http, cache.as_deref(), &c.issuer, deps.now(), false)?;
+        if let Some(w) = &discovered.warning {
+            deps.note(format!("warning: {w}"));
+        }
         deps.debug(format!(
             "provider metadata for {} {}",
             c.issuer,
