@@ -206,17 +206,15 @@ fn skip_record(path: &Path, why: String, user_config: Option<&Path>) -> Skipped 
     let dir = path.parent().unwrap_or(path).display().to_string();
     let user = user_config.map(|p| p.display().to_string()).unwrap_or_else(|| "the user config file".into());
     let trust = if user_config == Some(path) {
-        "fix its owner (`chown`) or mode (`chmod go-w`)".to_string()
+        "Fix its owner (`chown`) or mode (`chmod go-w`)".to_string()
     } else {
         format!(
-            "if you trust it, add `safe-directories = [{}]` to {user}, or fix its owner (`chown`) or mode (`chmod go-w`)",
+            "If you trust it, add `safe-directories = [{}]` to {user}, or fix its owner (`chown`) or mode (`chmod go-w`)",
             toml::Value::String(dir)
         )
     };
-    let warning = format!(
-        "ignoring config file {}: {why}; another user could have written it. To use it, {trust}",
-        path.display()
-    );
+    let warning =
+        format!("ignoring config file {}: {why}; another user could have written it. {trust}", path.display());
     Skipped { path: path.to_path_buf(), why, warning }
 }
 
