@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, Skipped};
 use crate::error::{shell_word, strip_controls};
 use crate::token::{Claims, TokenKind, TokenSet, rfc3339};
 
@@ -54,6 +54,16 @@ pub fn config_text(c: &ServerConfig) -> String {
     line("interactive:", if c.interactive { "yes" } else { "no" }, "interactive");
     line("sends:", if c.use_id_token { "the ID token (use-id-token)" } else { "the access token" }, "use_id_token");
     s
+}
+
+/// The `skipped` member of `status --json`: config files found but not used, and why.
+pub fn skipped_json(skipped: &[Skipped]) -> Value {
+    Value::Array(skipped.iter().map(|s| json!({ "file": s.path.display().to_string(), "why": s.why })).collect())
+}
+
+/// One `skipped: <file> (<why>)` line per config file found but not used.
+pub fn skipped_text(skipped: &[Skipped]) -> String {
+    skipped.iter().map(|s| format!("skipped: {} ({})\n", s.path.display(), s.why)).collect()
 }
 
 /// One token in the requested format. The token type is always `Bearer` (the plugin copied `bearer` verbatim).

@@ -696,3 +696,260 @@ fn a_callback_without_iss_is_refused_when_the_provider_always_sends_it() {
     assert!(page.contains("RFC 9207") && !page.contains("You are logged in"), "{page}");
     assert_eq!(idp.count_grants("authorization_code"), 0, "the code was sent to the token endpoint");
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Files another user could have written (git `safe.directory` for CVE-2022-24765, ssh StrictModes).
+
+const NOBODY: u32 = 65534;
+
+/// Give `path` to another user. Tests run as root here; without the right to chown the test cannot prove
+/// anything, so it fails rather than skip.
+fn give_to_nobody(path: &Path) {
+    if let Err(e) = std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)) {
+        panic!(
+            "cannot chown {} to uid {NOBODY} ({e}): this test needs a second user and must run as root (or with \
+             CAP_CHOWN), as the container's test run does",
+            path.display()
+        );
+    }
+}
+
+/// A block for the confidential client at `issuer`; the secret comes from the environment, as in CI.
+fn machine_block(table: &str, issuer: &str) -> String {
+    format!(
+        "[[{table}]]\nuri = \"{SERVER}\"\nissuer = \"{issuer}\"\nclient-id = \"{CONFIDENTIAL_CLIENT_ID}\"\n\
+         audience = \"{AUDIENCE}\"\n"
+    )
+}
+
+fn machine_env(s: &mut Sandbox) {
+    s.set("MLFLOW_OIDC_STORE", "file");
+    s.set("MLFLOW_TRACKING_URI", SERVER);
+    s.set("MLFLOW_TRACKING_OIDC_CLIENT_SECRET", CONFIDENTIAL_CLIENT_SECRET);
+}
+
+#[test]
+fn a_pyproject_another_user_owns_or_may_write_is_skipped_unless_its_directory_is_safe() {
+    let evil = Idp::start();
+    let mut s = Sandbox::new();
+    machine_env(&mut s);
+    // In the parent of the project directory, as in a shared /tmp or /scratch.
+    let planted = s.write("pyproject.toml", &machine_block("tool.mlflow-oidc-client.tracking-servers", &evil.issuer));
+    give_to_nobody(&planted);
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 2, "no configuration is left: {}", out.stderr);
+    let warning = format!("ignoring config file {}: owned by uid {NOBODY}", planted.display());
+    assert!(out.stderr.contains(&warning), "{}", out.stderr);
+    assert!(out.stderr.contains("mode 0644") && out.stderr.contains("safe-directories = ["), "{}", out.stderr);
+    assert_eq!(out.stderr.matches("ignoring config file").count(), 1, "one warning: {}", out.stderr);
+    assert!(evil.requests().is_empty(), "the planted issuer was contacted: {:?}", evil.requests());
+    assert!(!out.all().contains(CONFIDENTIAL_CLIENT_SECRET));
+
+    // status (configured by the environment) lists the skipped file and why, in text and JSON.
+    let env_only =
+        [("MLFLOW_TRACKING_OIDC_ISSUER", "https://idp.example.com"), ("MLFLOW_TRACKING_OIDC_CLIENT_ID", "c")];
+    let out = s.run("proj", &["status"], &env_only);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let line = format!("skipped: {} (owned by uid {NOBODY}", planted.display());
+    assert!(out.stdout.contains(&line) && out.stdout.contains("mode 0644)"), "{}", out.stdout);
+    let out = s.run("proj", &["status", "--json"], &env_only);
+    let v: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(v["skipped"][0]["file"], planted.display().to_string(), "{v}");
+    assert!(v["skipped"][0]["why"].as_str().unwrap().contains("mode 0644"), "{v}");
+
+    // Our own file, but writable by the group: skipped the same way.
+    std::os::unix::fs::chown(&planted, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&planted, PermissionsExt::from_mode(0o664)).unwrap();
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("writable by other users") && out.stderr.contains("mode 0664"), "{}", out.stderr);
+    assert!(evil.requests().is_empty());
+
+    // The user trusts that directory: the file is used (here the "evil" provider is simply the configured one).
+    give_to_nobody(&planted);
+    let root = s.root().canonicalize().unwrap();
+    s.write(
+        "home/.config/mlflow-oidc/config.toml",
+        &format!("safe-directories = [{:?}]\n", root.display().to_string()),
+    );
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("ignoring"), "{}", out.stderr);
+    assert_eq!(evil.count_grants("client_credentials"), 1);
+    // `"*"` trusts every directory, as git's safe.directory does.
+    std::fs::remove_dir_all(s.data_dir()).unwrap();
+    s.write("home/.config/mlflow-oidc/config.toml", "safe-directories = [\"*\"]\n");
+    assert_eq!(mo(&s, &["token"]).code, 0);
+}
+
+#[test]
+fn a_user_config_another_user_may_write_is_skipped_with_its_safe_directories() {
+    let s = Sandbox::new();
+    let planted = s.write("pyproject.toml", &machine_block("tool.mlflow-oidc-client.tracking-servers", "https://i"));
+    give_to_nobody(&planted);
+    let user = s.write("home/.config/mlflow-oidc/config.toml", "safe-directories = [\"*\"]\n");
+    std::fs::set_permissions(&user, PermissionsExt::from_mode(0o666)).unwrap();
+    let out = mo(&s, &["status"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("ignoring config file {}: writable", user.display())), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("ignoring config file {}: owned by uid", planted.display())),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_walk_stops_above_the_home_directorys_parent() {
+    let mut s = Sandbox::new();
+    // HOME is <tmp>/home/user; a pyproject in <tmp>/home (HOME's parent, like /home) or <tmp> is not read,
+    // even when it is ours and private.
+    std::fs::create_dir_all(s.path("home/user/proj")).unwrap();
+    s.set("HOME", s.path("home/user").to_str().unwrap());
+    for at in ["home/pyproject.toml", "pyproject.toml"] {
+        let f = s.write(at, &machine_block("tool.mlflow-oidc-client.tracking-servers", "https://i.example.com"));
+        let out = s.run("home/user/proj", &["status"], &[]);
+        assert_eq!(out.code, 2, "{at} was used: {}", out.stdout);
+        assert!(out.stderr.contains("no pyproject.toml with [tool.mlflow-oidc-client] was found"), "{}", out.stderr);
+        std::fs::remove_file(f).unwrap();
+    }
+    // HOME itself is still part of the walk.
+    s.write(
+        "home/user/pyproject.toml",
+        &machine_block("tool.mlflow-oidc-client.tracking-servers", "https://i.example.com"),
+    );
+    let out = s.run("home/user/proj", &["status"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn a_project_block_cannot_redirect_a_server_of_the_user_config() {
+    let idp = Idp::start();
+    let evil = Idp::start();
+    let mut s = Sandbox::new();
+    machine_env(&mut s);
+    let user = s.write("home/.config/mlflow-oidc/config.toml", &machine_block("tracking-servers", &idp.issuer));
+    // Our own, private project file (a cloned repository, say): it still may not move the user's server.
+    let project =
+        s.write("proj/pyproject.toml", &machine_block("tool.mlflow-oidc-client.tracking-servers", &evil.issuer));
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for needle in [
+        format!("IGNORING the block for {SERVER} in {}", project.display()),
+        "`issuer`".to_string(),
+        format!("your own block in {}", user.display()),
+        "safe-directories".to_string(),
+    ] {
+        assert!(out.stderr.contains(&needle), "no {needle:?}: {}", out.stderr);
+    }
+    assert!(evil.requests().is_empty(), "the project's issuer got {:?}", evil.requests());
+    assert_eq!(idp.count_grants("client_credentials"), 1);
+    // Listed in safe-directories, the project block wins as before.
+    let dir = project.parent().unwrap().canonicalize().unwrap();
+    std::fs::write(
+        &user,
+        format!(
+            "safe-directories = [{:?}]\n{}",
+            dir.display().to_string(),
+            machine_block("tracking-servers", &idp.issuer)
+        ),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(s.data_dir()).unwrap();
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("IGNORING"), "{}", out.stderr);
+    assert_eq!(evil.count_grants("client_credentials"), 1);
+}
+
+/// A project logged in with the confidential client (one token file), for the store cases below.
+fn machine_project(idp: &Idp) -> (Sandbox, std::path::PathBuf) {
+    let mut s = Sandbox::new();
+    machine_env(&mut s);
+    s.write("proj/pyproject.toml", &machine_block("tool.mlflow-oidc-client.tracking-servers", &idp.issuer));
+    let first = mo(&s, &["token"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let file = std::fs::read_dir(s.tokens_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    (s, file)
+}
+
+#[test]
+fn a_token_file_another_user_owns_is_refused_not_printed() {
+    let idp = Idp::start();
+    let (s, file) = machine_project(&idp);
+    let theirs = mo(&s, &["token"]).ok().to_string();
+    // Another user's token file, readable by all, in a tokens directory anyone may write to.
+    std::fs::set_permissions(s.tokens_dir(), PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&file, PermissionsExt::from_mode(0o644)).unwrap();
+    give_to_nobody(&file);
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(!out.stdout.contains(theirs.trim()), "another user's token was printed");
+    let needle = format!("refusing to use {}: owned by uid {NOBODY}", file.display());
+    assert!(out.stderr.contains(&needle) && out.stderr.contains("mode 0644"), "{}", out.stderr);
+    assert!(out.stderr.contains("rm ") && out.stderr.contains("mlflow-oidc login"), "{}", out.stderr);
+    assert!(std::fs::metadata(&file).unwrap().is_file(), "the planted file is reported, not overwritten");
+}
+
+#[test]
+fn a_token_file_others_may_write_is_refused_and_one_they_may_read_is_made_private() {
+    let idp = Idp::start();
+    let (s, file) = machine_project(&idp);
+    std::fs::set_permissions(&file, PermissionsExt::from_mode(0o666)).unwrap();
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("refusing to use {}: writable by other users", file.display())));
+    assert_eq!(out.stdout, "");
+    // Readable only: the content is ours (only we or root could write it), so it is kept, made 0600, and
+    // the user is told the token may have been read.
+    std::fs::set_permissions(&file, PermissionsExt::from_mode(0o644)).unwrap();
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // `status` says so (the cached `token` path prints no store warnings today).
+    std::fs::set_permissions(&file, PermissionsExt::from_mode(0o644)).unwrap();
+    let out = mo(&s, &["status"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("was readable by other users (mode 0644)"), "{}", out.stderr);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn a_symlinked_token_file_is_not_followed() {
+    let idp = Idp::start();
+    let (s, file) = machine_project(&idp);
+    // A link to a valid entry elsewhere (e.g. another user's): its token must not be printed.
+    let elsewhere = s.path("elsewhere.json");
+    std::fs::rename(&file, &elsewhere).unwrap();
+    let theirs: serde_json::Value = serde_json::from_slice(&std::fs::read(&elsewhere).unwrap()).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("is a symbolic link: not followed"), "{}", out.stderr);
+    let printed = out.stdout.trim();
+    assert_ne!(Some(printed), theirs["tokens"]["access_token"].as_str(), "the linked entry's token was printed");
+    assert!(!std::fs::symlink_metadata(&file).unwrap().file_type().is_symlink(), "replaced by our own file");
+    assert_eq!(idp.count_grants("client_credentials"), 2, "a new token was obtained");
+}
+
+#[test]
+fn a_discovery_cache_file_another_user_owns_is_ignored_and_refetched() {
+    let idp = Idp::start();
+    let (s, _) = machine_project(&idp);
+    let cache = std::fs::read_dir(s.cache_dir().join("discovery")).unwrap().flatten().next().unwrap().path();
+    give_to_nobody(&cache);
+    std::fs::remove_dir_all(s.tokens_dir()).unwrap();
+    idp.clear_requests();
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let needle = format!("ignoring the discovery cache {}: owned by uid {NOBODY}", cache.display());
+    assert!(out.stderr.contains(&needle) && out.stderr.contains("refetching"), "{}", out.stderr);
+    assert!(idp.requests().iter().any(|r| r["route"] == "discovery"), "refetched: {:?}", idp.requests());
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(std::fs::metadata(&cache).unwrap().uid(), NOBODY, "the refetch replaced it with our own file");
+}

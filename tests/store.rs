@@ -339,7 +339,8 @@ fn status_json_login_and_store_members_are_pinned() {
         k.join(",")
     };
     let before: serde_json::Value = serde_json::from_str(s.mo(&["status", "--json"]).ok()).unwrap();
-    assert_eq!(keys(&before), "config,login,store");
+    assert_eq!(keys(&before), "config,login,skipped,store");
+    assert_eq!(before["skipped"], serde_json::json!([]), "config files not used (tests/security.rs fills it)");
     assert_eq!(
         keys(&before["login"]),
         "email,expires_at,expires_in,logged_in,refresh_token,subject,token_kind,username"

@@ -1,7 +1,7 @@
 //! `logout`: revoke the refresh token (best effort, RFC 7009), point at the provider's end-session page, and
 //! forget the credentials locally whatever the provider says.
 
-use super::{Deps, LOCK_TIMEOUT, flush_store_warnings, http_for, open_store, setup};
+use super::{Deps, LOCK_TIMEOUT, flush_store_warnings, http_for, load_config, open_store, setup};
 use crate::cli::LogoutArgs;
 use crate::config::{self, Flags, ServerConfig};
 use crate::discovery;
@@ -12,8 +12,8 @@ use crate::token::Secret;
 
 pub(super) fn logout(flags: &Flags, args: &LogoutArgs, deps: &mut Deps) -> Result<()> {
     if args.all {
-        let files = config::load_sources(flags, &deps.env, deps.paths.user_config.as_deref())?;
-        let store = open_store(flags, &files, deps)?;
+        let loaded = load_config(flags, deps)?;
+        let store = open_store(flags, &loaded.files, deps)?;
         let mut n = 0;
         for key in store.keys() {
             if logout_one(None, &store, &key, args, deps)? {
