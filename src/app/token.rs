@@ -53,7 +53,11 @@ pub fn valid_token(flags: &Flags, want: &Want, deps: &mut Deps) -> Result<ValidT
     // The hot path: a fresh cached token costs one file read, no lock, no network.
     match store.load(&key) {
         Ok(Some(entry)) => match entry.tokens.freshness(kind, deps.now(), min_valid) {
-            Ok(expires_at) => return Ok(ValidToken { config: c, tokens: entry.tokens, kind, expires_at }),
+            Ok(expires_at) => {
+                // A file re-tightened to 0600 on the way is worth a word even on the hot path.
+                flush_store_warnings(&store, deps);
+                return Ok(ValidToken { config: c, tokens: entry.tokens, kind, expires_at });
+            }
             Err(reason) => deps.debug(format!("{reason}; renewing")),
         },
         Ok(None) => deps.debug("no cached tokens"),
