@@ -50,7 +50,11 @@ pub fn config_text(c: &ServerConfig) -> String {
     line("client secret:", if c.client_secret.is_some() { "set (hidden)" } else { "not set" }, "client_secret");
     line("redirect uri:", &c.redirect_uri, "redirect_uri");
     line("scope:", &c.scope, "scope");
-    line("audience:", &c.audience, "audience");
+    // The request parameter, not the token's `aud` (that is under `token claims`): issue 16.
+    line("audience:", &format!("{} (request parameter)", c.audience), "audience");
+    if !c.resources.is_empty() {
+        line("resource:", &c.resources.join(" "), "resource");
+    }
     line("interactive:", if c.interactive { "yes" } else { "no" }, "interactive");
     line("sends:", if c.use_id_token { "the ID token (use-id-token)" } else { "the access token" }, "use_id_token");
     s
@@ -108,23 +112,37 @@ pub struct LoginState {
     expires_at: Option<i64>,
     expires_in: Option<i64>,
     claims: Option<Claims>,
+    /// The claims of the token that is sent (peeked, unverified): what a server compares with its expected `aud`.
+    sent: Option<Claims>,
     refresh_token: bool,
+    /// A machine client gets a new token by client credentials, not by logging in.
+    machine: bool,
     store: StoreInfo,
 }
 
 impl LoginState {
-    pub fn new(tokens: Option<&TokenSet>, refresh_token: bool, kind: TokenKind, now: i64, store: StoreInfo) -> Self {
+    pub fn new(
+        tokens: Option<&TokenSet>,
+        refresh_token: bool,
+        kind: TokenKind,
+        now: i64,
+        machine: bool,
+        store: StoreInfo,
+    ) -> Self {
         let expires_at = tokens.and_then(|t| t.expires_at(kind));
         let fresh = expires_at.is_some_and(|e| e > now);
         let claims = tokens
             .and_then(|t| t.id_token.as_ref().or(t.access_token.as_ref()).and_then(|tok| Claims::peek(tok.expose())));
+        let sent = tokens.and_then(|t| t.token(kind)).and_then(|tok| Claims::peek(tok.expose()));
         LoginState {
             logged_in: fresh || refresh_token,
             kind,
             expires_at,
             expires_in: expires_at.map(|e| e.saturating_sub(now)),
             claims,
+            sent,
             refresh_token,
+            machine,
             store,
         }
     }
@@ -145,6 +163,11 @@ impl LoginState {
             "username": c.and_then(|c| c.preferred_username.clone()),
             "email": c.and_then(|c| c.email.clone()),
             "refresh_token": self.refresh_token,
+            "token_claims": self.sent.as_ref().map(|t| json!({
+                "iss": t.iss.as_deref().map(strip_controls),
+                "aud": t.aud.as_ref().map(audience_text),
+                "exp": t.exp.map(rfc3339),
+            })),
         })
     }
 
@@ -163,13 +186,30 @@ impl LoginState {
             let state = if left > 0 { format!("valid for {}", human_duration(left)) } else { "expired".to_string() };
             s.push_str(&format!("{:<15}{} until {} ({state})\n", "token:", self.kind.as_str(), rfc3339(at)));
         }
-        s.push_str(&format!(
-            "{:<15}{}\n",
-            "refresh token:",
-            if self.refresh_token { "held (renews silently)" } else { "none (expiry means a new login)" }
-        ));
+        // Issue 16: the configured `audience` is a request parameter; what a server checks is the token's own
+        // `aud`, so show that (peeked, never the token).
+        if let Some(t) = &self.sent {
+            let iss = t.iss.as_deref().map(strip_controls).unwrap_or_else(|| "-".into());
+            let aud = t.aud.as_ref().map(audience_text).unwrap_or_else(|| "-".into());
+            s.push_str(&format!("{:<15}iss {iss}, aud {aud}\n", "token claims:"));
+        }
+        let refresh = match (self.refresh_token, self.machine) {
+            (true, _) => "held (renews silently)",
+            (false, true) => "none (a machine client: the next `token` asks for a new client-credentials token)",
+            (false, false) => "none (expiry means a new login)",
+        };
+        s.push_str(&format!("{:<15}{refresh}\n", "refresh token:"));
         s.push_str(&store);
         s
+    }
+}
+
+/// A JWT `aud` (a string or an array of strings) for display.
+fn audience_text(aud: &Value) -> String {
+    match aud {
+        Value::String(s) => strip_controls(s),
+        Value::Array(a) => a.iter().filter_map(Value::as_str).map(strip_controls).collect::<Vec<_>>().join(" "),
+        other => strip_controls(&other.to_string()),
     }
 }
 

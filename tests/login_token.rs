@@ -326,3 +326,15 @@ fn login_through_headless_chromium() {
     let token = s.mo(&["token"]).ok().trim().to_string();
     support::verify_id_token(&idp.issuer, &token, PUBLIC_CLIENT_ID);
 }
+
+#[test]
+fn a_machine_client_is_told_that_expiry_means_new_client_credentials_not_a_login() {
+    let idp = Idp::start();
+    let s = confidential(&idp, "");
+    let out = s.mo(&["login"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("the next `token` asks for a new client-credentials token"), "{}", out.stderr);
+    assert!(!out.stderr.contains("means a new login"), "{}", out.stderr);
+    let status = s.mo(&["status"]);
+    assert!(status.ok().contains("a machine client: the next `token` asks for a new client-credentials token"));
+}

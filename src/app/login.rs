@@ -43,8 +43,11 @@ pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<
         .expires_at(token_kind(c))
         .map(|e| format!(" (token valid until {})", crate::token::rfc3339(e)))
         .unwrap_or_default();
-    let refresh =
-        if set.refresh_token.is_some() { "" } else { "; no refresh token was issued, so expiry means a new login" };
+    let refresh = match (set.refresh_token.is_some(), c.is_machine()) {
+        (true, _) => "",
+        (false, true) => "; at expiry the next `token` asks for a new client-credentials token",
+        (false, false) => "; no refresh token was issued, so expiry means a new login",
+    };
     match who {
         Some(w) => deps.note(format!("Logged in to {} as {w}{until}{refresh}.", c.display_name())),
         None => deps.note(format!("Logged in to {}{until}{refresh}.", c.display_name())),

@@ -25,7 +25,14 @@ pub(super) fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Resul
     let (backend, why) = store.backend();
     flush_store_warnings(&store, deps);
     let store_info = output::StoreInfo { backend: backend.as_str(), location: store.describe(), reason: why };
-    let login = output::LoginState::new(entry.as_ref().map(|e| &e.tokens), rt_held, token_kind(c), now, store_info);
+    let login = output::LoginState::new(
+        entry.as_ref().map(|e| &e.tokens),
+        rt_held,
+        token_kind(c),
+        now,
+        c.is_machine(),
+        store_info,
+    );
     let checks = if args.check { Some(crate::check::run(c, &http_for(Some(c), &deps.env)?, now)) } else { None };
     if args.json {
         let mut v = serde_json::json!({
