@@ -65,7 +65,18 @@ fn logout_one(c: Option<&ServerConfig>, store: &Store, key: &str, args: &LogoutA
                 }
                 if let Some(url) = end_session {
                     if args.end_session {
-                        if let Err(why) = deps.browser.open(&url) {
+                        // OIDC RP-Initiated Logout 1.0 §2 RECOMMENDS id_token_hint, and some providers end at an
+                        // empty page without it (issue 16). The browser gets it; the printed URL does not.
+                        let opened = match &entry.tokens.id_token {
+                            Some(id) => url::Url::parse(&url)
+                                .map(|mut u| {
+                                    u.query_pairs_mut().append_pair("id_token_hint", id.expose());
+                                    u.to_string()
+                                })
+                                .unwrap_or_else(|_| url.clone()),
+                            None => url.clone(),
+                        };
+                        if let Err(why) = deps.browser.open(&opened) {
                             deps.note(format!("(could not open a browser: {why})"));
                         }
                         deps.note(format!("To end the browser session at the provider, visit:\n  {url}"));
