@@ -177,7 +177,13 @@ impl ConfigFile {
     }
 
     fn doc(&self) -> std::result::Result<&toml::Table, &toml::de::Error> {
-        self.parsed.get_or_init(|| self.text.parse::<toml::Table>()).as_ref()
+        self.parsed
+            .get_or_init(|| match self.kind {
+                // A project file is read only for `tool.mlflow-oidc-client`; the rest is parsed, not built.
+                FileKind::Project => view::project_view(&self.text),
+                FileKind::User | FileKind::Explicit => self.text.parse::<toml::Table>(),
+            })
+            .as_ref()
     }
 }
 
@@ -385,6 +391,7 @@ mod files;
 pub mod keys;
 mod runtime;
 mod validate;
+mod view;
 
 pub use files::{Loaded, Skipped, load_sources, store_setting};
 pub use runtime::{StoreChoice, http_settings, keyring_timeout, store_choice};
