@@ -125,9 +125,16 @@ fn the_sdist_installs_with_pip_in_a_clean_venv() {
 
     let listing = run("tar -tzf", Command::new("tar").arg("-tzf").arg(&sdist));
     let files: Vec<&str> = listing.lines().map(|l| l.split_once('/').map_or(l, |(_, rest)| rest)).collect();
-    for need in
-        ["pyproject.toml", "Cargo.toml", "Cargo.lock", "build.rs", "src/main.rs", "python/mlflow_oidc/plugin.py"]
-    {
+    for need in [
+        "pyproject.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "LICENSE",
+        "README.md",
+        "src/main.rs",
+        "python/mlflow_oidc/plugin.py",
+    ] {
         assert!(files.contains(&need), "the sdist lacks {need}:\n{listing}");
     }
     for path in &files {
