@@ -1,4 +1,4 @@
-//! Sets `MLFLOW_OIDC_VERSION`, the text of `mlflow-oidc --version`: the crate version, plus the
+//! Sets `VERSION_WITH_COMMIT`, the text of `mlflow-oidc --version`: the crate version, plus the
 //! commit it was built from in release builds ("0.1.0 (3f2a9c1)").
 //!
 //! Where the commit comes from, first found wins:
@@ -10,6 +10,8 @@
 //! Anything missing or failing means no commit, silently. Dev and test builds (profile `debug`) never
 //! ask git: watching `.git/HEAD` and the branch ref would rerun this script, and so recompile the
 //! crate and every test binary, after each commit, even one that only touched docs.
+//! (The variable's name does not start with `MLFLOW_`: tests/docs.rs takes such literals in src/ for
+//! settings read at run time.)
 
 #![allow(clippy::disallowed_methods, clippy::print_stdout)]
 
@@ -26,7 +28,7 @@ fn main() {
         Some(c) => format!("{version} ({c})"),
         None => version,
     };
-    println!("cargo:rustc-env=MLFLOW_OIDC_VERSION={text}");
+    println!("cargo:rustc-env=VERSION_WITH_COMMIT={text}");
 }
 
 fn commit() -> Option<String> {
