@@ -16,7 +16,7 @@ the user config file, and MLFLOW_TRACKING_OIDC_* variables (which win). Exit cod
 
 /// Credential helper for MLflow tracking servers behind an OAuth 2.1 / OpenID Connect proxy.
 #[derive(Debug, Parser)]
-#[command(name = "mlflow-oidc", version, about, after_help = AFTER_HELP, propagate_version = true)]
+#[command(name = "mlflow-oidc", version = env!("VERSION_WITH_COMMIT"), about, after_help = AFTER_HELP, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
