@@ -156,6 +156,10 @@ fn agent(settings: &HttpSettings, tls: TlsConfig, proxy: bool) -> ureq::Agent {
         .http_status_as_error(false)
         .timeout_connect(Some(settings.connect_timeout))
         .timeout_global(Some(settings.timeout))
+        // A pooled connection older than this is not reused: servers close idle keep-alive connections after a
+        // few seconds (Node's default is 5 s), and a POST on one they just closed fails with a broken pipe —
+        // seen on device-flow polls after a 6 s slow_down.
+        .max_idle_age(Duration::from_secs(2))
         .user_agent(concat!("mlflow-oidc/", env!("CARGO_PKG_VERSION")))
         .tls_config(tls)
         .proxy(if proxy { ureq::Proxy::try_from_env() } else { None })
