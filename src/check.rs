@@ -185,7 +185,7 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
 }
 
 fn port_check(c: &ServerConfig) -> Check {
-    match crate::loopback::bind_any(&c.redirect_uri, &c.redirect_ports) {
+    match crate::loopback::bind_any(&c.redirect_uri, &c.redirect_ports, c.redirect_tls_files()) {
         Ok(l) => pass("redirect port", format!("{} can be bound", l.redirect_uri)),
         Err(Error::Config(m)) | Err(Error::Interaction(m)) | Err(Error::PortInUse { message: m, .. }) => {
             fail("redirect port", m, "free the port, or use port 0 / redirect-ports")

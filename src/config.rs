@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub interactive: bool,
     pub use_id_token: bool,
     pub ca_bundle: Option<PathBuf>,
+    /// The certificate and key an `https://` loopback redirect is served with.
+    pub redirect_tls: Option<(PathBuf, PathBuf)>,
     pub token_endpoint_auth_method: Option<AuthMethod>,
     /// Ask for `offline_access` when the provider supports it and the scope lacks it.
     pub offline_access: bool,
@@ -91,6 +93,11 @@ impl ServerConfig {
     /// A name for this server in messages: the tracking URI, else the issuer.
     pub fn display_name(&self) -> &str {
         self.uri.as_deref().unwrap_or(&self.issuer)
+    }
+
+    /// The TLS files of the loopback listener, for an `https://` redirect URI.
+    pub fn redirect_tls_files(&self) -> Option<crate::loopback::TlsFiles<'_>> {
+        self.redirect_tls.as_ref().map(|(cert, key)| crate::loopback::TlsFiles { cert, key })
     }
 
     /// A machine client: it has a secret and no person logs in, so it uses the client credentials grant. The

@@ -48,7 +48,15 @@ pub fn config_text(c: &ServerConfig) -> String {
     line("issuer:", &c.issuer, "issuer");
     line("client id:", &c.client_id, "client_id");
     line("client secret:", if c.client_secret.is_some() { "set (hidden)" } else { "not set" }, "client_secret");
-    line("redirect uri:", &c.redirect_uri, "redirect_uri");
+    let redirect = match (c.redirect_uri.starts_with("https://"), &c.redirect_tls) {
+        (true, Some((cert, key))) => format!("{} (TLS: {} + {})", c.redirect_uri, cert.display(), key.display()),
+        (true, None) => format!(
+            "{} (TLS not configured: `login` will refuse it until redirect-tls-cert and redirect-tls-key are set)",
+            c.redirect_uri
+        ),
+        (false, _) => c.redirect_uri.clone(),
+    };
+    line("redirect uri:", &redirect, "redirect_uri");
     line("scope:", &c.scope, "scope");
     // The request parameter, not the token's `aud` (that is under `token claims`): issue 16.
     line("audience:", &format!("{} (request parameter)", c.audience), "audience");

@@ -346,9 +346,17 @@ fn logout_end_session_opens_the_url_with_the_id_token_hint_but_prints_it_without
     assert_eq!(s.mo(&["login"]).code, 0);
     let id_token = stored_entry(&s)["tokens"]["id_token"].as_str().expect("an ID token after login").to_string();
     let opened = s.path("opened.txt");
-    let recorder = s.script("record-url.sh", &format!("#!/bin/sh\nprintf '%s' \"$1\" > '{}'\n", opened.display()));
+    // Written whole and renamed: the `webbrowser` crate starts a graphical $BROWSER in the background.
+    let recorder = s.script(
+        "record-url.sh",
+        &format!("#!/bin/sh\nprintf '%s' \"$1\" > '{0}.tmp' && mv '{0}.tmp' '{0}'\n", opened.display()),
+    );
     let out = s.run("proj", &["logout", "--end-session"], &[("BROWSER", recorder.to_str().unwrap())]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !opened.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let url = std::fs::read_to_string(&opened).expect("the browser was opened");
     assert_eq!(support::query_param(&url, "id_token_hint").as_deref(), Some(id_token.as_str()), "{url}");
     assert_eq!(support::query_param(&url, "client_id").as_deref(), Some(PUBLIC_CLIENT_ID));

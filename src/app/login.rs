@@ -239,7 +239,7 @@ fn browser_login(
     deps: &mut Deps,
 ) -> Result<TokenSet> {
     // Bind before the browser opens, so the redirect can never race the listener (RFC 8252 §7.3).
-    let listener = loopback::bind_any(&c.redirect_uri, &c.redirect_ports)?;
+    let listener = loopback::bind_any(&c.redirect_uri, &c.redirect_ports, c.redirect_tls_files())?;
     for note in &listener.notes {
         deps.debug(note);
     }

@@ -43,6 +43,8 @@ pub(super) fn build_server(
     let scope = string(keys::SCOPE)?;
     let audience = string(keys::AUDIENCE)?;
     let ca_bundle = string(keys::CA_BUNDLE)?;
+    let tls_cert = string(keys::REDIRECT_TLS_CERT)?;
+    let tls_key = string(keys::REDIRECT_TLS_KEY)?;
     let auth_method = string(keys::TOKEN_ENDPOINT_AUTH_METHOD)?;
     let revocation_endpoint = string(keys::REVOCATION_ENDPOINT)?.map(|(v, _)| v);
     let flow = string(keys::FLOW)?;
@@ -110,13 +112,25 @@ pub(super) fn build_server(
     let use_id_token = boolean(keys::USE_ID_TOKEN, !has_secret)?;
     let offline_access = boolean(keys::OFFLINE_ACCESS, true)?;
 
-    let ca_bundle = ca_bundle.map(|(p, src)| match (&src, block) {
-        // A relative path in a file is relative to that file, so a project can commit its CA next to it.
+    // A relative path in a file is relative to that file, so a project can commit its CA next to it.
+    let path_in = |(p, src): (String, Source)| match (&src, block) {
         (Source::File(_), Some(b)) if Path::new(&p).is_relative() => {
             b.file.parent().map(|d| d.join(&p)).unwrap_or_else(|| PathBuf::from(&p))
         }
         _ => PathBuf::from(p),
-    });
+    };
+    let ca_bundle = ca_bundle.map(path_in);
+    let redirect_tls = match (tls_cert.map(path_in), tls_key.map(path_in)) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (cert, _) => {
+            let (set, missing) = if cert.is_some() { ("cert", "key") } else { ("key", "cert") };
+            return Err(Error::config(format!(
+                "`redirect-tls-{set}` is set but `redirect-tls-{missing}` is not: an https loopback redirect needs \
+                 both the certificate and its private key"
+            )));
+        }
+    };
     let token_endpoint_auth_method = match auth_method {
         None => None,
         Some((m, src)) => Some(match m.to_ascii_lowercase().as_str() {
@@ -184,6 +198,7 @@ pub(super) fn build_server(
         interactive,
         use_id_token,
         ca_bundle,
+        redirect_tls,
         token_endpoint_auth_method,
         offline_access,
         revocation_endpoint,

@@ -118,6 +118,10 @@ settings! {
         "Extra authorization request parameters (`prompt`, `login_hint`, …); not those mlflow-oidc sets itself.";
     RESOURCE = "resource", "MLFLOW_TRACKING_OIDC_RESOURCE", "resource", Kind::List, Block, "none",
         "RFC 8707 resource indicators (absolute URIs), sent on authorization and token requests.";
+    REDIRECT_TLS_CERT = "redirect-tls-cert", "MLFLOW_TRACKING_OIDC_REDIRECT_TLS_CERT", "redirect_tls_cert", Kind::Path,
+        Block, "none", "PEM certificate (chain) the loopback listener serves for an `https://` redirect URI.";
+    REDIRECT_TLS_KEY = "redirect-tls-key", "MLFLOW_TRACKING_OIDC_REDIRECT_TLS_KEY", "redirect_tls_key", Kind::Path,
+        Block, "none", "The unencrypted PEM private key of `redirect-tls-cert`.";
     REDIRECT_PORTS = "redirect-ports", "MLFLOW_TRACKING_OIDC_REDIRECT_PORTS", "redirect_ports", Kind::Ports, Block,
         "none", "Loopback ports to try in order when the redirect URI's port is in use.";
     STORE = "store", "MLFLOW_OIDC_STORE", "", Kind::Choice(&["auto", "keyring", "file", "memory"]), User, "auto",

@@ -452,13 +452,6 @@ fn configuration_errors_name_the_culprit() {
         ),
         ("issuer query", b("").to_vec(), vec![("MLFLOW_TRACKING_OIDC_ISSUER", "https://i/?a=b")], None, vec!["query"]),
         (
-            "redirect https",
-            b("redirect-uri = \"https://127.0.0.1:1/cb\"").to_vec(),
-            vec![],
-            None,
-            vec!["`redirect-uri` in", P, "http://"],
-        ),
-        (
             "redirect remote host",
             b("redirect-uri = \"http://example.com:1/cb\"").to_vec(),
             vec![],
@@ -526,4 +519,23 @@ fn loopback_issuers_and_redirects_are_accepted() {
     ] {
         validate_redirect_uri(r, "redirect-uri").unwrap_or_else(|e| panic!("{r}: {e}"));
     }
+}
+
+#[test]
+fn an_https_loopback_redirect_resolves_with_its_tls_files_relative_to_the_file() {
+    let c = ok(
+        &[project(&block(
+            "https://m",
+            "redirect-uri = \"https://localhost:8443/cb\"\nredirect-tls-cert = \"tls/cert.pem\"\nredirect-tls-key = \"tls/key.pem\"",
+        ))],
+        &[],
+        None,
+    );
+    assert_eq!(c.redirect_uri, "https://localhost:8443/cb");
+    assert_eq!(c.redirect_tls, Some((PathBuf::from("/proj/tls/cert.pem"), PathBuf::from("/proj/tls/key.pem"))));
+    let half = err(&[project(&block("https://m", "redirect-tls-cert = \"c.pem\""))], &[], None);
+    assert!(half.contains("`redirect-tls-key` is not"), "{half}");
+    // Without TLS files it still resolves, so `status` can show it; `login` refuses it.
+    let bare = ok(&[project(&block("https://m", "redirect-uri = \"https://127.0.0.1:8443/cb\""))], &[], None);
+    assert!(bare.redirect_tls.is_none());
 }
