@@ -95,7 +95,7 @@ impl SigningKey {
                     .map_err(|_| unsupported())?,
                 )
             }
-            other => return Err(format!("holds a `{other}`, not a private key: {}", unsupported())),
+            _ => return Err(unsupported()),
         };
         let kid = match kid.map(str::to_string).or_else(|| explanatory_kid(text)) {
             Some(k) => k,
@@ -183,6 +183,14 @@ fn pem(text: &str) -> std::result::Result<(String, Vec<u8>, String), String> {
         } else {
             b64.push_str(line);
         }
+    }
+    // The label decides before the body is decoded: an encrypted or foreign key is named as such.
+    if label.contains("ENCRYPTED") || headers.contains("ENCRYPTED") {
+        return Ok((label, Vec::new(), headers));
+    }
+    if !matches!(label.as_str(), "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY") {
+        let shown = crate::error::printable(&label).chars().take(40).collect::<String>();
+        return Err(format!("holds a `{shown}`, not a private key: {}", unsupported()));
     }
     let der = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| "is not valid PEM (bad base64)")?;
     Ok((label, der, headers))
