@@ -105,6 +105,10 @@ impl Backend {
     }
 }
 
+/// How long a fallback from the keyring to the file store is remembered before the keyring is asked again.
+const REPROBE_AFTER: i64 = 24 * 3600;
+const NO_BUS: &str = "no D-Bus session bus for the Secret Service";
+
 #[derive(Serialize, Deserialize)]
 struct Choice {
     store: String,
@@ -156,7 +160,9 @@ impl Store {
 
     /// Warnings produced so far (printed once by the caller).
     pub fn take_warnings(&self) -> Vec<String> {
-        std::mem::take(&mut *self.warnings.borrow_mut())
+        let mut all = std::mem::take(&mut *self.files.notes.borrow_mut());
+        all.append(&mut self.warnings.borrow_mut());
+        all
     }
 
     fn choice_path(&self) -> PathBuf {
@@ -179,33 +185,70 @@ impl Store {
     }
 
     fn auto_choice(&self) -> (Backend, String) {
-        if let Ok(bytes) = std::fs::read(self.choice_path())
+        if let Some(bytes) = self.read_choice()
             && let Ok(c) = serde_json::from_slice::<Choice>(&bytes)
             && c.store == "file"
         {
-            return (
-                Backend::File,
-                format!(
-                    "the keyring was unavailable on {} ({}); remembered — `--store keyring` switches back",
-                    crate::token::rfc3339(c.since),
-                    c.reason
-                ),
-            );
+            // One timeout must not exile refresh tokens from the keyring for good (issue 12): the fallback
+            // holds for a day, or until a session bus appears where there was none; then the keyring is asked
+            // again. Never on the cached `token` path, which does not ask for the backend.
+            let retry_at = c.since.saturating_add(REPROBE_AFTER);
+            let bus_appeared = c.reason == NO_BUS && self.settings.bus_available;
+            if self.settings.now < retry_at && !bus_appeared {
+                return (
+                    Backend::File,
+                    format!(
+                        "the keyring was unavailable on {} ({}); remembered until {}, when the keyring is asked \
+                         again — `--store keyring` switches back now",
+                        crate::token::rfc3339(c.since),
+                        c.reason,
+                        crate::token::rfc3339(retry_at)
+                    ),
+                );
+            }
         }
         if !self.settings.bus_available {
-            return self.fall_back("no D-Bus session bus for the Secret Service".into());
+            return self.fall_back(NO_BUS.into());
         }
         match self.secrets.probe() {
-            Ok(()) => (Backend::Keyring, "auto: the OS keyring answers".into()),
+            Ok(()) => {
+                let _ = std::fs::remove_file(self.choice_path());
+                (Backend::Keyring, "auto: the OS keyring answers".into())
+            }
             Err(e) => self.fall_back(e.to_string()),
         }
+    }
+
+    /// The remembered choice, unless another user could have written it: a planted "file" would move refresh
+    /// tokens out of the keyring. Not followed through a symlink; refused files are ignored with a warning.
+    fn read_choice(&self) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let path = self.choice_path();
+        let mut f = match crate::fsutil::open_nofollow(&path) {
+            Ok(f) => f,
+            Err(e) if crate::fsutil::is_symlink_refusal(&e) => {
+                self.warnings.borrow_mut().push(format!("ignoring {}: a symbolic link, not followed", path.display()));
+                return None;
+            }
+            Err(_) => return None,
+        };
+        #[cfg(unix)]
+        if let Ok(meta) = f.metadata()
+            && let Some(why) = crate::fsutil::distrust(&meta, true)
+        {
+            self.warnings.borrow_mut().push(format!("ignoring {}: {why}; delete it", path.display()));
+            return None;
+        }
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).ok()?;
+        Some(bytes)
     }
 
     fn fall_back(&self, reason: String) -> (Backend, String) {
         let dir = self.files.dir.display().to_string();
         self.warnings.borrow_mut().push(format!(
             "the OS keyring is unavailable ({reason}); keeping credentials in {dir} (mode 0600) instead. \
-             This choice is remembered; `--store keyring` switches back"
+             The keyring is asked again in a day; `--store keyring` switches back now"
         ));
         let choice = Choice { store: "file".into(), reason: reason.clone(), since: self.settings.now };
         if let Ok(bytes) = serde_json::to_vec(&choice) {
@@ -427,5 +470,31 @@ mod tests {
     fn keys_differ_per_server_part() {
         assert_ne!(hash_key(&["a", "bc"]), hash_key(&["ab", "c"]));
         assert_eq!(hash_key(&["a"]).len(), 32);
+    }
+
+    #[test]
+    fn a_keyring_fallback_is_asked_again_after_a_day() {
+        let tmp = tempfile::tempdir().unwrap();
+        let at = |now: i64, fails: bool| {
+            let settings = StoreSettings {
+                mode: StoreMode::Auto,
+                mode_source: "default".into(),
+                data_dir: tmp.path().to_path_buf(),
+                bus_available: true,
+                now,
+            };
+            Store::new(settings, Box::new(crate::keyring_store::MemorySecrets::failing(fails)))
+        };
+        let dead = at(1_000, true);
+        assert_eq!(dead.backend().0, Backend::File);
+        assert!(dead.take_warnings()[0].contains("asked again in a day"));
+        // An hour later the keyring works again, but the fallback still holds (no probe, no warning) …
+        let (backend, why) = at(1_000 + 3600, false).backend();
+        assert_eq!(backend, Backend::File);
+        assert!(why.contains("remembered until 1970-01-02T00:16:40Z"), "{why}");
+        // … until a day has passed: then the keyring is asked, and used.
+        let later = at(1_000 + REPROBE_AFTER, false);
+        assert_eq!(later.backend().0, Backend::Keyring);
+        assert!(!tmp.path().join("store-choice.json").exists());
     }
 }
