@@ -80,6 +80,7 @@ pub fn run(c: &ServerConfig, http: &Http, now: i64) -> Vec<Check> {
         ));
     }
     endpoint_checks(c, &meta, &mut out);
+    credential_checks(c, &meta, http, now, &mut out);
     if c.interactive && c.flow != FlowChoice::Device {
         out.push(port_check(c));
     }
@@ -109,7 +110,21 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
         None => out.push(fail("token endpoint", "not advertised", "this provider cannot issue tokens to a CLI")),
     }
     let machine = c.is_machine();
-    if machine {
+    let grant = c.machine_grant();
+    if machine && grant != crate::config::MachineGrant::ClientCredentials {
+        let name = grant.grant_type();
+        // Providers often leave extension grants out of grant_types_supported: a fix, not proof it fails.
+        if supports(name) {
+            out.push(pass("grant", format!("{} supported", grant.as_str())));
+        } else {
+            out.push(fail(
+                "grant",
+                format!("the provider does not list {name} in grant_types_supported"),
+                "enable the grant for this client at the provider (some providers offer it without listing it), \
+                 or set `grant`",
+            ));
+        }
+    } else if machine {
         if supports("client_credentials") {
             out.push(pass("client credentials", "grant supported"));
         } else {
@@ -139,7 +154,9 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
             )),
         }
     }
-    if let Some(secret_method) = c.client_secret.as_ref().map(|_| crate::flow::auth_method(c, meta)) {
+    let method = crate::flow::auth_method(c, meta);
+    if method != AuthMethod::None {
+        let secret_method = method;
         let name = secret_method.as_str();
         let listed = meta.token_endpoint_auth_methods_supported.as_deref().is_none_or(|m| {
             m.iter().any(|x| x == name) || (secret_method == AuthMethod::ClientSecretBasic && m.is_empty())
@@ -180,6 +197,76 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
                 "no revocation_endpoint advertised: logout can only forget tokens locally",
                 "set `revocation-endpoint` if the provider has one",
             )),
+        }
+    }
+}
+
+/// The client's key and the platform tokens it sends can be read, and look as the provider will want them.
+fn credential_checks(c: &ServerConfig, meta: &Metadata, http: &Http, now: i64, out: &mut Vec<Check>) {
+    use crate::flow::source::{self, Role};
+    if let Some(path) = &c.client_assertion_key {
+        match crate::jws::SigningKey::load(path, c.client_assertion_kid.as_deref()) {
+            Ok(k) => out.push(pass(
+                "client assertion key",
+                format!(
+                    "{} signs {} with kid {}",
+                    path.display(),
+                    k.alg(meta.token_endpoint_auth_signing_alg_values_supported.as_deref()).as_str(),
+                    k.kid
+                ),
+            )),
+            Err(e) => out.push(fail("client assertion key", e.to_string(), "fix `client-assertion-key`")),
+        }
+    }
+    let token_aud = meta.token_endpoint.clone().unwrap_or_default();
+    let sources = [
+        (c.client_assertion.as_ref(), Role::ClientAssertion, "client assertion"),
+        (c.subject_token.as_ref(), Role::SubjectToken, "subject token"),
+    ];
+    for (src, role, name) in sources {
+        let Some(src) = src else { continue };
+        if let crate::config::TokenSource::Command(_) = src {
+            out.push(pass(name, format!("{} (not run by --check)", src.describe())));
+            continue;
+        }
+        let token = match source::read(c, src, role, http, now) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(fail(name, e.to_string(), format!("fix `{}` or its source", role.key())));
+                continue;
+            }
+        };
+        let Some(claims) = crate::token::Claims::peek(token.expose()) else {
+            out.push(pass(name, format!("{} holds a token (not a JWT: not inspected)", src.describe())));
+            continue;
+        };
+        let auds: Vec<String> = match &claims.aud {
+            Some(serde_json::Value::String(a)) => vec![a.clone()],
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        };
+        let left = claims.exp.map(|e| format!(", expires in {}", crate::output::human_duration(e - now)));
+        let detail = format!(
+            "{}: a JWT from {} for {}{}",
+            src.describe(),
+            crate::error::printable(claims.iss.as_deref().unwrap_or("(no iss)")),
+            crate::error::printable(&auds.join(", ")),
+            left.unwrap_or_default()
+        );
+        // A client assertion is for this provider (RFC 7523 §3: its issuer or token endpoint).
+        let aud_ok = match role {
+            Role::ClientAssertion => auds.iter().any(|a| meta.issuer_matches(a) || *a == token_aud),
+            Role::SubjectToken => true,
+        };
+        if aud_ok {
+            out.push(pass(name, detail));
+        } else {
+            out.push(fail(
+                name,
+                format!("{detail}: the provider expects aud {} or {token_aud}", crate::error::printable(&meta.issuer)),
+                "ask the platform for a token with the provider's issuer as audience (github-actions-audience, the \
+                 projected token's audience, GitLab's id_tokens aud)",
+            ));
         }
     }
 }

@@ -36,21 +36,93 @@ impl fmt::Display for Source {
     }
 }
 
-/// How the client authenticates at the token endpoint when it has a secret.
+/// How the client authenticates at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with `client-assertion-key` (RFC 7523 §2.2, OIDC Core §9).
+    PrivateKeyJwt,
+    /// A platform token from `client-assertion` sent as the client assertion (RFC 7521 §4.2, "federated").
+    FederatedAssertion,
+    /// A public client: its `client_id` only.
+    None,
 }
 
 impl AuthMethod {
+    /// The name in `token_endpoint_auth_methods_supported` (providers list federated assertions as
+    /// `private_key_jwt`: the assertion type is the same).
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMethod::ClientSecretBasic => "client_secret_basic",
             AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::PrivateKeyJwt | AuthMethod::FederatedAssertion => "private_key_jwt",
+            AuthMethod::None => "none",
         }
     }
 }
+
+/// Where a platform token (a federated client assertion or a subject token) comes from; read on every use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A file re-read on every use (a Kubernetes projected token, `AZURE_FEDERATED_TOKEN_FILE`).
+    File(PathBuf),
+    /// An environment variable (GitLab CI `id_tokens`); its value as captured at start-up.
+    Env { name: String, value: Option<Secret<String>> },
+    /// GitHub Actions' OIDC token service: the two request variables as captured at start-up.
+    GithubActions { request_url: Option<String>, request_token: Option<Secret<String>> },
+    /// A command whose stdout is the token; only from the user config or the environment.
+    Command(String),
+}
+
+impl TokenSource {
+    /// What `status` and messages call it: never the token.
+    pub fn describe(&self) -> String {
+        match self {
+            TokenSource::File(p) => format!("file {}", p.display()),
+            TokenSource::Env { name, .. } => format!("environment variable {name}"),
+            TokenSource::GithubActions { .. } => "GitHub Actions OIDC token service".into(),
+            TokenSource::Command(c) => format!("command `{c}`"),
+        }
+    }
+}
+
+/// Which grant a machine client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantChoice {
+    Auto,
+    ClientCredentials,
+    TokenExchange,
+    JwtBearer,
+}
+
+/// The grant a machine client actually uses, `auto` resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineGrant {
+    ClientCredentials,
+    TokenExchange,
+    JwtBearer,
+}
+
+impl MachineGrant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineGrant::ClientCredentials => "client credentials",
+            MachineGrant::TokenExchange => "token exchange (RFC 8693)",
+            MachineGrant::JwtBearer => "JWT bearer (RFC 7523)",
+        }
+    }
+    /// The `grant_type` value.
+    pub fn grant_type(self) -> &'static str {
+        match self {
+            MachineGrant::ClientCredentials => "client_credentials",
+            MachineGrant::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
+            MachineGrant::JwtBearer => "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        }
+    }
+}
+
+pub const DEFAULT_SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// The resolved configuration of the one tracking server this invocation works on.
 #[derive(Debug, Clone)]
@@ -85,6 +157,17 @@ pub struct ServerConfig {
     pub resources: Vec<String>,
     /// Loopback ports to try in order when the redirect URI's port is busy.
     pub redirect_ports: Vec<u16>,
+    /// A PEM private key for private_key_jwt (relative paths resolved against the file that names it).
+    pub client_assertion_key: Option<PathBuf>,
+    pub client_assertion_kid: Option<String>,
+    /// A platform token sent as a federated client assertion.
+    pub client_assertion: Option<TokenSource>,
+    /// The `audience` asked of GitHub Actions' token service.
+    pub github_actions_audience: Option<String>,
+    pub grant: GrantChoice,
+    /// The token to exchange (RFC 8693) or assert (RFC 7523 §2.1).
+    pub subject_token: Option<TokenSource>,
+    pub subject_token_type: String,
     /// For each field name (`uri`, `issuer`, `client_id`, …), where its value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -100,10 +183,30 @@ impl ServerConfig {
         self.redirect_tls.as_ref().map(|(cert, key)| crate::loopback::TlsFiles { cert, key })
     }
 
-    /// A machine client: it has a secret and no person logs in, so it uses the client credentials grant. The
-    /// one place this is decided (login, token and status --check ask here).
+    /// A machine client: it has a credential of its own (a secret, a signing key, a platform token to assert or
+    /// to exchange) and no person logs in, so it uses a machine grant. The one place this is decided (login,
+    /// token and status --check ask here).
     pub fn is_machine(&self) -> bool {
-        self.client_secret.is_some() && !self.interactive
+        self.has_machine_credential() && !self.interactive
+    }
+
+    /// Whether the block configures a credential that needs no person.
+    pub fn has_machine_credential(&self) -> bool {
+        self.client_secret.is_some()
+            || self.client_assertion_key.is_some()
+            || self.client_assertion.is_some()
+            || self.subject_token.is_some()
+    }
+
+    /// The grant a machine client uses: `auto` is token exchange with a subject token, else client credentials.
+    pub fn machine_grant(&self) -> MachineGrant {
+        match self.grant {
+            GrantChoice::ClientCredentials => MachineGrant::ClientCredentials,
+            GrantChoice::TokenExchange => MachineGrant::TokenExchange,
+            GrantChoice::JwtBearer => MachineGrant::JwtBearer,
+            GrantChoice::Auto if self.subject_token.is_some() => MachineGrant::TokenExchange,
+            GrantChoice::Auto => MachineGrant::ClientCredentials,
+        }
     }
 }
 
@@ -215,6 +318,8 @@ pub struct Resolved {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Block {
     pub file: PathBuf,
+    /// What the file is: a project file may not name commands to run (`command:` sources).
+    pub kind: Option<FileKind>,
     pub uri: Option<String>,
     pub strings: BTreeMap<&'static str, String>,
     pub bools: BTreeMap<&'static str, bool>,
@@ -231,6 +336,10 @@ const GUARDED_KEYS: &[&str] = &[
     keys::ISSUER.key,
     keys::CA_BUNDLE.key,
     keys::CLIENT_SECRET.key,
+    keys::CLIENT_ASSERTION_KEY.key,
+    keys::CLIENT_ASSERTION.key,
+    keys::SUBJECT_TOKEN.key,
+    keys::GITHUB_ACTIONS_AUDIENCE.key,
     keys::TOKEN_ENDPOINT_AUTH_METHOD.key,
     keys::REVOCATION_ENDPOINT.key,
     keys::DEVICE_AUTHORIZATION_ENDPOINT.key,

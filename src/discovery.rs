@@ -34,6 +34,8 @@ pub struct Metadata {
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_words")]
     pub grant_types_supported: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_words")]
+    pub token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
     /// RFC 9207 §3: the provider always sends `iss` with the authorization response, so one without it is refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub authorization_response_iss_parameter_supported: bool,

@@ -1,4 +1,6 @@
-//! The OAuth grants over the `oauth2` crate: authorization code + PKCE, client credentials and refresh.
+//! The OAuth grants over the `oauth2` crate: authorization code + PKCE, client credentials and refresh; the
+//! machine grants (token exchange, JWT bearer) in `flow/machine.rs`; client authentication written once
+//! ([`ClientAuth`]: a secret, a signed private_key_jwt, or a federated platform token).
 
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
@@ -17,9 +19,15 @@ use crate::http::{Http, HttpError};
 use crate::token::{Secret, TokenSet};
 
 mod device;
+mod machine;
 mod revoke;
+pub mod source;
 pub use device::{DeviceAuthorization, DevicePoll};
+pub use machine::machine_grant;
 pub use revoke::revoke;
+
+/// RFC 7523 §2.2: `client_assertion_type` of a JWT client assertion (signed or federated).
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The `id_token` that `BasicTokenResponse` would drop.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -78,10 +86,14 @@ impl<'a> Flows<'a> {
             .set_auth_uri_option(auth)
             .set_token_uri(token)
             .set_auth_type(match auth_method(config, metadata) {
-                AuthMethod::ClientSecretBasic => AuthType::BasicAuth,
                 AuthMethod::ClientSecretPost => AuthType::RequestBody,
+                _ => AuthType::BasicAuth,
             });
-        if let Some(secret) = &config.client_secret {
+        // oauth2 authenticates its own requests only with a secret; assertions go in as extra form parameters
+        // (`assertion_params`), with no secret set, so that the client_id travels in the body.
+        if let Some(secret) = &config.client_secret
+            && matches!(auth_method(config, metadata), AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost)
+        {
             client = client.set_client_secret(ClientSecret::new(secret.expose().clone()));
         }
         Ok(Flows { config, metadata, client, token_url })
@@ -154,6 +166,10 @@ impl<'a> Flows<'a> {
         for r in &self.config.resources {
             req = req.add_extra_param("resource", r.clone());
         }
+        let assertion = self.assertion_params(http, now)?;
+        for (k, v) in &assertion {
+            req = req.add_extra_param(*k, v.expose().clone());
+        }
         let resp = req.request(http).map_err(|e| self.grant_error(http, "authorization code", e, &[code]))?;
         let set = to_token_set(resp, now);
         self.check_id_token(&set, now, auth.nonce.as_deref(), None)?;
@@ -162,10 +178,10 @@ impl<'a> Flows<'a> {
 
     /// The client credentials grant; scope only when configured explicitly.
     pub fn client_credentials(&self, http: &Http, now: i64) -> Result<TokenSet> {
-        if self.config.client_secret.is_none() {
+        if self.config.client_secret.is_none() && auth_method(self.config, self.metadata) == AuthMethod::None {
             return Err(Error::config(format!(
-                "{} is not interactive but has no client secret: set `client-secret` (or MLFLOW_TRACKING_OIDC_CLIENT_SECRET), \
-                 or set interactive = true",
+                "{} is not interactive but has no client credential: set `client-secret`, `client-assertion-key` \
+                 or `client-assertion` (or their MLFLOW_TRACKING_OIDC_* variables), or set interactive = true",
                 self.config.display_name()
             )));
         }
@@ -177,7 +193,12 @@ impl<'a> Flows<'a> {
         for r in &self.config.resources {
             req = req.add_extra_param("resource", r.clone());
         }
-        let resp = req.request(http).map_err(|e| self.grant_error(http, "client credentials", e, &[]))?;
+        let assertion = self.assertion_params(http, now)?;
+        for (k, v) in &assertion {
+            req = req.add_extra_param(*k, v.expose().clone());
+        }
+        let shown: Vec<&str> = assertion.iter().map(|(_, v)| v.expose().as_str()).collect();
+        let resp = req.request(http).map_err(|e| self.grant_error(http, "client credentials", e, &shown))?;
         let set = to_token_set(resp, now);
         self.check_id_token(&set, now, None, None)?;
         Ok(set)
@@ -196,6 +217,10 @@ impl<'a> Flows<'a> {
         let mut req = self.client.exchange_refresh_token(&rt);
         for r in &self.config.resources {
             req = req.add_extra_param("resource", r.clone());
+        }
+        let assertion = self.assertion_params(http, now)?;
+        for (k, v) in &assertion {
+            req = req.add_extra_param(*k, v.expose().clone());
         }
         match req.request(http) {
             Ok(resp) => {
@@ -243,11 +268,20 @@ impl<'a> Flows<'a> {
         crate::idtoken::validate(id.expose(), &expected).map(|_| ())
     }
 
-    /// How this client authenticates at the provider's endpoints.
-    pub(crate) fn client_auth<'b>(&'b self, form: &mut Vec<(&'b str, &'b str)>) -> Option<(&'b str, &'b str)> {
-        let secret = self.config.client_secret.as_ref();
-        ClientAuth { client_id: &self.config.client_id, secret, method: auth_method(self.config, self.metadata) }
-            .apply(form)
+    /// How this client authenticates at the provider's endpoints, for one request (an assertion is fresh each
+    /// time: providers refuse a repeated `jti`).
+    pub(crate) fn client_auth(&self, http: &Http, now: i64) -> Result<ClientAuth<'a>> {
+        client_auth(self.config, self.metadata, http, now)
+    }
+
+    /// `client_assertion_type` + `client_assertion` for oauth2's own request builders, or nothing.
+    fn assertion_params(&self, http: &Http, now: i64) -> Result<Vec<(&'static str, Secret<String>)>> {
+        Ok(match self.client_auth(http, now)?.credential {
+            Credential::Assertion(a) => {
+                vec![("client_assertion_type", Secret::new(JWT_BEARER_ASSERTION.to_string())), ("client_assertion", a)]
+            }
+            _ => Vec::new(),
+        })
     }
 
     fn grant_error(
@@ -284,7 +318,7 @@ impl<'a> Flows<'a> {
                     msg.push_str(&format!(" ({})", sanitize_with(self.config, d, secrets)));
                 }
                 if matches!(r.error(), oauth2::basic::BasicErrorResponseType::InvalidClient) {
-                    msg.push_str(": check `client-id` and `client-secret`");
+                    msg.push_str(&invalid_client_hint(self.config, self.metadata));
                 }
                 msg.push_str(scope_hint(status.as_ref().map_or(0, |s| s.0)));
                 Error::provider(msg)
@@ -330,41 +364,132 @@ pub(crate) struct OAuthError {
     pub error_description: Option<String>,
 }
 
-/// A client's credentials for a form POST to a provider endpoint (RFC 6749 §2.3.1).
+/// A client's credentials for one form POST to a provider endpoint (RFC 6749 §2.3.1, RFC 7523 §2.2).
 pub struct ClientAuth<'a> {
     pub client_id: &'a str,
-    pub secret: Option<&'a Secret<String>>,
-    pub method: AuthMethod,
+    pub credential: Credential<'a>,
+}
+
+/// What a client proves itself with.
+pub enum Credential<'a> {
+    /// A public client: its `client_id` only.
+    None,
+    Secret {
+        secret: &'a Secret<String>,
+        basic: bool,
+    },
+    /// A JWT (signed with the client's key, or a platform token), good for one request.
+    Assertion(Secret<String>),
 }
 
 impl<'a> ClientAuth<'a> {
+    /// A public client.
+    pub fn public(client_id: &'a str) -> Self {
+        ClientAuth { client_id, credential: Credential::None }
+    }
+
     /// Add the credentials to `form`, or return the (id, secret) pair for HTTP Basic. A public client sends only
     /// its `client_id`.
-    pub fn apply(&self, form: &mut Vec<(&'a str, &'a str)>) -> Option<(&'a str, &'a str)> {
-        match self.secret {
-            Some(secret) if self.method == AuthMethod::ClientSecretBasic => Some((self.client_id, secret.expose())),
-            Some(secret) => {
+    pub fn apply<'b>(&'b self, form: &mut Vec<(&'b str, &'b str)>) -> Option<(&'b str, &'b str)> {
+        match &self.credential {
+            Credential::Secret { secret, basic: true } => Some((self.client_id, secret.expose())),
+            Credential::Secret { secret, basic: false } => {
                 form.push(("client_id", self.client_id));
                 form.push(("client_secret", secret.expose()));
                 None
             }
-            None => {
+            Credential::Assertion(a) => {
+                form.push(("client_id", self.client_id));
+                form.push(("client_assertion_type", JWT_BEARER_ASSERTION));
+                form.push(("client_assertion", a.expose()));
+                None
+            }
+            Credential::None => {
                 form.push(("client_id", self.client_id));
                 None
             }
         }
     }
+
+    /// The secret or assertion this sends, to redact should a provider echo it.
+    pub fn secret(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Secret { secret, .. } => Some(secret.expose()),
+            Credential::Assertion(a) => Some(a.expose()),
+            Credential::None => None,
+        }
+    }
 }
 
+/// The credentials of `config`'s client for one request: the one routine every grant, the device flow and
+/// revocation authenticate through. A signed assertion: iss = sub = client id, aud = the token endpoint
+/// (RFC 7523 §3; providers also accept it at their other endpoints), a fresh jti, two minutes.
+pub fn client_auth<'a>(config: &'a ServerConfig, metadata: &Metadata, http: &Http, now: i64) -> Result<ClientAuth<'a>> {
+    let client_id = config.client_id.as_str();
+    let credential = match auth_method(config, metadata) {
+        AuthMethod::None => Credential::None,
+        m @ (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost) => match &config.client_secret {
+            Some(secret) => Credential::Secret { secret, basic: m == AuthMethod::ClientSecretBasic },
+            None => Credential::None,
+        },
+        AuthMethod::PrivateKeyJwt => {
+            let path = config.client_assertion_key.as_deref().ok_or_else(|| {
+                Error::config("token-endpoint-auth-method is private_key_jwt but `client-assertion-key` is not set")
+            })?;
+            let key = crate::jws::SigningKey::load(path, config.client_assertion_kid.as_deref())?;
+            let alg = key.alg(metadata.token_endpoint_auth_signing_alg_values_supported.as_deref());
+            let aud = metadata.token_endpoint()?;
+            Credential::Assertion(key.sign(alg, &crate::jws::assertion_claims(client_id, aud, now))?)
+        }
+        AuthMethod::FederatedAssertion => {
+            let src = config.client_assertion.as_ref().ok_or_else(|| {
+                Error::config("token-endpoint-auth-method is private_key_jwt but `client-assertion` is not set")
+            })?;
+            Credential::Assertion(source::read(config, src, source::Role::ClientAssertion, http, now)?)
+        }
+    };
+    Ok(ClientAuth { client_id, credential })
+}
+
+/// What to check when the provider says `invalid_client`, by how this client authenticates.
+fn invalid_client_hint(config: &ServerConfig, metadata: &Metadata) -> String {
+    match auth_method(config, metadata) {
+        AuthMethod::PrivateKeyJwt => format!(
+            ": check `client-id`, and that the provider has the public key of {} registered for this client (and \
+             its `kid`)",
+            config.client_assertion_key.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+        ),
+        AuthMethod::FederatedAssertion => format!(
+            ": check `client-id`, and the provider's federated credential for this client (issuer, subject and \
+             audience of the token from {})",
+            config.client_assertion.as_ref().map(|s| s.describe()).unwrap_or_default()
+        ),
+        _ => ": check `client-id` and `client-secret`".into(),
+    }
+}
 /// The device authorization endpoint: the provider's metadata, else the configured one.
 pub fn device_endpoint(config: &ServerConfig, metadata: &Metadata) -> Option<String> {
     metadata.device_authorization_endpoint.clone().or_else(|| config.device_authorization_endpoint.clone())
 }
 
-/// Basic unless the configuration says otherwise or the provider advertises only `client_secret_post`.
+/// The configured method; else a federated assertion when `client-assertion` is set; else private_key_jwt with
+/// a key (unless a secret is configured too and the provider lists methods without private_key_jwt); else, with
+/// a secret, Basic unless the provider advertises only `client_secret_post`; else none (a public client).
 pub fn auth_method(config: &ServerConfig, metadata: &Metadata) -> AuthMethod {
     if let Some(m) = config.token_endpoint_auth_method {
         return m;
+    }
+    let listed = metadata.token_endpoint_auth_methods_supported.as_deref();
+    if config.client_assertion.is_some() {
+        return AuthMethod::FederatedAssertion;
+    }
+    if config.client_assertion_key.is_some()
+        && (config.client_secret.is_none() || listed.is_none_or(|m| m.iter().any(|x| x == "private_key_jwt")))
+    {
+        return AuthMethod::PrivateKeyJwt;
+    }
+    if config.client_secret.is_none() {
+        return AuthMethod::None;
     }
     match &metadata.token_endpoint_auth_methods_supported {
         Some(methods)

@@ -100,6 +100,16 @@ impl Http {
         self.send(req)
     }
 
+    /// GET `url` with `Authorization: Bearer token` (GitHub Actions' OIDC token service).
+    pub fn get_bearer(&self, url: &str, token: &str) -> Result<Response> {
+        let req = http::Request::get(url)
+            .header("accept", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Vec::new())
+            .map_err(|_| Error::config("invalid URL in ACTIONS_ID_TOKEN_REQUEST_URL"))?;
+        self.send(req)
+    }
+
     /// POST a form to `url`, optionally with HTTP Basic client authentication.
     pub fn post_form(&self, url: &str, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> Result<Response> {
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();

@@ -33,8 +33,35 @@ pub fn config_json(c: &ServerConfig) -> Value {
         "audience": c.audience,
         "interactive": c.interactive,
         "use_id_token": c.use_id_token,
+        "credential": credential_json(c),
         "sources": sources,
     })
+}
+
+/// What the client proves itself with and, for a machine client, its grant: kinds and sources, never the key,
+/// assertion or subject token.
+fn credential_json(c: &ServerConfig) -> Value {
+    let (kind, source) = credential(c);
+    json!({
+        "kind": kind,
+        "source": source,
+        "grant": c.is_machine().then(|| c.machine_grant().grant_type()),
+        "subject_token": c.subject_token.as_ref().map(|s| s.describe()),
+    })
+}
+
+/// (kind, where it comes from) of the client's credential.
+pub fn credential(c: &ServerConfig) -> (&'static str, Option<String>) {
+    if let Some(src) = &c.client_assertion {
+        ("federated_assertion", Some(src.describe()))
+    } else if let Some(key) = &c.client_assertion_key {
+        let kid = c.client_assertion_kid.as_ref().map(|k| format!(", kid {k}")).unwrap_or_default();
+        ("private_key_jwt", Some(format!("key {}{kid}", key.display())))
+    } else if c.client_secret.is_some() {
+        ("client_secret", None)
+    } else {
+        ("none", None)
+    }
 }
 
 /// The human `status` lines for the configuration.
@@ -65,6 +92,22 @@ pub fn config_text(c: &ServerConfig) -> String {
     }
     line("interactive:", if c.interactive { "yes" } else { "no" }, "interactive");
     line("sends:", if c.use_id_token { "the ID token (use-id-token)" } else { "the access token" }, "use_id_token");
+    let (kind, source) = credential(c);
+    if kind != "none" && kind != "client_secret" {
+        let text = match kind {
+            "federated_assertion" => format!("federated client assertion from {}", source.unwrap_or_default()),
+            _ => format!("private_key_jwt, {}", source.unwrap_or_default()),
+        };
+        let key = if kind == "federated_assertion" { "client_assertion" } else { "client_assertion_key" };
+        line("credential:", &text, key);
+    }
+    if c.is_machine() {
+        let mut grant = c.machine_grant().as_str().to_string();
+        if let Some(src) = &c.subject_token {
+            grant.push_str(&format!(", subject token from {}", src.describe()));
+        }
+        line("grant:", &grant, "grant");
+    }
     s
 }
 

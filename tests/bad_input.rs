@@ -933,6 +933,105 @@ fn provider_cases() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Workload identity (issue 14): key files, platform-token sources and the provider refusing them. Every case runs
+// with -v, and neither the platform token, nor the key, nor the GitHub request token may appear anywhere.
+
+#[test]
+fn workload_identity_cases() {
+    let w = World::new();
+    let base = w.fake.base.clone();
+    let tok = ["-v", "token", "--no-login"];
+    let machine = |extra: &str| {
+        format!(
+            "[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{base}\"\nclient-id = \"{CLIENT_ID_CONF}\"\n{extra}\n"
+        )
+    };
+    let live = fake::workload_token(
+        &serde_json::json!({"iss": CLIENT_ID_CONF, "sub": CLIENT_ID_CONF, "aud": base, "exp": 4_000_000_000i64}),
+    );
+    let expired = fake::workload_token(
+        &serde_json::json!({"iss": "https://k8s", "sub": "system:serviceaccount:ml:train", "exp": 1_000_000}),
+    );
+    let live_file = w.file("token-live", &live);
+    let expired_file = w.file("token-expired", &expired);
+    let empty_file = w.file("token-empty", "\n");
+    let key = support::client_key("ec", &w.s.path("cfg/client.pem"));
+    let key_body = std::fs::read_to_string(&key.pem).unwrap().lines().nth(1).unwrap().to_owned();
+    let encrypted = w.file(
+        "encrypted.pem",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHzBJBgkqhkiG9w0BBQ0wPDAbBgkqhkiG9w0BBQwwDgQIwlsigCATALOGUE9d4c\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    );
+    let openssh = w.file(
+        "id_ed25519",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUwlsigCATALOGUE9d4c\n-----END OPENSSH PRIVATE KEY-----\n",
+    );
+    let f = |name: &str, extra: &str| w.file(name, machine(extra));
+    let missing = f("missing.toml", "client-assertion = \"file:/nonexistent/run/token\"");
+    let empty = f("empty-token.toml", &format!("client-assertion = \"file:{empty_file}\""));
+    let stale = f("expired.toml", &format!("subject-token = \"file:{expired_file}\""));
+    let no_var = f("no-var.toml", "subject-token = \"env:CI_OIDC_TOKEN\"");
+    let gh = f("gh.toml", "subject-token = \"github-actions\"");
+    let enc = f("enc.toml", &format!("client-assertion-key = \"{encrypted}\""));
+    let ssh = f("ssh.toml", &format!("client-assertion-key = \"{openssh}\""));
+    let no_key = f("no-key.toml", "client-assertion-key = \"/nonexistent/key.pem\"");
+    let fed = f("fed.toml", &format!("client-assertion = \"file:{live_file}\""));
+    let pk = f("pk.toml", &format!("client-assertion-key = \"{}\"", key.pem.display()));
+    let exch = f("exch.toml", &format!("subject-token = \"file:{live_file}\""));
+    w.file("cmdproj/pyproject.toml", block(&base, "client-assertion = \"command:cat /etc/hostname\""));
+    let echo = |what: &str, token: &str| {
+        let body = serde_json::json!({"error": what, "error_description": format!("rejected {token} {ESCAPE}")});
+        Reply::json(if what == "invalid_client" { 401 } else { 400 }, body.to_string())
+    };
+    let (live2, live3) = (live.clone(), live.clone());
+    let no_key_body = move |_: &World, out: &Out| {
+        assert!(!out.all().contains(&key_body), "the private key was printed:\n{}", out.all());
+        assert!(!out.all().contains('\u{1b}'), "terminal escapes from the provider:\n{:?}", out.stderr);
+    };
+    let no_escape = |_: &World, out: &Out| assert!(!out.all().contains('\u{1b}'), "{:?}", out.stderr);
+    let c = |name, path: &String| case(name, &tok).arg(path).arg("--config");
+    let gh_url = w.fake.url("/gh-token?api-version=2.0");
+    let cases = vec![
+        c("workload: client-assertion file missing", &missing)
+            .fails(2, &["/nonexistent/run/token", "client-assertion", "mounted"]),
+        c("workload: client-assertion file empty", &empty).fails(2, &[&empty_file, "empty"]),
+        c("workload: an expired subject token", &stale)
+            .fails(2, &[&expired_file, "expired"])
+            .after(never_requested(TOKEN)),
+        c("workload: subject-token variable unset", &no_var).fails(2, &["CI_OIDC_TOKEN", "id_tokens"]),
+        c("workload: github-actions without the runner's variables", &gh)
+            .fails(2, &["ACTIONS_ID_TOKEN_REQUEST_URL", "permissions: id-token: write"]),
+        c("workload: GitHub's token service refuses the request token", &gh)
+            .env("ACTIONS_ID_TOKEN_REQUEST_URL", &gh_url)
+            .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", fake::GH_REQUEST_TOKEN)
+            .setup(on("/gh-token", Reply::json(401, format!("{{\"message\":\"bad {}\"}}", fake::GH_REQUEST_TOKEN))))
+            .fails(1, &["HTTP 401", "/gh-token", "permissions: id-token: write"]),
+        c("workload: an encrypted key", &enc).fails(2, &[&encrypted, "encrypted", "openssl pkcs8"]),
+        c("workload: an OpenSSH key", &ssh).fails(2, &[&openssh, "OPENSSH PRIVATE KEY", "not a private key"]),
+        c("workload: key file missing", &no_key).fails(2, &["/nonexistent/key.pem", "client-assertion-key"]),
+        case("workload: a command from a project's pyproject.toml", &tok)
+            .cwd("cfg/cmdproj")
+            .fails(2, &["cfg/cmdproj/pyproject.toml", "may not", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION"]),
+        c("workload: the provider rejects a federated assertion and echoes it", &fed)
+            .setup(move |w: &World| w.fake.set(TOKEN, echo("invalid_client", &live2)))
+            .fails(1, &["invalid_client", "federated credential", &live_file])
+            .after(no_escape),
+        c("workload: the provider rejects a private_key_jwt", &pk)
+            .fails(1, &["invalid_client", "public key of", &key.pem.display().to_string()])
+            .after(no_key_body),
+        c("workload: the provider refuses the token exchange and echoes the subject token", &exch)
+            .setup(move |w: &World| w.fake.set(TOKEN, echo("invalid_grant", &live3)))
+            .fails(1, &["token exchange", "invalid_grant", "subject token's issuer"])
+            .after(no_escape),
+        c("workload: the provider has no token-exchange grant", &exch)
+            .setup(on(TOKEN, Reply::json(400, r#"{"error":"unsupported_grant_type"}"#)))
+            .fails(1, &["unsupported_grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"]),
+    ];
+    let n = w.run_all(cases);
+    eprintln!("workload identity cases: {n}");
+    assert!(n >= 14, "{n}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Stores: damaged token files, wrong modes, directories where files should be, read-only places, keyrings.
 
 /// Whether this process ignores file permissions (root, or CAP_DAC_OVERRIDE): then mode bits cannot make a

@@ -30,6 +30,7 @@ fn status_json_has_exactly_the_documented_fields() {
             "audience",
             "client_id",
             "client_secret_set",
+            "credential",
             "interactive",
             "issuer",
             "redirect_uri",

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::token::require_kind;
+use super::token::{machine_grant, require_kind};
 use super::{Deps, LOCK_TIMEOUT, Provider, flush_store_warnings, setup, token_kind};
 use crate::cli::{FlowArg, LoginArgs};
 use crate::config::{Flags, FlowChoice, ServerConfig};
@@ -21,9 +21,13 @@ pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<
     let key = store::server_key(c);
     let provider = Provider::connect(c, deps)?;
     let set = if c.is_machine() {
-        deps.note(format!("Logging in to {} as client {} (client credentials)…", c.display_name(), c.client_id));
-        let flows = Flows::new(c, &provider.discovered.metadata)?;
-        flows.client_credentials(&provider.http, deps.now())?
+        deps.note(format!(
+            "Logging in to {} as client {} ({})…",
+            c.display_name(),
+            c.client_id,
+            c.machine_grant().as_str()
+        ));
+        machine_grant(c, &provider, deps.now())?
     } else {
         interactive_login(c, &provider, opts(args), deps)?
     };

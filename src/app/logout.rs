@@ -3,7 +3,7 @@
 
 use super::{Deps, LOCK_TIMEOUT, flush_store_warnings, http_for, load_config, open_store, setup};
 use crate::cli::LogoutArgs;
-use crate::config::{self, Flags, ServerConfig};
+use crate::config::{Flags, ServerConfig};
 use crate::discovery;
 use crate::error::Result;
 use crate::flow::ClientAuth;
@@ -125,10 +125,9 @@ fn revoke_and_find_end_session(
         ));
         return Ok((false, end_session));
     };
-    let client = ClientAuth {
-        client_id: &entry.client_id,
-        secret: c.and_then(|c| c.client_secret.as_ref()),
-        method: c.map(|c| crate::flow::auth_method(c, &meta)).unwrap_or(config::AuthMethod::ClientSecretPost),
+    let client = match c {
+        Some(c) => crate::flow::client_auth(c, &meta, &http, deps.now())?,
+        None => ClientAuth::public(&entry.client_id),
     };
     crate::flow::revoke(&http, &endpoint, &client, rt)?;
     Ok((true, end_session))

@@ -191,9 +191,8 @@ pub(super) fn obtain(
         }
     }
     if c.is_machine() {
-        deps.debug("client credentials grant");
-        let flows = Flows::new(c, &provider.discovered.metadata)?;
-        let set = flows.client_credentials(&provider.http, deps.now())?;
+        deps.debug(format!("{} grant", c.machine_grant().as_str()));
+        let set = machine_grant(c, &provider, deps.now())?;
         store.save(key, &Entry::new(c, set.clone()), &lock)?;
         return require_kind(c, set);
     }
@@ -206,6 +205,14 @@ pub(super) fn obtain(
     let set = super::login::interactive_login(c, &provider, opts, deps)?;
     store.save(key, &Entry::new(c, set.clone()), &lock)?;
     require_kind(c, set)
+}
+
+/// The machine grant of `c` (client credentials, token exchange or JWT bearer; platform tokens re-read from
+/// their sources): the one routine `login` and `token` call. Machine grants issue no refresh token, so each
+/// renewal comes here.
+pub(super) fn machine_grant(c: &ServerConfig, provider: &Provider, now: i64) -> Result<TokenSet> {
+    let flows = Flows::new(c, &provider.discovered.metadata)?;
+    crate::flow::machine_grant(&flows, &provider.http, now)
 }
 
 /// Why `token` stops at "log in", in the words the user needs.

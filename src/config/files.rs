@@ -293,7 +293,7 @@ pub(super) fn parse_file(file: &ConfigFile, warnings: &mut Vec<String>) -> Resul
         let table = item.as_table().ok_or_else(|| {
             Error::config(format!("{key_path} entry #{n} in {path} must be a table, not {}", type_name(item)))
         })?;
-        let mut block = Block { file: file.path.clone(), ..Block::default() };
+        let mut block = Block { file: file.path.clone(), kind: Some(file.kind), ..Block::default() };
         for (key, value) in table {
             let Some(setting) = keys::block_setting(key) else {
                 let hint = keys::nearest_key(key).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();

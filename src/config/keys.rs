@@ -101,9 +101,27 @@ settings! {
     CA_BUNDLE = "ca-bundle", "MLFLOW_TRACKING_OIDC_CA_BUNDLE", "ca_bundle", Kind::Path, Block, "none",
         "PEM file of extra CA certificates trusted for this provider (relative to the file that names it).";
     TOKEN_ENDPOINT_AUTH_METHOD = "token-endpoint-auth-method", "MLFLOW_TRACKING_OIDC_TOKEN_ENDPOINT_AUTH_METHOD",
-        "token_endpoint_auth_method", Kind::Choice(&["client_secret_basic", "client_secret_post"]), Block,
-        "client_secret_basic, unless the provider lists only client_secret_post",
+        "token_endpoint_auth_method", Kind::Choice(&["client_secret_basic", "client_secret_post", "private_key_jwt"]),
+        Block, "private_key_jwt with a key or assertion; else client_secret_basic, unless the provider lists only client_secret_post",
         "How a confidential client authenticates at the token endpoint.";
+    CLIENT_ASSERTION_KEY = "client-assertion-key", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION_KEY", "client_assertion_key",
+        Kind::Path, Block, "none",
+        "PEM private key (RSA or EC P-256, unencrypted) signing private_key_jwt client assertions (RFC 7523); relative to the file.";
+    CLIENT_ASSERTION_KID = "client-assertion-kid", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION_KID", "client_assertion_kid",
+        Kind::Str, Block, "a `kid:` line in the key file, else the RFC 7638 thumbprint",
+        "The `kid` header of signed client assertions.";
+    CLIENT_ASSERTION = "client-assertion", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION", "client_assertion", Kind::Str, Block,
+        "none", "A platform token sent as a federated client assertion: `file:PATH`, `env:NAME`, `github-actions` or `command:CMD` (`command:` not from a project file).";
+    GITHUB_ACTIONS_AUDIENCE = "github-actions-audience", "MLFLOW_TRACKING_OIDC_GITHUB_ACTIONS_AUDIENCE",
+        "github_actions_audience", Kind::Str, Block, "GitHub's default (the repository owner's URL)",
+        "The `audience` asked of GitHub Actions' OIDC token service for `github-actions` sources.";
+    GRANT = "grant", "MLFLOW_TRACKING_OIDC_GRANT", "grant",
+        Kind::Choice(&["auto", "client-credentials", "token-exchange", "jwt-bearer"]), Block, "auto",
+        "The grant of a machine client: `auto` is token-exchange with a `subject-token`, else client-credentials.";
+    SUBJECT_TOKEN = "subject-token", "MLFLOW_TRACKING_OIDC_SUBJECT_TOKEN", "subject_token", Kind::Str, Block, "none",
+        "The token to exchange (RFC 8693) or assert (jwt-bearer): `file:PATH`, `env:NAME`, `github-actions` or `command:CMD`.";
+    SUBJECT_TOKEN_TYPE = "subject-token-type", "MLFLOW_TRACKING_OIDC_SUBJECT_TOKEN_TYPE", "subject_token_type", Kind::Str,
+        Block, "urn:ietf:params:oauth:token-type:jwt", "RFC 8693 `subject_token_type` of the subject token.";
     OFFLINE_ACCESS = "offline-access", "MLFLOW_TRACKING_OIDC_OFFLINE_ACCESS", "offline_access", Kind::Bool, Block,
         "true", "Ask for `offline_access` on interactive logins when the provider lists it, to get a refresh token.";
     REVOCATION_ENDPOINT = "revocation-endpoint", "MLFLOW_TRACKING_OIDC_REVOCATION_ENDPOINT", "revocation_endpoint",
@@ -159,6 +177,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     ("MLFLOW_TRACKING_AUTH", "`oidc` selects the Python plugin's auth provider (MLflow 2.8 or newer)."),
     ("MLFLOW_OIDC_BIN", "The binary the Python plugin runs (default: the one installed with it)."),
+    (
+        "ACTIONS_ID_TOKEN_REQUEST_URL, ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+        "GitHub Actions' OIDC token service, for `github-actions` sources (`permissions: id-token: write`).",
+    ),
 ];
 
 /// The block settings, which a `[[…tracking-servers]]` block may hold.
