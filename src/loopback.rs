@@ -93,19 +93,7 @@ pub fn bind_any(redirect_uri: &str, fallback_ports: &[u16], tls: Option<TlsFiles
 pub fn bind(redirect_uri: &str, tls: Option<TlsFiles<'_>>) -> Result<Listener> {
     let u = url::Url::parse(redirect_uri)
         .map_err(|e| Error::config(format!("redirect URI {redirect_uri} is not a valid URL ({e})")))?;
-    let tls = match (u.scheme(), tls) {
-        ("https", Some(files)) => Some(tls::server_config(&files)?),
-        ("https", None) => {
-            return Err(Error::config(format!(
-                "redirect URI {redirect_uri} uses https://, so the loopback listener must serve TLS: set \
-                 `redirect-tls-cert` and `redirect-tls-key` to a PEM certificate (for this host name) and its key — \
-                 mlflow-oidc bundles none, because a bundled key would be public and any local program could \
-                 serve it — or use an http:// loopback redirect (RFC 8252 §7.3), which providers accept for native \
-                 clients"
-            )));
-        }
-        _ => None,
-    };
+    let tls = tls_for(redirect_uri, &u, tls)?;
     let port = u.port_or_known_default().unwrap_or(0);
     let (ip, localhost) = match u.host() {
         Some(url::Host::Ipv4(ip)) => (IpAddr::V4(ip), false),
@@ -134,6 +122,34 @@ pub fn bind(redirect_uri: &str, tls: Option<TlsFiles<'_>>) -> Result<Listener> {
     }
     let hosts = allowed_hosts(&sockets, localhost, actual.port());
     Ok(Listener { sockets, redirect_uri, path: u.path().to_string(), hosts, notes, tls })
+}
+
+/// The TLS server side an `https://` redirect needs, or the error saying what to set.
+fn tls_for(
+    redirect_uri: &str,
+    u: &url::Url,
+    tls: Option<TlsFiles<'_>>,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+    Ok(match (u.scheme(), tls) {
+        ("https", Some(files)) => Some(tls::server_config(&files)?),
+        ("https", None) => {
+            return Err(Error::config(format!(
+                "redirect URI {redirect_uri} uses https://, so the loopback listener must serve TLS: set \
+                 `redirect-tls-cert` and `redirect-tls-key` to a PEM certificate (for this host name) and its key — \
+                 mlflow-oidc bundles none, because a bundled key would be public and any local program could \
+                 serve it — or use an http:// loopback redirect (RFC 8252 §7.3), which providers accept for native \
+                 clients"
+            )));
+        }
+        _ => None,
+    })
+}
+
+/// Fail before the provider is contacted when the redirect cannot be served (an https one without TLS files).
+pub fn preflight(redirect_uri: &str, tls: Option<TlsFiles<'_>>) -> Result<()> {
+    let u = url::Url::parse(redirect_uri)
+        .map_err(|e| Error::config(format!("redirect URI {redirect_uri} is not a valid URL ({e})")))?;
+    tls_for(redirect_uri, &u, tls).map(|_| ())
 }
 
 /// The `Host` values a browser sends for this listener: `localhost:port` for a `localhost` redirect, and the

@@ -19,6 +19,11 @@ pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<
     let (resolved, store) = setup(flags, deps)?;
     let c = &resolved.server;
     let key = store::server_key(c);
+    // An https redirect without TLS files cannot work: say so before asking the provider anything.
+    let device = opts(args).flow.unwrap_or(c.flow) == FlowChoice::Device;
+    if !c.is_machine() && !device {
+        loopback::preflight(&c.redirect_uri, c.redirect_tls_files())?;
+    }
     let provider = Provider::connect(c, deps)?;
     let set = if c.is_machine() {
         deps.note(format!(
