@@ -117,9 +117,9 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
         if supports(name) {
             out.push(pass("grant", format!("{} supported", grant.as_str())));
         } else {
-            out.push(fail(
+            out.push(warn(
                 "grant",
-                format!("the provider does not list {name} in grant_types_supported"),
+                format!("the provider does not advertise {name} in grant_types_supported"),
                 "enable the grant for this client at the provider (some providers offer it without listing it), \
                  or set `grant`",
             ));
