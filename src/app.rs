@@ -11,11 +11,12 @@ use crate::config::{self, Flags, Resolved, ServerConfig};
 use crate::discovery::{self, Discovered};
 use crate::env::Env;
 use crate::error::{Error, Result};
+use crate::flow::Flows;
 use crate::http::Http;
 use crate::keyring_store::Keyring;
 use crate::paths::Paths;
 use crate::store::{Store, StoreSettings};
-use crate::token::TokenKind;
+use crate::token::{TokenKind, TokenSet};
 
 mod login;
 mod logout;
@@ -237,6 +238,30 @@ impl Provider {
         self.discovered = fresh;
         Ok(changed)
     }
+}
+
+/// The machine grant of `c` (client credentials, token exchange or JWT bearer; platform tokens re-read from
+/// their sources): the one routine `login` and `token` call. Machine grants issue no refresh token, so each
+/// renewal comes here.
+fn machine_grant(c: &ServerConfig, provider: &Provider, now: i64) -> Result<TokenSet> {
+    let flows = Flows::new(c, &provider.discovered.metadata)?;
+    crate::flow::machine_grant(&flows, &provider.http, now)
+}
+
+/// The token this server is given must be in the set.
+fn require_kind(c: &ServerConfig, set: TokenSet) -> Result<TokenSet> {
+    if set.token(token_kind(c)).is_none() {
+        return Err(match token_kind(c) {
+            TokenKind::IdToken => Error::provider(format!(
+                "the provider returned no ID token for {}: include `openid` in `scope`, or set use-id-token = false to send the access token",
+                c.display_name()
+            )),
+            TokenKind::AccessToken => {
+                Error::provider(format!("the provider returned no access token for {}", c.display_name()))
+            }
+        });
+    }
+    Ok(set)
 }
 
 #[cfg(test)]

@@ -245,7 +245,7 @@ fn credential_checks(c: &ServerConfig, meta: &Metadata, http: &Http, now: i64, o
             Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
             _ => Vec::new(),
         };
-        let left = claims.exp.map(|e| format!(", expires in {}", crate::output::human_duration(e - now)));
+        let left = claims.exp.map(|e| format!(", expires in {}", crate::token::human_duration(e - now)));
         let detail = format!(
             "{}: a JWT from {} for {}{}",
             src.describe(),

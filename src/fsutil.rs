@@ -7,6 +7,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+/// Kept here for the callers that format I/O failures of files (it lives in `error`, which renders them).
+pub use crate::error::io_reason;
 use crate::error::{Error, Result};
 
 /// A stable file-name-safe key from parts that must never collide across servers.
@@ -103,24 +105,6 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn unique() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-}
-
-/// A short, lower-case reason for an I/O error, for messages that already name the file.
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        std::io::ErrorKind::NotFound => "no such file or directory".into(),
-        _ => {
-            let s = e.to_string();
-            // std's messages are capitalised and carry "(os error N)"; keep ours lower-case and short.
-            let s = s.split(" (os error").next().unwrap_or(&s).to_string();
-            let mut c = s.chars();
-            match c.next() {
-                Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-                None => s,
-            }
-        }
-    }
 }
 
 /// The current user's id, found once. No `libc::geteuid`: the crate forbids `unsafe`. On Linux `/proc/self` is

@@ -4,6 +4,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{ServerConfig, Skipped};
 use crate::error::{shell_word, strip_controls};
+pub use crate::token::human_duration;
 use crate::token::{Claims, TokenKind, TokenSet, rfc3339};
 
 /// How `token` prints the token (`--format`).
@@ -288,18 +289,6 @@ pub fn checks_text(checks: &[crate::check::Check], color: bool) -> String {
         }
     }
     s
-}
-
-/// "1h 5m", "4m 10s", "12s".
-pub fn human_duration(secs: i64) -> String {
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m {s}s")
-    } else {
-        format!("{s}s")
-    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use super::token::{machine_grant, require_kind};
-use super::{Deps, LOCK_TIMEOUT, Provider, flush_store_warnings, setup, token_kind};
+use super::{Deps, LOCK_TIMEOUT, Provider, flush_store_warnings, machine_grant, require_kind, setup, token_kind};
 use crate::cli::{FlowArg, LoginArgs};
 use crate::config::{Flags, FlowChoice, ServerConfig};
 use crate::discovery;

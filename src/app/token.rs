@@ -1,7 +1,9 @@
 //! `token` and `exec`: obtain a valid token — cache → refresh under the lock → machine grant → login when
 //! allowed — and hand it out (STYLE: kubelogin's `get_token.go` only orders these steps).
 
-use super::{Deps, LOCK_TIMEOUT, Provider, flush_store_warnings, setup, token_kind, write_out};
+use super::{
+    Deps, LOCK_TIMEOUT, Provider, flush_store_warnings, machine_grant, require_kind, setup, token_kind, write_out,
+};
 use crate::cli::{ExecArgs, TokenArgs};
 use crate::config::{Flags, ServerConfig};
 use crate::error::{Error, Result};
@@ -207,14 +209,6 @@ pub(super) fn obtain(
     require_kind(c, set)
 }
 
-/// The machine grant of `c` (client credentials, token exchange or JWT bearer; platform tokens re-read from
-/// their sources): the one routine `login` and `token` call. Machine grants issue no refresh token, so each
-/// renewal comes here.
-pub(super) fn machine_grant(c: &ServerConfig, provider: &Provider, now: i64) -> Result<TokenSet> {
-    let flows = Flows::new(c, &provider.discovered.metadata)?;
-    crate::flow::machine_grant(&flows, &provider.http, now)
-}
-
 /// Why `token` stops at "log in", in the words the user needs.
 fn why_no_login(c: &ServerConfig, deps: &Deps, rt_rejected: bool, no_id_on_refresh: bool) -> String {
     let why = if !c.interactive {
@@ -259,20 +253,4 @@ fn keep_missing(set: &mut TokenSet, old: Option<&TokenSet>) {
     if set.id_token.is_none() {
         set.id_token = old.id_token.clone();
     }
-}
-
-/// The token this server is given must be in the set.
-pub(super) fn require_kind(c: &ServerConfig, set: TokenSet) -> Result<TokenSet> {
-    if set.token(token_kind(c)).is_none() {
-        return Err(match token_kind(c) {
-            TokenKind::IdToken => Error::provider(format!(
-                "the provider returned no ID token for {}: include `openid` in `scope`, or set use-id-token = false to send the access token",
-                c.display_name()
-            )),
-            TokenKind::AccessToken => {
-                Error::provider(format!("the provider returned no access token for {}", c.display_name()))
-            }
-        });
-    }
-    Ok(set)
 }

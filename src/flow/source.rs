@@ -64,7 +64,7 @@ pub fn read(c: &ServerConfig, source: &TokenSource, role: Role, http: &Http, now
             "the `{key}` token from {} expired {} ago (at {}): the platform should renew it (a projected token \
              is refreshed by the kubelet; a CI token lives as long as the job) — get a fresh one and retry",
             source.describe(),
-            crate::output::human_duration(now - exp),
+            crate::token::human_duration(now - exp),
             crate::token::rfc3339(exp)
         )));
     }
