@@ -17,20 +17,8 @@ use sandbox::Sandbox;
 const SERVER: &str = "http://127.0.0.1:5998";
 
 fn fake_project(f: &fake::Fake, redirect: &str) -> Sandbox {
-    let mut s = Sandbox::new();
-    s.write(
-        "proj/pyproject.toml",
-        &format!(
-            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{}\"\n\
-             scope = \"openid\"\nredirect-uri = \"{redirect}\"\n",
-            f.base,
-            fake::CLIENT_ID
-        ),
-    );
-    s.set("MLFLOW_OIDC_STORE", "file");
     // The person's browser lands on the provider's error page: nothing ever reaches the listener.
-    s.set("BROWSER", "true");
-    s
+    Sandbox::for_fake(SERVER, &f.base, fake::CLIENT_ID, redirect)
 }
 
 #[test]

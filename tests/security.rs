@@ -211,19 +211,7 @@ fn state_is_exact_fresh_and_single_use() {
 
 /// The scripted provider, a project using it in ID-token mode (so a nonce is sent and checked).
 fn fake_project(f: &fake::Fake) -> Sandbox {
-    let mut s = Sandbox::new();
-    s.write(
-        "proj/pyproject.toml",
-        &format!(
-            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{}\"\n\
-             scope = \"openid\"\nredirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\n",
-            f.base,
-            fake::CLIENT_ID
-        ),
-    );
-    s.set("MLFLOW_OIDC_STORE", "file");
-    s.set("BROWSER", "true");
-    s
+    Sandbox::for_fake(SERVER, &f.base, fake::CLIENT_ID, "http://127.0.0.1:0/oauth2/callback")
 }
 
 #[test]
