@@ -252,7 +252,7 @@ fn the_id_token_and_basic_credentials_are_refused_with_the_cause_in_the_server_l
     assert!(st.log().contains("Bearer auth error: InvalidClaimError"), "the cause, in the server log:\n{}", st.tail());
 
     let log = st.log();
-    let cause = log.lines().filter(|l| l.contains("Bearer auth error")).next_back().unwrap_or_default();
+    let cause = log.lines().rfind(|l| l.contains("Bearer auth error")).unwrap_or_default();
     eprintln!("an ID token at the server: {cause}");
 
     // MLFLOW_TRACKING_USERNAME/PASSWORD win over MLFLOW_TRACKING_TOKEN (and the header provider)
