@@ -6,9 +6,10 @@
 //!            └──Bearer──▶ mlflow server --app-name oidc-auth  http://127.0.0.1:P2  (iss, aud = mlflow)
 //! ```
 //!
-//! One stack for every test here, started by the first that asks ([`stack()`]): its own provider
-//! (`tests/idp/idp.mjs` with `IDP_GROUPS=mlflow`, access and ID tokens living [`TTL`] s) and
-//! `tests/mlflow/oidc_auth_stack.py`, which runs the server from the venv that
+//! Started by the first test that asks: one provider (`tests/idp/idp.mjs` with `IDP_GROUPS=mlflow`,
+//! access and ID tokens living [`TTL`] s) and two servers, [`stack()`] for access tokens
+//! (`OIDC_AUDIENCE=mlflow`, every test but one) and [`id_token_stack()`] for ID tokens
+//! (`OIDC_AUDIENCE=mlflow-cli`), each run by `tests/mlflow/oidc_auth_stack.py` from the venv that
 //! `scripts/e2e-auth-venv` maintains (mlflow-oidc-auth pinned in
 //! tests/mlflow/requirements-oidc-auth.txt, with the mlflow-oidc wheel for the client side). The
 //! settings it uses are the ones docs/mlflow-oidc-auth.md gives. Run with
@@ -57,7 +58,7 @@ fn bin(name: &str) -> PathBuf {
 }
 
 struct Stack {
-    idp: Idp,
+    idp: &'static Idp,
     /// `http://127.0.0.1:<port>`: the tracking URI.
     uri: String,
     log: PathBuf,
@@ -65,21 +66,36 @@ struct Stack {
     _supervisor: Mutex<Child>,
 }
 
-fn stack() -> &'static Stack {
-    static STACK: OnceLock<Stack> = OnceLock::new();
-    STACK.get_or_init(start)
+/// The provider both servers trust.
+fn idp() -> &'static Idp {
+    static IDP: OnceLock<Idp> = OnceLock::new();
+    IDP.get_or_init(|| {
+        let ttl = TTL.to_string();
+        Idp::start_with(&[("IDP_AT_TTL", &ttl), ("IDP_ID_TOKEN_TTL", &ttl), ("IDP_GROUPS", "mlflow")])
+    })
 }
 
-fn start() -> Stack {
+/// The server for access tokens: `OIDC_AUDIENCE` = [`AUDIENCE`].
+fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| start(AUDIENCE))
+}
+
+/// A second server, for ID tokens: `OIDC_AUDIENCE` = the public client's id.
+fn id_token_stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| start(PUBLIC_CLIENT_ID))
+}
+
+fn start(audience: &str) -> Stack {
     let python = bin("python");
-    let ttl = TTL.to_string();
-    let idp = Idp::start_with(&[("IDP_AT_TTL", &ttl), ("IDP_ID_TOKEN_TTL", &ttl), ("IDP_GROUPS", "mlflow")]);
+    let idp = idp();
     let dir = tempfile::Builder::new().prefix("mlflow-oidc-auth-e2e-").tempdir().unwrap().keep();
     let log = std::fs::File::create(dir.join("supervisor.log")).unwrap();
     let mut child = Command::new(&python)
         .arg(repo().join("tests/mlflow/oidc_auth_stack.py"))
         .args(["--dir", dir.join("stack").to_str().unwrap()])
-        .args(["--issuer", &idp.issuer, "--audience", AUDIENCE])
+        .args(["--issuer", &idp.issuer, "--audience", audience])
         .args(["--mlflow", bin("mlflow").to_str().unwrap()])
         .args(["--remove", dir.to_str().unwrap()])
         .stdin(Stdio::piped())
@@ -103,7 +119,7 @@ fn start() -> Stack {
         panic!("mlflow server --app-name oidc-auth did not start within {STACK_TIMEOUT:?}:\n{log}");
     };
     let info: serde_json::Value = serde_json::from_str(&ready).unwrap();
-    eprintln!("mlflow-oidc-auth server ready after {} s", info["startup_seconds"]);
+    eprintln!("mlflow-oidc-auth server (OIDC_AUDIENCE={audience}) ready after {} s", info["startup_seconds"]);
     Stack {
         idp,
         uri: info["uri"].as_str().unwrap().to_owned(),
@@ -145,10 +161,13 @@ impl Stack {
 
 // --- helpers -----------------------------------------------------------------------------------
 
-/// A sandbox whose project has one block for the server with `extra` lines, the auth venv's `bin`
-/// first on PATH, and the curl browser driver logging in as `user`.
+/// A sandbox whose project has one block for the access-token server with `extra` lines, the
+/// auth venv's `bin` first on PATH, and the curl browser driver logging in as `user`.
 fn project(extra: &str, user: &str) -> Sandbox {
-    let st = stack();
+    project_for(stack(), extra, user)
+}
+
+fn project_for(st: &Stack, extra: &str, user: &str) -> Sandbox {
     let mut s = Sandbox::with_server(&st.uri, &st.idp.issuer, extra);
     s.set("PATH", format!("{}:/usr/local/bin:/usr/bin:/bin", venv().join("bin").display()));
     s.set("IDP_LOGIN_USER", user);
@@ -249,6 +268,7 @@ fn the_id_token_and_basic_credentials_are_refused_with_the_cause_in_the_server_l
     );
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("Authentication required"), "{}", out.stderr);
+    eprintln!("what the MLflow user sees: {}", out.stderr.lines().rfind(|l| l.contains("Authentication")).unwrap());
     assert!(st.log().contains("Bearer auth error: InvalidClaimError"), "the cause, in the server log:\n{}", st.tail());
 
     let log = st.log();
@@ -265,7 +285,9 @@ fn the_id_token_and_basic_credentials_are_refused_with_the_cause_in_the_server_l
     let out = python(&s, "log_run.py", &[&unique("basic")], &env);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("Authentication required"), "{}", out.stderr);
-    assert!(st.log().contains("Invalid basic auth credentials"), "{}", st.tail());
+    let log = st.log();
+    let cause = log.lines().rfind(|l| l.contains("Invalid basic auth credentials"));
+    eprintln!("Basic credentials at the server: {}", cause.unwrap_or_else(|| panic!("{}", st.tail())));
     // MLFLOW_TRACKING_AUTH=oidc is applied last and replaces the Basic header.
     let mut env = vec![("MLFLOW_TRACKING_URI", st.uri.as_str()), ("MLFLOW_TRACKING_AUTH", "oidc")];
     env.extend(basic);
@@ -355,4 +377,39 @@ fn a_client_credentials_service_account_logs_a_run() {
     assert_eq!(r["history"], serde_json::json!([1.0, 0.5, 1.0 / 3.0]));
     assert_eq!(r["artifacts"], serde_json::json!(["note.txt"]));
     assert!(st.log().contains(&format!("Provisioned bearer user {CONFIDENTIAL_CLIENT_ID} ")), "{}", st.tail());
+}
+
+/// The other pair: a server whose `OIDC_AUDIENCE` is the public client's id accepts the default
+/// ID token (its `groups` claim provisions the user), and the refreshed one after the first has
+/// expired; it refuses the access token that the other server accepts.
+#[test]
+fn the_id_token_pair_works_and_refreshed_id_tokens_are_accepted() {
+    let st = id_token_stack();
+    let s = project_for(st, PUBLIC_CLIENT, "dave");
+    assert_eq!(s.mo(&["login"]).code, 0);
+    let token = s.mo(&["token"]).ok().trim().to_owned();
+    let claims = support::jwt_payload(&token);
+    assert_eq!(claims["aud"], PUBLIC_CLIENT_ID, "{claims}");
+    assert_eq!(claims["groups"], serde_json::json!(["mlflow"]), "{claims}");
+    let (status, body) = support::curl(&["-H", &bearer(&token), &st.url(SEARCH)]);
+    assert_eq!(status, 200, "{body}\n{}", st.tail());
+    assert!(st.log().contains("Provisioned bearer user dave@example.test"), "{}", st.tail());
+
+    // Asking for more life than an ID token has left forces the refresh grant: a new ID token.
+    // One second later, or it is byte for byte the same (same iat and exp, RS256 is deterministic).
+    std::thread::sleep(Duration::from_millis(1100));
+    let refreshes = idp().count_grants("refresh_token");
+    let renewed = s.mo(&["token", "--min-valid", &(TTL + 5).to_string()]);
+    let renewed = renewed.ok().trim().to_owned();
+    assert_eq!(idp().count_grants("refresh_token"), refreshes + 1);
+    let renewed_claims = support::jwt_payload(&renewed);
+    assert!(renewed_claims["iat"].as_u64() > claims["iat"].as_u64(), "{renewed_claims}");
+    assert_eq!(renewed_claims["groups"], serde_json::json!(["mlflow"]), "{renewed_claims}");
+    let (status, body) = support::curl(&["-H", &bearer(&renewed), &st.url(SEARCH)]);
+    assert_eq!(status, 200, "{body}\n{}", st.tail());
+
+    // The reverse mismatch: an access token for `mlflow` is refused here.
+    let access = person("erin").mo(&["token"]).ok().trim().to_owned();
+    let (status, _) = support::curl(&["-H", &bearer(&access), &st.url(SEARCH)]);
+    assert_eq!(status, 401, "{}", st.tail());
 }
