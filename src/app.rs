@@ -153,13 +153,23 @@ fn orientation(deps: &mut Deps) -> Result<()> {
 
 /// The server's configuration and the credential store, as this invocation's flags, environment and files say.
 fn setup(flags: &Flags, deps: &mut Deps) -> Result<(Resolved, Store)> {
-    let files = config::load_sources(flags, &deps.env, deps.paths.user_config.as_deref())?;
-    let resolved = config::resolve(&files, &deps.env, flags)?;
+    let loaded = load_config(flags, deps)?;
+    let mut resolved = config::resolve(&loaded.files, &deps.env, flags)?;
     for w in &resolved.warnings {
         deps.note(format!("warning: {w}"));
     }
-    let store = open_store(flags, &files, deps)?;
+    let store = open_store(flags, &loaded.files, deps)?;
+    resolved.skipped = loaded.skipped;
     Ok((resolved, store))
+}
+
+/// The config files, with one warning for each file skipped because another user could have written it.
+fn load_config(flags: &Flags, deps: &mut Deps) -> Result<config::Loaded> {
+    let loaded = config::load_sources(flags, &deps.env, deps.paths.user_config.as_deref())?;
+    for s in &loaded.skipped {
+        deps.note(format!("warning: {}", s.warning));
+    }
+    Ok(loaded)
 }
 
 fn open_store(flags: &Flags, files: &[config::ConfigFile], deps: &Deps) -> Result<Store> {
@@ -205,6 +215,9 @@ impl Provider {
         let http = http_for(Some(c), &deps.env)?;
         let cache = deps.paths.cache_dir.clone();
         let discovered = discovery::discover(&http, cache.as_deref(), &c.issuer, deps.now(), false)?;
+        if let Some(w) = &discovered.warning {
+            deps.note(format!("warning: {w}"));
+        }
         deps.debug(format!(
             "provider metadata for {} {}",
             c.issuer,

@@ -9,18 +9,26 @@ use crate::http::Http;
 #[derive(Debug, Clone)]
 pub struct Check {
     pub name: &'static str,
+    /// False only for what is certainly broken: it makes `status --check` exit 1.
     pub ok: bool,
+    /// Worth knowing but not certainly broken (issue 16: `grant_types_supported` and the auth-method list are
+    /// optional and under-reported by several providers): shown as `!`, exit 0.
+    pub warning: bool,
     pub detail: String,
     /// What to do when not ok.
     pub fix: Option<String>,
 }
 
 fn pass(name: &'static str, detail: impl Into<String>) -> Check {
-    Check { name, ok: true, detail: detail.into(), fix: None }
+    Check { name, ok: true, warning: false, detail: detail.into(), fix: None }
+}
+
+fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check { name, ok: true, warning: true, detail: detail.into(), fix: Some(fix.into()) }
 }
 
 fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check { name, ok: false, detail: detail.into(), fix: Some(fix.into()) }
+    Check { name, ok: false, warning: false, detail: detail.into(), fix: Some(fix.into()) }
 }
 
 /// Run every check; `now` is local Unix time for the clock comparison.
@@ -49,7 +57,11 @@ pub fn run(c: &ServerConfig, http: &Http, now: i64) -> Vec<Check> {
     let meta: Metadata = match serde_json::from_slice(&resp.body) {
         Ok(m) => m,
         Err(e) => {
-            out.push(fail("discovery", format!("{url} is not an OpenID configuration ({e})"), "check `issuer`"));
+            out.push(fail(
+                "discovery",
+                format!("{url} is not an OpenID configuration ({})", crate::error::parse_error(&e)),
+                "check `issuer`",
+            ));
             return out;
         }
     };
@@ -101,10 +113,11 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
         if supports("client_credentials") {
             out.push(pass("client credentials", "grant supported"));
         } else {
-            out.push(fail(
+            out.push(warn(
                 "client credentials",
-                "the provider does not list the client_credentials grant",
-                "enable it for this client at the provider, or set interactive = true",
+                "the provider does not advertise the client_credentials grant (grant_types_supported is optional, \
+                 so it may work all the same)",
+                "if `login` fails, enable the grant for this client at the provider, or set interactive = true",
             ));
         }
     } else if c.flow == FlowChoice::Device {
@@ -134,10 +147,10 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
         if listed {
             out.push(pass("client authentication", name.to_string()));
         } else {
-            out.push(fail(
+            out.push(warn(
                 "client authentication",
-                format!("{name} is not in the provider's token_endpoint_auth_methods_supported"),
-                "set token-endpoint-auth-method to one the provider lists",
+                format!("the provider does not advertise {name} in token_endpoint_auth_methods_supported"),
+                "if `login` fails with invalid_client, set token-endpoint-auth-method to one the provider lists",
             ));
         }
     }
@@ -154,11 +167,15 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
                 },
             ));
         } else {
-            out.push(fail("refresh", "the refresh_token grant is not listed", "every expiry will need a new login"));
+            out.push(warn(
+                "refresh",
+                "the provider does not advertise the refresh_token grant (the list is optional and often incomplete)",
+                "if no refresh token is issued, every expiry will need a new login",
+            ));
         }
         match meta.revocation_endpoint.clone().or_else(|| c.revocation_endpoint.clone()) {
             Some(r) => out.push(pass("revocation", r)),
-            None => out.push(fail(
+            None => out.push(warn(
                 "revocation",
                 "no revocation_endpoint advertised: logout can only forget tokens locally",
                 "set `revocation-endpoint` if the provider has one",
@@ -170,7 +187,7 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
 fn port_check(c: &ServerConfig) -> Check {
     match crate::loopback::bind_any(&c.redirect_uri, &c.redirect_ports) {
         Ok(l) => pass("redirect port", format!("{} can be bound", l.redirect_uri)),
-        Err(Error::Config(m)) | Err(Error::Interaction(m)) => {
+        Err(Error::Config(m)) | Err(Error::Interaction(m)) | Err(Error::PortInUse { message: m, .. }) => {
             fail("redirect port", m, "free the port, or use port 0 / redirect-ports")
         }
         Err(e) => fail("redirect port", e.to_string(), "free the port"),

@@ -158,6 +158,9 @@ pub struct ConfigFile {
     pub path: PathBuf,
     pub kind: FileKind,
     pub text: String,
+    /// A project file in a directory the user listed in `safe-directories`: its blocks may redirect a URI the
+    /// user config also configures (see [`resolve`]).
+    pub trusted: bool,
     /// The text parsed once: the walk, the servers and the store setting all read it (parsing is most of
     /// the cached `token` path's work on a typical pyproject.toml).
     parsed: std::cell::OnceCell<std::result::Result<toml::Table, toml::de::Error>>,
@@ -165,11 +168,22 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     pub fn new(path: PathBuf, kind: FileKind, text: String) -> Self {
-        ConfigFile { path, kind, text, parsed: std::cell::OnceCell::new() }
+        ConfigFile { path, kind, text, trusted: false, parsed: std::cell::OnceCell::new() }
+    }
+
+    pub fn trusted(mut self, trusted: bool) -> Self {
+        self.trusted = trusted;
+        self
     }
 
     fn doc(&self) -> std::result::Result<&toml::Table, &toml::de::Error> {
-        self.parsed.get_or_init(|| self.text.parse::<toml::Table>()).as_ref()
+        self.parsed
+            .get_or_init(|| match self.kind {
+                // A project file is read only for `tool.mlflow-oidc-client`; the rest is parsed, not built.
+                FileKind::Project => view::project_view(&self.text),
+                FileKind::User | FileKind::Explicit => self.text.parse::<toml::Table>(),
+            })
+            .as_ref()
     }
 }
 
@@ -186,6 +200,8 @@ pub struct Flags {
 pub struct Resolved {
     pub server: ServerConfig,
     pub warnings: Vec<String>,
+    /// Config files found but not used (filled by the caller from [`Loaded`]; `status` lists them).
+    pub skipped: Vec<Skipped>,
 }
 
 /// One `tracking-servers` block, parsed and type-checked, values still raw.
@@ -198,15 +214,76 @@ pub(crate) struct Block {
     pub auth_params: Option<Vec<(String, String)>>,
     pub resources: Option<Vec<String>>,
     pub redirect_ports: Option<Vec<u16>>,
+    /// From a project file the walk found outside `safe-directories`.
+    pub guarded: bool,
+}
+
+/// The keys that decide where credentials go or whom the client trusts: a project block that changes one of
+/// them for a URI the user configured could send the user's secret, or tokens, to another provider.
+const GUARDED_KEYS: &[&str] = &[
+    keys::ISSUER.key,
+    keys::CA_BUNDLE.key,
+    keys::CLIENT_SECRET.key,
+    keys::TOKEN_ENDPOINT_AUTH_METHOD.key,
+    keys::REVOCATION_ENDPOINT.key,
+    keys::DEVICE_AUTHORIZATION_ENDPOINT.key,
+];
+
+/// Whether a block may stay. The user's own block for a URI beats a project block that disagrees on a guarded
+/// key, unless the project's directory is in `safe-directories`: anyone who can write a parent directory (or
+/// a cloned repository) writes the project file, while only the user writes their config, so the user's
+/// choice of provider for their own server is not the project's to override. A project block that agrees on
+/// those keys still wins (it may set scope, flow, redirect ports, …), as the plugin's last-block-wins rule says.
+fn keep_project_block(b: &Block, user_blocks: &[Block], warnings: &mut Vec<String>) -> bool {
+    if !b.guarded {
+        return true;
+    }
+    let Some(uri) = b.uri.as_deref() else { return true };
+    let want = normalize_uri(uri);
+    let Some(user) = user_blocks.iter().rev().find(|u| u.uri.as_deref().map(normalize_uri).as_deref() == Some(&want))
+    else {
+        return true;
+    };
+    let differ: Vec<&str> = GUARDED_KEYS
+        .iter()
+        .copied()
+        .filter(|k| b.strings.get(k).is_some_and(|v| user.strings.get(k) != Some(v)))
+        .collect();
+    if differ.is_empty() {
+        return true;
+    }
+    warnings.push(format!(
+        "IGNORING the block for {uri} in {}: it changes {} from your own block in {}, which is used instead. \
+         A project file must not send your credentials to another provider; if you trust {}, add its directory \
+         to `safe-directories` in {}",
+        b.file.display(),
+        differ.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+        user.file.display(),
+        b.file.display(),
+        user.file.display()
+    ));
+    false
 }
 
 /// Resolve the configuration of one server. Pure: all I/O happened in [`load_sources`].
 pub fn resolve(files: &[ConfigFile], env: &Env, flags: &Flags) -> Result<Resolved> {
     let mut warnings = Vec::new();
     let mut blocks = Vec::new();
+    let mut user_blocks = Vec::new();
     for file in files {
-        blocks.extend(files::parse_file(file, &mut warnings)?);
+        let parsed = files::parse_file(file, &mut warnings)?;
+        match file.kind {
+            FileKind::User => user_blocks.extend(parsed.iter().cloned()),
+            // A project block may not take a URI the user configured to another provider (below).
+            FileKind::Project if !file.trusted => {
+                blocks.extend(parsed.into_iter().map(|b| Block { guarded: true, ..b }));
+                continue;
+            }
+            _ => {}
+        }
+        blocks.extend(parsed);
     }
+    blocks.retain(|b| keep_project_block(b, &user_blocks, &mut warnings));
     let known_uris: Vec<String> = blocks.iter().filter_map(|b| b.uri.clone()).collect();
 
     let (target, uri_source) = match &flags.server {
@@ -243,7 +320,7 @@ pub fn resolve(files: &[ConfigFile], env: &Env, flags: &Flags) -> Result<Resolve
     };
 
     let server = build::build_server(block, env, uri, uri_source)?;
-    Ok(Resolved { server, warnings })
+    Ok(Resolved { server, warnings, skipped: Vec::new() })
 }
 
 fn no_match_error(target: &str, source: &Source, files: &[ConfigFile], known: &[String]) -> Error {
@@ -314,8 +391,9 @@ mod files;
 pub mod keys;
 mod runtime;
 mod validate;
+mod view;
 
-pub use files::{load_sources, store_setting};
+pub use files::{Loaded, Skipped, load_sources, store_setting};
 pub use runtime::{StoreChoice, http_settings, keyring_timeout, store_choice};
 pub use validate::{is_loopback_host, parse_bool, parse_duration, validate_issuer, validate_redirect_uri};
 

@@ -154,7 +154,7 @@ impl<'a> Flows<'a> {
         for r in &self.config.resources {
             req = req.add_extra_param("resource", r.clone());
         }
-        let resp = req.request(http).map_err(|e| self.grant_error("authorization code", e, &[code]))?;
+        let resp = req.request(http).map_err(|e| self.grant_error(http, "authorization code", e, &[code]))?;
         let set = to_token_set(resp, now);
         self.check_id_token(&set, now, auth.nonce.as_deref(), None)?;
         Ok(set)
@@ -177,7 +177,7 @@ impl<'a> Flows<'a> {
         for r in &self.config.resources {
             req = req.add_extra_param("resource", r.clone());
         }
-        let resp = req.request(http).map_err(|e| self.grant_error("client credentials", e, &[]))?;
+        let resp = req.request(http).map_err(|e| self.grant_error(http, "client credentials", e, &[]))?;
         let set = to_token_set(resp, now);
         self.check_id_token(&set, now, None, None)?;
         Ok(set)
@@ -212,7 +212,15 @@ impl<'a> Flows<'a> {
             {
                 Ok(None)
             }
-            Err(e) => Err(self.grant_error("refresh", e, &[refresh_token.expose()])),
+            // A provider that killed a refresh-token family (reuse detection) often answers 400/401 with an
+            // empty or non-OAuth body: that refusal means "log in again" too (issue 16). An explicit OAuth error
+            // other than invalid_grant (invalid_client, …) says something else and is reported as such.
+            Err(RequestTokenError::Parse(..) | RequestTokenError::Other(_))
+                if matches!(http.last_response(), Some((400 | 401, _))) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.grant_error(http, "refresh", e, &[refresh_token.expose()])),
         }
     }
 
@@ -242,8 +250,32 @@ impl<'a> Flows<'a> {
             .apply(form)
     }
 
-    fn grant_error(&self, grant: &str, e: RequestTokenError<HttpError, BasicErrorResponse>, secrets: &[&str]) -> Error {
+    fn grant_error(
+        &self,
+        http: &Http,
+        grant: &str,
+        e: RequestTokenError<HttpError, BasicErrorResponse>,
+        secrets: &[&str],
+    ) -> Error {
         let url = &self.token_url;
+        // Client credentials without an explicit scope is the likeliest cause of a bare refusal: several
+        // providers (authentik, some Entra set-ups) require one and say so only in their logs.
+        let scope_hint = |status: u16| {
+            if grant == "client credentials" && !self.config.scope_explicit && matches!(status, 400 | 401 | 403) {
+                "; this provider may need a scope for machine clients: set `scope = \"…\"` in the server block \
+                 (client credentials sends a scope only when one is configured)"
+            } else {
+                ""
+            }
+        };
+        let status = http.last_response();
+        let answered = |status: &Option<(u16, Option<String>)>| match status {
+            Some((s, Some(ct))) if !ct.to_ascii_lowercase().contains("json") => {
+                format!("HTTP {s} ({})", crate::error::printable(ct))
+            }
+            Some((s, _)) => format!("HTTP {s}"),
+            None => "no answer".into(),
+        };
         match e {
             RequestTokenError::ServerResponse(r) => {
                 let code = sanitize_with(self.config, r.error().as_ref(), secrets);
@@ -254,20 +286,38 @@ impl<'a> Flows<'a> {
                 if matches!(r.error(), oauth2::basic::BasicErrorResponseType::InvalidClient) {
                     msg.push_str(": check `client-id` and `client-secret`");
                 }
+                msg.push_str(scope_hint(status.as_ref().map_or(0, |s| s.0)));
                 Error::provider(msg)
             }
             RequestTokenError::Request(e) => Error::network(e.0),
             // The body may hold tokens: name what was wrong, never echo it.
+            RequestTokenError::Parse(_, _) if status.as_ref().is_some_and(|s| s.0 != 200) => {
+                let s = status.as_ref().map_or(0, |s| s.0);
+                Error::provider(format!(
+                    "the provider refused the {grant} request at {url}: {} with a body that is not an OAuth error \
+                     response{}",
+                    answered(&status),
+                    scope_hint(s)
+                ))
+            }
             RequestTokenError::Parse(e, _body) => Error::provider(format!(
                 "the token endpoint {url} returned an invalid {grant} response ({} at `{}`): the provider may be \
                  misconfigured",
                 crate::error::parse_error(e.inner()),
                 crate::error::printable(&e.path().to_string())
             )),
-            RequestTokenError::Other(m) => Error::provider(format!(
-                "the {grant} request to {url} failed: {}",
-                sanitize_with(self.config, &m, secrets)
-            )),
+            // oauth2 says only "server returned empty error response": the status is what the user needs.
+            RequestTokenError::Other(m) => match &status {
+                Some((s, _)) if *s != 200 => Error::provider(format!(
+                    "the provider refused the {grant} request at {url}: {} with an empty body{}",
+                    answered(&status),
+                    scope_hint(*s)
+                )),
+                _ => Error::provider(format!(
+                    "the {grant} request to {url} failed: {}",
+                    sanitize_with(self.config, &m, secrets)
+                )),
+            },
         }
     }
 }

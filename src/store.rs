@@ -160,7 +160,9 @@ impl Store {
 
     /// Warnings produced so far (printed once by the caller).
     pub fn take_warnings(&self) -> Vec<String> {
-        std::mem::take(&mut *self.warnings.borrow_mut())
+        let mut all = std::mem::take(&mut *self.files.notes.borrow_mut());
+        all.append(&mut self.warnings.borrow_mut());
+        all
     }
 
     fn choice_path(&self) -> PathBuf {
@@ -183,7 +185,7 @@ impl Store {
     }
 
     fn auto_choice(&self) -> (Backend, String) {
-        if let Ok(bytes) = std::fs::read(self.choice_path())
+        if let Some(bytes) = self.read_choice()
             && let Ok(c) = serde_json::from_slice::<Choice>(&bytes)
             && c.store == "file"
         {
@@ -215,6 +217,31 @@ impl Store {
             }
             Err(e) => self.fall_back(e.to_string()),
         }
+    }
+
+    /// The remembered choice, unless another user could have written it: a planted "file" would move refresh
+    /// tokens out of the keyring. Not followed through a symlink; refused files are ignored with a warning.
+    fn read_choice(&self) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let path = self.choice_path();
+        let mut f = match crate::fsutil::open_nofollow(&path) {
+            Ok(f) => f,
+            Err(e) if crate::fsutil::is_symlink_refusal(&e) => {
+                self.warnings.borrow_mut().push(format!("ignoring {}: a symbolic link, not followed", path.display()));
+                return None;
+            }
+            Err(_) => return None,
+        };
+        #[cfg(unix)]
+        if let Ok(meta) = f.metadata()
+            && let Some(why) = crate::fsutil::distrust(&meta, true)
+        {
+            self.warnings.borrow_mut().push(format!("ignoring {}: {why}; delete it", path.display()));
+            return None;
+        }
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).ok()?;
+        Some(bytes)
     }
 
     fn fall_back(&self, reason: String) -> (Backend, String) {

@@ -769,6 +769,32 @@ fn provider_cases() {
             .setup(on(TOKEN, Reply::json(400, r#"{"error":"invalid_grant"}"#)))
             .fails(3, &["refresh token", "mlflow-oidc login"])
             .loses_credential(),
+        // Issue 16: a refresh token the provider killed (reuse detection) answered with an empty or non-OAuth
+        // 400/401 is "log in again": exit 3, the dead refresh token dropped, nothing else lost.
+        t("refresh: 400 with an empty body means log in again")
+            .setup(on(TOKEN, Reply::text(400, "")))
+            .fails(3, &["not logged in", "rejected the stored refresh token", "mlflow-oidc login"])
+            .after(|w, _| {
+                let entry: serde_json::Value = serde_json::from_slice(&std::fs::read(&w.entry_path).unwrap()).unwrap();
+                assert!(entry["tokens"].get("refresh_token").is_none(), "the dead refresh token is dropped: {entry}");
+                assert_eq!(entry["issuer"], w.fake.base.as_str(), "the rest of the entry stays: {entry}");
+            })
+            .loses_credential(),
+        t("refresh: 401 with an HTML body means log in again")
+            .setup(on(TOKEN, Reply::html(401, "<html>Unauthorized</html>")))
+            .fails(3, &["not logged in", "mlflow-oidc login"])
+            .loses_credential(),
+        case("client credentials: 403 with an empty body names the status and the likely cause", &["token", "--no-login"])
+            .cwd("conf")
+            .setup(on(TOKEN, Reply::text(403, "")))
+            .fails(1, &[&token_url, "HTTP 403", "empty body", "scope"]),
+        case("status --check: a provider that lists neither refresh nor client_credentials only warns", &["status", "--check"])
+            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("grant_types_supported".into(), serde_json::json!(["authorization_code"]))))))
+            .fails(0, &[])
+            .after(|_, out| {
+                assert!(out.stdout.contains("! refresh"), "{}", out.stdout);
+                assert!(!out.stdout.contains("✗"), "{}", out.stdout);
+            }),
         t("refresh: 500 in plain text").setup(on(TOKEN, Reply::text(500, "Internal Server Error"))).fails(1, &[&token_url]),
         t("refresh: 502 from a proxy, in HTML")
             .setup(on(TOKEN, Reply::html(502, "<html><h1>Bad Gateway</h1></html>")))
@@ -780,7 +806,11 @@ fn provider_cases() {
         t("refresh: an unknown error code")
             .setup(on(TOKEN, Reply::json(400, r#"{"error":"temporarily_unavailable"}"#)))
             .fails(1, &["temporarily_unavailable"]),
-        t("refresh: error is not a string").setup(on(TOKEN, Reply::json(400, r#"{"error":5}"#))).fails(1, &[&token_url]),
+        // Not an OAuth error response at 400: like an empty body, "log in again" (issue 16).
+        t("refresh: error is not a string")
+            .setup(on(TOKEN, Reply::json(400, r#"{"error":5}"#)))
+            .fails(3, &["rejected the stored refresh token"])
+            .loses_credential(),
         t("refresh: 200 without access_token")
             .setup(on(TOKEN, Reply::json(200, r#"{"token_type":"Bearer","expires_in":3600}"#)))
             .fails(1, &[&token_url]),
@@ -1066,7 +1096,8 @@ fn store_cases() {
                 std::fs::remove_file(&p).unwrap();
                 std::os::unix::fs::symlink(&victim, &p).unwrap();
             })
-            .succeeds(AT_CC, &["corrupt"])
+            // Not read through the link (O_NOFOLLOW): reported as a link, then replaced by our own file.
+            .succeeds(AT_CC, &["symbolic link: not followed"])
             .after(|w, _| {
                 assert_eq!(std::fs::read_to_string(w.s.path("victim.txt")).unwrap(), "keep me");
                 let p = conf_entry(w);
@@ -1170,6 +1201,8 @@ fn callback_cases() {
     s.set("MLFLOW_OIDC_STORE", "file");
     s.set("BROWSER", support::browser_curl().to_str().unwrap());
     let out = run_bounded(s.cmd("proj", &["login"]), LIMIT);
+    let issuer = idp.issuer.clone();
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
     assert_eq!(out.code, 0, "{}", out.stderr);
     // From now on the "browser" opens nothing: the test plays both the attacker and the person.
     s.set("BROWSER", "true");
@@ -1265,13 +1298,27 @@ fn callback_cases() {
         })
         .ends(1, &["server_error"]),
         cb("callback: a forged code with our state", move |l| {
-            assert_eq!(status_of(&l.get(&format!("code=forged-code&state={}", l.state))), 200);
+            // The browser hears the provider's refusal, not "logged in" (the page waits for the exchange).
+            let r = l.get(&format!("code=forged-code&state={}&iss={}", l.state, enc(&issuer)));
+            bad(400, "invalid_grant")(r)
         })
         .ends(1, &["invalid_grant"]),
         cb("callback: another issuer in iss (mix-up)", move |l| {
-            assert_eq!(status_of(&l.get(&format!("code=c&state={}&iss=https%3A%2F%2Fevil.example.com", l.state))), 200);
+            bad(400, "evil.example.com")(l.get(&format!("code=c&state={}&iss=https%3A%2F%2Fevil.example.com", l.state)))
         })
-        .ends(1, &["https://evil.example.com", "refusing"]),
+        .ends(1, &["https://evil.example.com", "refusing", "RFC 9207"]),
+        cb("callback: no iss from a provider that always sends it (mix-up)", move |l| {
+            bad(400, "RFC 9207")(l.get(&format!("code=c&state={}", l.state)))
+        })
+        .ends(1, &["carries no `iss`", "RFC 9207"]),
+        cb("callback: our state from a foreign Host (DNS rebinding)", move |l| {
+            let r = send(
+                l.port,
+                format!("GET {}?code=c&state={} HTTP/1.1\r\nHost: evil.example:{}\r\n\r\n", l.path, l.state, l.port)
+                    .as_bytes(),
+            );
+            bad(400, "evil.example")(r)
+        }),
         CallbackCase {
             name: "callback: only junk until the login times out",
             junk: Box::new(move |l| bad(400, "state mismatch")(l.get("code=c&state=x"))),

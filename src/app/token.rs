@@ -53,7 +53,11 @@ pub fn valid_token(flags: &Flags, want: &Want, deps: &mut Deps) -> Result<ValidT
     // The hot path: a fresh cached token costs one file read, no lock, no network.
     match store.load(&key) {
         Ok(Some(entry)) => match entry.tokens.freshness(kind, deps.now(), min_valid) {
-            Ok(expires_at) => return Ok(ValidToken { config: c, tokens: entry.tokens, kind, expires_at }),
+            Ok(expires_at) => {
+                // A file re-tightened to 0600 on the way is worth a word even on the hot path.
+                flush_store_warnings(&store, deps);
+                return Ok(ValidToken { config: c, tokens: entry.tokens, kind, expires_at });
+            }
             Err(reason) => deps.debug(format!("{reason}; renewing")),
         },
         Ok(None) => deps.debug("no cached tokens"),
@@ -175,6 +179,13 @@ pub(super) fn obtain(
                     && e.tokens.freshness(kind, deps.now(), min_valid).is_ok()
                 {
                     return Ok(e.tokens);
+                }
+                // The dead refresh token is dropped, so the next `token` asks for a login at once instead of
+                // at the provider; the rest of the entry (whose login this was) stays (issue 16).
+                if let Some(mut e) = existing.clone() {
+                    e.tokens.refresh_token = None;
+                    e.refresh_token_in = None;
+                    store.save(key, &e, &lock)?;
                 }
             }
         }

@@ -20,6 +20,8 @@ pub enum Kind {
     Ports,
     /// A duration: seconds, or a number with s, m or h.
     Duration,
+    /// An array of absolute directory paths, or `["*"]` for all (as git's `safe.directory`).
+    Dirs,
 }
 
 impl Kind {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::List => "string or array of strings".into(),
             Kind::Ports => "array of ports".into(),
             Kind::Duration => "duration".into(),
+            Kind::Dirs => "array of directories".into(),
         }
     }
 }
@@ -119,6 +122,8 @@ settings! {
         "none", "Loopback ports to try in order when the redirect URI's port is in use.";
     STORE = "store", "MLFLOW_OIDC_STORE", "", Kind::Choice(&["auto", "keyring", "file", "memory"]), User, "auto",
         "Where credentials are kept (also `--store`); `auto` uses the OS keyring when it answers, else a 0600 file.";
+    SAFE_DIRECTORIES = "safe-directories", "", "", Kind::Dirs, User, "none",
+        "Directories whose `pyproject.toml` is used even when another user owns it or may write it, and may redirect a server of this file to another provider; `\"*\"` trusts all. Only in the user config (as git's `safe.directory`, CVE-2022-24765).";
     CONFIG = "", "MLFLOW_OIDC_CONFIG", "", Kind::Path, Env, "none",
         "A config file to use instead of the pyproject.toml walk (also `--config`).";
     KEYRING_TIMEOUT = "", "MLFLOW_OIDC_KEYRING_TIMEOUT", "", Kind::Duration, Env, "3s",
@@ -140,7 +145,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("DISPLAY, WAYLAND_DISPLAY, BROWSER", "Whether a browser can be opened (on Linux)."),
     ("NO_COLOR, TERM", "No colour with `NO_COLOR` set or `TERM=dumb`."),
     ("DBUS_SESSION_BUS_ADDRESS, XDG_RUNTIME_DIR", "Whether a Secret Service (OS keyring) can be reached on Linux."),
-    ("HOME, XDG_CONFIG_HOME, XDG_CACHE_HOME, XDG_DATA_HOME", "Where the user config, caches and credentials live."),
+    (
+        "HOME, XDG_CONFIG_HOME, XDG_CACHE_HOME, XDG_DATA_HOME",
+        "Where the user config, caches and credentials live; the pyproject.toml walk stops above HOME's parent.",
+    ),
     (
         "MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD",
         "Set by `exec` (the token), or read by the Python plugin, which steps aside when they are set.",
@@ -195,7 +203,8 @@ pub fn reference_markdown() -> String {
     );
     let row = |s: &mut String, st: &Setting| {
         let key = if st.key.is_empty() { "—".to_string() } else { format!("`{}`", st.key) };
-        s.push_str(&format!("| {key} | `{}` | {} | {} | {} |\n", st.env, st.kind.describe(), st.default, st.doc));
+        let var = if st.env.is_empty() { "—".to_string() } else { format!("`{}`", st.env) };
+        s.push_str(&format!("| {key} | {var} | {} | {} | {} |\n", st.kind.describe(), st.default, st.doc));
     };
     for st in block_settings() {
         row(&mut s, st);

@@ -230,8 +230,9 @@ fn exact_match_wins_over_normalised_and_last_block_wins() {
 
 #[test]
 fn project_blocks_take_precedence_over_user_blocks() {
+    // Same issuer as the project's: the project block may still set the client, scope, flow, …
     let u = user(
-        "[[tracking-servers]]\nuri = \"http://m.test\"\nissuer = \"https://user-idp\"\nclient-id = \"u\"\n\n[[tracking-servers]]\nuri = \"http://only-user.test\"\nissuer = \"https://user-idp\"\nclient-id = \"u2\"\n",
+        "[[tracking-servers]]\nuri = \"http://m.test\"\nissuer = \"https://idp.example.com\"\nclient-id = \"u\"\n\n[[tracking-servers]]\nuri = \"http://only-user.test\"\nissuer = \"https://user-idp\"\nclient-id = \"u2\"\n",
     );
     let p = project(&block("http://m.test", ""));
     let files = [u, p];
@@ -241,6 +242,37 @@ fn project_blocks_take_precedence_over_user_blocks() {
     let c = ok(&files, &[], Some("http://only-user.test"));
     assert_eq!(c.client_id, "u2");
     assert_eq!(c.sources["client_id"], Source::File(PathBuf::from(U)));
+}
+
+#[test]
+fn a_project_block_may_not_send_a_user_configured_server_elsewhere() {
+    let u = user(
+        "[[tracking-servers]]\nuri = \"http://m.test\"\nissuer = \"https://user-idp\"\nclient-id = \"u\"\nclient-secret = \"s\"\n",
+    );
+    for extra in ["", "ca-bundle = \"/x.pem\"", "token-endpoint-auth-method = \"client_secret_post\""] {
+        let text = format!(
+            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"http://M.test/\"\nissuer = \"https://evil\"\nclient-id = \"p\"\n{extra}\n"
+        );
+        let files = [u.clone(), project(&text)];
+        let r = resolve_with(&files, &[], Some("http://m.test")).unwrap();
+        assert_eq!(r.server.issuer, "https://user-idp", "{extra}");
+        assert_eq!(r.server.sources["issuer"], Source::File(PathBuf::from(U)));
+        let w = r.warnings.join("\n");
+        assert!(w.contains(P) && w.contains(U) && w.contains("`issuer`") && w.contains("safe-directories"), "{w}");
+        // In a directory the user trusts (`safe-directories`), the project block wins as before.
+        let files = [u.clone(), project(&text.replace("http://M.test/", "http://m.test")).trusted(true)];
+        assert_eq!(ok(&files, &[], Some("http://m.test")).issuer, "https://evil");
+    }
+    // Only the guarded keys count: the same issuer with another scope is the project's to choose.
+    let same = user(
+        "[[tracking-servers]]\nuri = \"http://m.test\"\nissuer = \"https://idp.example.com\"\nclient-id = \"u\"\n",
+    );
+    let p = project(&block("http://m.test", "ca-bundle = \"/p.pem\""));
+    let r = resolve_with(&[same.clone(), p], &[], Some("http://m.test")).unwrap();
+    assert!(r.warnings.join("").contains("`ca-bundle`"), "{:?}", r.warnings);
+    let r =
+        resolve_with(&[same, project(&block("http://m.test", "scope = \"s\""))], &[], Some("http://m.test")).unwrap();
+    assert_eq!((r.server.scope.as_str(), r.warnings.len()), ("s", 0));
 }
 
 #[test]
