@@ -183,6 +183,23 @@ const configuration = {
   } : {}),
 };
 
+// --- what the mlflow-oidc-auth server plugin needs (issue 16; tests/oidc_auth_e2e.rs) ---------
+//   IDP_GROUPS=a,b        a "groups" claim (these names) in every JWT access token, a person's
+//                         or a client's, and in ID tokens and userinfo with the "profile" scope:
+//                         the plugin provisions a bearer user only when a group admits them
+//   IDP_ID_TOKEN_TTL=N    ID token lifetime (s), default 3600
+const GROUPS = (env.IDP_GROUPS || '').split(',').filter(Boolean);
+if (GROUPS.length) {
+  configuration.claims.profile = [...configuration.claims.profile, 'groups'];
+  const { findAccount, extraTokenClaims } = configuration;
+  configuration.findAccount = async (ctx, sub) => {
+    const account = await findAccount(ctx, sub);
+    return { ...account, claims: async (...args) => ({ ...await account.claims(...args), groups: GROUPS }) };
+  };
+  configuration.extraTokenClaims = async (ctx, token) => ({ ...await extraTokenClaims(ctx, token), groups: GROUPS });
+}
+if (env.IDP_ID_TOKEN_TTL) configuration.ttl.IdToken = Number(env.IDP_ID_TOKEN_TTL);
+
 // --- request log: one JSON object per line, appended synchronously -----------------------
 //   method, path (no query), status, route (oidc-provider route name, if any),
 //   params      query string of a GET, or form body of a POST (object; absent if empty),
