@@ -1,7 +1,7 @@
 //! `mlflow-oidc`: a credential helper for MLflow tracking servers behind an OAuth 2.1 / OpenID Connect proxy.
 //!
 //! The binary (`src/main.rs`) only parses the command line, builds the real [`app::Deps`] once and calls
-//! [`app::run`]; everything below is a library so integration tests can drive it.
+//! [`app::main_with`]; everything below is a library so integration tests can drive it.
 
 pub mod app;
 pub mod browser;

@@ -536,6 +536,13 @@ fn configuration_cases() {
         case("usage: exec without a command", &["exec"]).fails(2, &["COMMAND"]),
         case("usage: exec of a program that does not exist", &["exec", "--no-login", "--", "/nonexistent/prog"])
             .fails(1, &["/nonexistent/prog", "not found"]),
+        // MLflow would send these instead of the token exec provides (docs/mlflow-oidc-auth.md).
+        case(
+            "exec: MLFLOW_TRACKING_USERNAME set next to the token is warned about",
+            &["exec", "--no-login", "--", "/nonexistent/prog"],
+        )
+        .env("MLFLOW_TRACKING_USERNAME", "alice")
+        .fails(1, &["MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD are set", "/nonexistent/prog"]),
     ];
     let n = w.run_all(cases);
     eprintln!("configuration cases: {n}");

@@ -287,7 +287,8 @@ class TokenSource:
         _logger.warning(
             "the tracking server %s refused the mlflow-oidc %s (HTTP 401): it was issued by %s for audience %s%s. "
             "Likely causes: the server expects another audience (set `use-id-token`, `audience` or `resource` to "
-            "give the token the `aud` it checks), trusts another issuer, or the clocks differ; "
+            "give the token the `aud` it checks; mlflow-oidc-auth: OIDC_AUDIENCE), trusts another issuer "
+            "(OIDC_ISSUER), or the clocks differ; the server's log names the claim it refused; "
             "`mlflow-oidc status --server %s` shows what is sent",
             server, kind.replace("_", " "), _printable(claims.get("iss")), _printable(claims.get("aud")), when, server,
         )

@@ -90,6 +90,14 @@ pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()
         ));
     }
     let token = got.tokens.token(got.kind).ok_or_else(|| Error::provider("no token to pass on"))?;
+    // MLflow's client sends Basic credentials instead of MLFLOW_TRACKING_TOKEN when both are set, and servers
+    // then try only those (docs/mlflow-oidc-auth.md): the token handed over would never be used.
+    if deps.env.is_set("MLFLOW_TRACKING_USERNAME") || deps.env.is_set("MLFLOW_TRACKING_PASSWORD") {
+        deps.note(
+            "warning: MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD are set: MLflow sends them instead of the \
+             token `exec` provides; unset them (or use MLFLOW_TRACKING_AUTH=oidc, which wins over them)",
+        );
+    }
     let (program, rest) = args
         .command
         .split_first()
