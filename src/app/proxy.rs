@@ -164,7 +164,8 @@ fn start(
         client_cert: deps.env.path(keys::MLFLOW_TRACKING_CLIENT_CERT_PATH.env),
         connect_timeout: crate::config::http_settings(None, &deps.env)?.connect_timeout,
     };
-    let agent = upstream::agent(&upstream, &tls)?;
+    let agent = upstream::agent(&upstream, &tls, true)?;
+    let fresh_agent = upstream::agent(&upstream, &tls, false)?;
     let cell = Arc::new(TokenCell::new(|| SystemClock.now()));
     if let Some(got) = first
         && let Some(fresh) = fresh_of(got)
@@ -177,7 +178,8 @@ fn start(
             let _ = writeln!(std::io::stderr().lock(), "mlflow-oidc: {line}");
         }) as proxy::Log
     });
-    let proxy = Proxy::start(proxy::Settings { listen, upstream: upstream.clone(), agent, log }, cell.clone())?;
+    let proxy =
+        Proxy::start(proxy::Settings { listen, upstream: upstream.clone(), agent, fresh_agent, log }, cell.clone())?;
     Ok(Running { proxy, server: config.display_name().to_owned(), cell, upstream })
 }
 

@@ -55,10 +55,13 @@ pub fn mlflow_error(error_code: &str, message: &str) -> String {
 
 /// The status and MLflow error for a missing token.
 pub fn token_failure(f: &Failure) -> (u16, String) {
+    // Not 500/502/503/504: MLflow's Python client retries those for minutes and then shows "too many 503 error
+    // responses" without our message. 424 (Failed Dependency: the token the request depends on) is not retried.
     let (status, code) = match f.kind {
         FailureKind::LoginRequired => (401, "UNAUTHENTICATED"),
-        FailureKind::Unavailable | FailureKind::ShuttingDown => (503, "TEMPORARILY_UNAVAILABLE"),
-        FailureKind::Other => (500, "INTERNAL_ERROR"),
+        FailureKind::Unavailable => (424, "TEMPORARILY_UNAVAILABLE"),
+        FailureKind::Other => (424, "INTERNAL_ERROR"),
+        FailureKind::ShuttingDown => (503, "TEMPORARILY_UNAVAILABLE"),
     };
     (status, mlflow_error(code, &format!("mlflow-oidc: {}", f.message)))
 }
@@ -162,23 +165,31 @@ fn forward(shared: &Shared, mut req: tiny_http::Request, forwarded: &str) -> (u1
         }
         kept = Some(buf);
     }
-    let mut retried = false;
+    let (mut retried_401, mut fresh) = (false, kept.is_none());
     let resp = loop {
         let body = match &kept {
             Some(buf) => Body::Kept(buf.as_slice()),
             None => Body::Stream(req.as_reader()),
         };
-        let sent = send(shared, &method, &uri, &headers, length, &lease, body);
+        let agent = if fresh { &shared.fresh_agent } else { &shared.agent };
+        let sent = send(agent, &method, &uri, &headers, length, &lease, body);
         match sent {
-            Ok(r) if r.status() == 401 && kept.is_some() && !retried => {
-                retried = true;
+            Ok(r) if r.status() == 401 && kept.is_some() && !retried_401 => {
+                retried_401 = true;
                 lease = match shared.tokens.rejected(lease.generation) {
                     Ok(l) => l,
                     Err(f) => return failed(req, &f),
                 };
             }
             Ok(r) => break r,
+            // A kept-alive connection the server closed meanwhile (Apache's event MPM drops idle ones when
+            // its workers are busy) fails before any answer: a replayable request goes once more, on a new
+            // connection. MLflow's own client retries every method on 5xx, so a rare duplicate is no worse.
+            Err(e) if !fresh && stale_connection(&e) => fresh = true,
             Err(e) => {
+                if let Some(log) = &shared.log {
+                    log(&format!("proxy: the tracking server failed: {e}"));
+                }
                 let origin = shared.upstream.origin().ascii_serialization();
                 let body = mlflow_error(
                     "TEMPORARILY_UNAVAILABLE",
@@ -191,13 +202,22 @@ fn forward(shared: &Shared, mut req: tiny_http::Request, forwarded: &str) -> (u1
     relay(req, resp)
 }
 
+fn stale_connection(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match e {
+        ureq::Error::Io(io) => matches!(io.kind(), BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof),
+        ureq::Error::Protocol(_) => true,
+        _ => false,
+    }
+}
+
 fn failed(req: tiny_http::Request, f: &Failure) -> (u16, u64) {
     let (status, body) = token_failure(f);
     (status, respond_text(req, status, "application/json", body))
 }
 
 fn send(
-    shared: &Shared,
+    agent: &ureq::Agent,
     method: &str,
     uri: &http::Uri,
     headers: &[(String, String)],
@@ -221,7 +241,7 @@ fn send(
         Some(n) => b = b.header(http::header::CONTENT_LENGTH, n),
         None => {}
     }
-    let run = |r: http::Request<ureq::SendBody<'_>>| shared.agent.run(r);
+    let run = |r: http::Request<ureq::SendBody<'_>>| agent.run(r);
     match (body, length) {
         (Body::Kept(buf), _) if buf.is_empty() && !has_content => {
             run(b.body(ureq::SendBody::none()).map_err(|e| ureq::Error::BadUri(e.to_string()))?)

@@ -64,7 +64,7 @@ fn failures_speak_mlflow_rest_errors() {
                 .into()
         )
     );
-    assert_eq!(token_failure(&Failure { kind: FailureKind::Unavailable, message: "m".into() }).0, 503);
+    assert_eq!(token_failure(&Failure { kind: FailureKind::Unavailable, message: "m".into() }).0, 424);
 }
 
 #[test]
@@ -161,7 +161,8 @@ impl Drop for Harness {
 fn harness(upstream: Option<&str>, first: Option<&str>, renewed: Option<&'static str>) -> Harness {
     let (fake, seen) = fake_upstream();
     let upstream = url::Url::parse(upstream.unwrap_or(&fake)).unwrap();
-    let agent = upstream::agent(&upstream, &upstream::UpstreamTls::default()).unwrap();
+    let agent = upstream::agent(&upstream, &upstream::UpstreamTls::default(), true).unwrap();
+    let fresh_agent = upstream::agent(&upstream, &upstream::UpstreamTls::default(), false).unwrap();
     let clock = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let cell = Arc::new(TokenCell::new(clock));
     if let Some(t) = first {
@@ -181,7 +182,7 @@ fn harness(upstream: Option<&str>, first: Option<&str>, renewed: Option<&'static
             }
         })
     });
-    let settings = Settings { listen: "127.0.0.1:0".parse().unwrap(), upstream, agent, log: None };
+    let settings = Settings { listen: "127.0.0.1:0".parse().unwrap(), upstream, agent, fresh_agent, log: None };
     let proxy = Proxy::start(settings, cell.clone()).unwrap();
     let uri = proxy.uri().expose().clone();
     Harness { proxy: Some(proxy), uri, seen, renewals, cell }

@@ -28,8 +28,10 @@ pub struct UpstreamTls {
     pub connect_timeout: Duration,
 }
 
-/// The agent for `upstream` (the tracking server's URL).
-pub fn agent(upstream: &url::Url, tls: &UpstreamTls) -> Result<ureq::Agent> {
+/// The agent for `upstream` (the tracking server's URL); `pooled` keeps connections alive for reuse, else
+/// each request has a new connection (for bodies that cannot be replayed, which a stale pooled connection
+/// would lose).
+pub fn agent(upstream: &url::Url, tls: &UpstreamTls, pooled: bool) -> Result<ureq::Agent> {
     let https = upstream.scheme() == "https";
     let loopback = upstream.host_str().is_some_and(crate::http::is_loopback);
     let mut extra = Vec::new();
@@ -48,7 +50,10 @@ pub fn agent(upstream: &url::Url, tls: &UpstreamTls) -> Result<ureq::Agent> {
     } else {
         TlsConfig::default()
     };
+    let pool = if pooled { POOL } else { 0 };
     Ok(config()
+        .max_idle_connections(pool)
+        .max_idle_connections_per_host(pool)
         .tls_config(tls_config)
         .timeout_connect(Some(tls.connect_timeout))
         // A loopback server cannot be reached through a proxy (issue 12); others honour HTTPS_PROXY & co.
@@ -68,8 +73,6 @@ fn config() -> ureq::config::ConfigBuilder<AgentScope> {
         .accept_encoding(ureq::config::AutoHeaderValue::None)
         // Any method may carry a body (the client chose it), and any method name passes.
         .allow_non_standard_methods(true)
-        .max_idle_connections(POOL)
-        .max_idle_connections_per_host(POOL)
         // Bodies of any size stream; only waiting for the response head is bounded.
         .timeout_global(None)
         .timeout_recv_response(Some(Duration::from_secs(600)))
