@@ -11,11 +11,12 @@ use crate::config::{self, Flags, Resolved, ServerConfig};
 use crate::discovery::{self, Discovered};
 use crate::env::Env;
 use crate::error::{Error, Result};
+use crate::flow::Flows;
 use crate::http::Http;
 use crate::keyring_store::Keyring;
 use crate::paths::Paths;
 use crate::store::{Store, StoreSettings};
-use crate::token::TokenKind;
+use crate::token::{TokenKind, TokenSet};
 
 mod login;
 mod logout;
@@ -156,13 +157,23 @@ fn orientation(deps: &mut Deps) -> Result<()> {
 
 /// The server's configuration and the credential store, as this invocation's flags, environment and files say.
 fn setup(flags: &Flags, deps: &mut Deps) -> Result<(Resolved, Store)> {
-    let files = config::load_sources(flags, &deps.env, deps.paths.user_config.as_deref())?;
-    let resolved = config::resolve(&files, &deps.env, flags)?;
+    let loaded = load_config(flags, deps)?;
+    let mut resolved = config::resolve(&loaded.files, &deps.env, flags)?;
     for w in &resolved.warnings {
         deps.note(format!("warning: {w}"));
     }
-    let store = open_store(flags, &files, deps)?;
+    let store = open_store(flags, &loaded.files, deps)?;
+    resolved.skipped = loaded.skipped;
     Ok((resolved, store))
+}
+
+/// The config files, with one warning for each file skipped because another user could have written it.
+fn load_config(flags: &Flags, deps: &mut Deps) -> Result<config::Loaded> {
+    let loaded = config::load_sources(flags, &deps.env, deps.paths.user_config.as_deref())?;
+    for s in &loaded.skipped {
+        deps.note(format!("warning: {}", s.warning));
+    }
+    Ok(loaded)
 }
 
 fn open_store(flags: &Flags, files: &[config::ConfigFile], deps: &Deps) -> Result<Store> {
@@ -208,6 +219,9 @@ impl Provider {
         let http = http_for(Some(c), &deps.env)?;
         let cache = deps.paths.cache_dir.clone();
         let discovered = discovery::discover(&http, cache.as_deref(), &c.issuer, deps.now(), false)?;
+        if let Some(w) = &discovered.warning {
+            deps.note(format!("warning: {w}"));
+        }
         deps.debug(format!(
             "provider metadata for {} {}",
             c.issuer,
@@ -227,6 +241,30 @@ impl Provider {
         self.discovered = fresh;
         Ok(changed)
     }
+}
+
+/// The machine grant of `c` (client credentials, token exchange or JWT bearer; platform tokens re-read from
+/// their sources): the one routine `login` and `token` call. Machine grants issue no refresh token, so each
+/// renewal comes here.
+fn machine_grant(c: &ServerConfig, provider: &Provider, now: i64) -> Result<TokenSet> {
+    let flows = Flows::new(c, &provider.discovered.metadata)?;
+    crate::flow::machine_grant(&flows, &provider.http, now)
+}
+
+/// The token this server is given must be in the set.
+fn require_kind(c: &ServerConfig, set: TokenSet) -> Result<TokenSet> {
+    if set.token(token_kind(c)).is_none() {
+        return Err(match token_kind(c) {
+            TokenKind::IdToken => Error::provider(format!(
+                "the provider returned no ID token for {}: include `openid` in `scope`, or set use-id-token = false to send the access token",
+                c.display_name()
+            )),
+            TokenKind::AccessToken => {
+                Error::provider(format!("the provider returned no access token for {}", c.display_name()))
+            }
+        });
+    }
+    Ok(set)
 }
 
 #[cfg(test)]

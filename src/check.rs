@@ -9,18 +9,26 @@ use crate::http::Http;
 #[derive(Debug, Clone)]
 pub struct Check {
     pub name: &'static str,
+    /// False only for what is certainly broken: it makes `status --check` exit 1.
     pub ok: bool,
+    /// Worth knowing but not certainly broken (issue 16: `grant_types_supported` and the auth-method list are
+    /// optional and under-reported by several providers): shown as `!`, exit 0.
+    pub warning: bool,
     pub detail: String,
     /// What to do when not ok.
     pub fix: Option<String>,
 }
 
 fn pass(name: &'static str, detail: impl Into<String>) -> Check {
-    Check { name, ok: true, detail: detail.into(), fix: None }
+    Check { name, ok: true, warning: false, detail: detail.into(), fix: None }
+}
+
+fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check { name, ok: true, warning: true, detail: detail.into(), fix: Some(fix.into()) }
 }
 
 fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check { name, ok: false, detail: detail.into(), fix: Some(fix.into()) }
+    Check { name, ok: false, warning: false, detail: detail.into(), fix: Some(fix.into()) }
 }
 
 /// Run every check; `now` is local Unix time for the clock comparison.
@@ -49,7 +57,11 @@ pub fn run(c: &ServerConfig, http: &Http, now: i64) -> Vec<Check> {
     let meta: Metadata = match serde_json::from_slice(&resp.body) {
         Ok(m) => m,
         Err(e) => {
-            out.push(fail("discovery", format!("{url} is not an OpenID configuration ({e})"), "check `issuer`"));
+            out.push(fail(
+                "discovery",
+                format!("{url} is not an OpenID configuration ({})", crate::error::parse_error(&e)),
+                "check `issuer`",
+            ));
             return out;
         }
     };
@@ -68,6 +80,7 @@ pub fn run(c: &ServerConfig, http: &Http, now: i64) -> Vec<Check> {
         ));
     }
     endpoint_checks(c, &meta, &mut out);
+    credential_checks(c, &meta, http, now, &mut out);
     if c.interactive && c.flow != FlowChoice::Device {
         out.push(port_check(c));
     }
@@ -97,14 +110,29 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
         None => out.push(fail("token endpoint", "not advertised", "this provider cannot issue tokens to a CLI")),
     }
     let machine = c.is_machine();
-    if machine {
+    let grant = c.machine_grant();
+    if machine && grant != crate::config::MachineGrant::ClientCredentials {
+        let name = grant.grant_type();
+        // Providers often leave extension grants out of grant_types_supported: a fix, not proof it fails.
+        if supports(name) {
+            out.push(pass("grant", format!("{} supported", grant.as_str())));
+        } else {
+            out.push(warn(
+                "grant",
+                format!("the provider does not advertise {name} in grant_types_supported"),
+                "enable the grant for this client at the provider (some providers offer it without listing it), \
+                 or set `grant`",
+            ));
+        }
+    } else if machine {
         if supports("client_credentials") {
             out.push(pass("client credentials", "grant supported"));
         } else {
-            out.push(fail(
+            out.push(warn(
                 "client credentials",
-                "the provider does not list the client_credentials grant",
-                "enable it for this client at the provider, or set interactive = true",
+                "the provider does not advertise the client_credentials grant (grant_types_supported is optional, \
+                 so it may work all the same)",
+                "if `login` fails, enable the grant for this client at the provider, or set interactive = true",
             ));
         }
     } else if c.flow == FlowChoice::Device {
@@ -126,7 +154,9 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
             )),
         }
     }
-    if let Some(secret_method) = c.client_secret.as_ref().map(|_| crate::flow::auth_method(c, meta)) {
+    let method = crate::flow::auth_method(c, meta);
+    if method != AuthMethod::None {
+        let secret_method = method;
         let name = secret_method.as_str();
         let listed = meta.token_endpoint_auth_methods_supported.as_deref().is_none_or(|m| {
             m.iter().any(|x| x == name) || (secret_method == AuthMethod::ClientSecretBasic && m.is_empty())
@@ -134,10 +164,10 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
         if listed {
             out.push(pass("client authentication", name.to_string()));
         } else {
-            out.push(fail(
+            out.push(warn(
                 "client authentication",
-                format!("{name} is not in the provider's token_endpoint_auth_methods_supported"),
-                "set token-endpoint-auth-method to one the provider lists",
+                format!("the provider does not advertise {name} in token_endpoint_auth_methods_supported"),
+                "if `login` fails with invalid_client, set token-endpoint-auth-method to one the provider lists",
             ));
         }
     }
@@ -154,11 +184,15 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
                 },
             ));
         } else {
-            out.push(fail("refresh", "the refresh_token grant is not listed", "every expiry will need a new login"));
+            out.push(warn(
+                "refresh",
+                "the provider does not advertise the refresh_token grant (the list is optional and often incomplete)",
+                "if no refresh token is issued, every expiry will need a new login",
+            ));
         }
         match meta.revocation_endpoint.clone().or_else(|| c.revocation_endpoint.clone()) {
             Some(r) => out.push(pass("revocation", r)),
-            None => out.push(fail(
+            None => out.push(warn(
                 "revocation",
                 "no revocation_endpoint advertised: logout can only forget tokens locally",
                 "set `revocation-endpoint` if the provider has one",
@@ -167,10 +201,80 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
     }
 }
 
+/// The client's key and the platform tokens it sends can be read, and look as the provider will want them.
+fn credential_checks(c: &ServerConfig, meta: &Metadata, http: &Http, now: i64, out: &mut Vec<Check>) {
+    use crate::flow::source::{self, Role};
+    if let Some(path) = &c.client_assertion_key {
+        match crate::jws::SigningKey::load(path, c.client_assertion_kid.as_deref()) {
+            Ok(k) => out.push(pass(
+                "client assertion key",
+                format!(
+                    "{} signs {} with kid {}",
+                    path.display(),
+                    k.alg(meta.token_endpoint_auth_signing_alg_values_supported.as_deref()).as_str(),
+                    k.kid
+                ),
+            )),
+            Err(e) => out.push(fail("client assertion key", e.to_string(), "fix `client-assertion-key`")),
+        }
+    }
+    let token_aud = meta.token_endpoint.clone().unwrap_or_default();
+    let sources = [
+        (c.client_assertion.as_ref(), Role::ClientAssertion, "client assertion"),
+        (c.subject_token.as_ref(), Role::SubjectToken, "subject token"),
+    ];
+    for (src, role, name) in sources {
+        let Some(src) = src else { continue };
+        if let crate::config::TokenSource::Command(_) = src {
+            out.push(pass(name, format!("{} (not run by --check)", src.describe())));
+            continue;
+        }
+        let token = match source::read(c, src, role, http, now) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(fail(name, e.to_string(), format!("fix `{}` or its source", role.key())));
+                continue;
+            }
+        };
+        let Some(claims) = crate::token::Claims::peek(token.expose()) else {
+            out.push(pass(name, format!("{} holds a token (not a JWT: not inspected)", src.describe())));
+            continue;
+        };
+        let auds: Vec<String> = match &claims.aud {
+            Some(serde_json::Value::String(a)) => vec![a.clone()],
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        };
+        let left = claims.exp.map(|e| format!(", expires in {}", crate::token::human_duration(e - now)));
+        let detail = format!(
+            "{}: a JWT from {} for {}{}",
+            src.describe(),
+            crate::error::printable(claims.iss.as_deref().unwrap_or("(no iss)")),
+            crate::error::printable(&auds.join(", ")),
+            left.unwrap_or_default()
+        );
+        // A client assertion is for this provider (RFC 7523 §3: its issuer or token endpoint).
+        let aud_ok = match role {
+            Role::ClientAssertion => auds.iter().any(|a| meta.issuer_matches(a) || *a == token_aud),
+            Role::SubjectToken => true,
+        };
+        if aud_ok {
+            out.push(pass(name, detail));
+        } else {
+            out.push(fail(
+                name,
+                format!("{detail}: the provider expects aud {} or {token_aud}", crate::error::printable(&meta.issuer)),
+                "ask the platform for a token with the provider's issuer as audience (github-actions-audience, the \
+                 projected token's audience, GitLab's id_tokens aud)",
+            ));
+        }
+    }
+}
+
 fn port_check(c: &ServerConfig) -> Check {
-    match crate::loopback::bind_any(&c.redirect_uri, &c.redirect_ports) {
+    match crate::loopback::bind_any(&c.redirect_uri, &c.redirect_ports, c.redirect_tls_files()) {
         Ok(l) => pass("redirect port", format!("{} can be bound", l.redirect_uri)),
-        Err(Error::Config(m)) | Err(Error::Interaction(m)) => {
+        Err(Error::Config(m)) | Err(Error::Interaction(m)) | Err(Error::PortInUse { message: m, .. }) => {
             fail("redirect port", m, "free the port, or use port 0 / redirect-ports")
         }
         Err(e) => fail("redirect port", e.to_string(), "free the port"),

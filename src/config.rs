@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::env::Env;
-use crate::error::{Error, Result};
 use crate::token::Secret;
 
 pub const DEFAULT_REDIRECT_URI: &str = "http://127.0.0.1:39303/oauth2/callback";
@@ -36,21 +34,93 @@ impl fmt::Display for Source {
     }
 }
 
-/// How the client authenticates at the token endpoint when it has a secret.
+/// How the client authenticates at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with `client-assertion-key` (RFC 7523 §2.2, OIDC Core §9).
+    PrivateKeyJwt,
+    /// A platform token from `client-assertion` sent as the client assertion (RFC 7521 §4.2, "federated").
+    FederatedAssertion,
+    /// A public client: its `client_id` only.
+    None,
 }
 
 impl AuthMethod {
+    /// The name in `token_endpoint_auth_methods_supported` (providers list federated assertions as
+    /// `private_key_jwt`: the assertion type is the same).
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMethod::ClientSecretBasic => "client_secret_basic",
             AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::PrivateKeyJwt | AuthMethod::FederatedAssertion => "private_key_jwt",
+            AuthMethod::None => "none",
         }
     }
 }
+
+/// Where a platform token (a federated client assertion or a subject token) comes from; read on every use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A file re-read on every use (a Kubernetes projected token, `AZURE_FEDERATED_TOKEN_FILE`).
+    File(PathBuf),
+    /// An environment variable (GitLab CI `id_tokens`); its value as captured at start-up.
+    Env { name: String, value: Option<Secret<String>> },
+    /// GitHub Actions' OIDC token service: the two request variables as captured at start-up.
+    GithubActions { request_url: Option<String>, request_token: Option<Secret<String>> },
+    /// A command whose stdout is the token; only from the user config or the environment.
+    Command(String),
+}
+
+impl TokenSource {
+    /// What `status` and messages call it: never the token.
+    pub fn describe(&self) -> String {
+        match self {
+            TokenSource::File(p) => format!("file {}", p.display()),
+            TokenSource::Env { name, .. } => format!("environment variable {name}"),
+            TokenSource::GithubActions { .. } => "GitHub Actions OIDC token service".into(),
+            TokenSource::Command(c) => format!("command `{c}`"),
+        }
+    }
+}
+
+/// Which grant a machine client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantChoice {
+    Auto,
+    ClientCredentials,
+    TokenExchange,
+    JwtBearer,
+}
+
+/// The grant a machine client actually uses, `auto` resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineGrant {
+    ClientCredentials,
+    TokenExchange,
+    JwtBearer,
+}
+
+impl MachineGrant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineGrant::ClientCredentials => "client credentials",
+            MachineGrant::TokenExchange => "token exchange (RFC 8693)",
+            MachineGrant::JwtBearer => "JWT bearer (RFC 7523)",
+        }
+    }
+    /// The `grant_type` value.
+    pub fn grant_type(self) -> &'static str {
+        match self {
+            MachineGrant::ClientCredentials => "client_credentials",
+            MachineGrant::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
+            MachineGrant::JwtBearer => "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        }
+    }
+}
+
+pub const DEFAULT_SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// The resolved configuration of the one tracking server this invocation works on.
 #[derive(Debug, Clone)]
@@ -68,6 +138,8 @@ pub struct ServerConfig {
     pub interactive: bool,
     pub use_id_token: bool,
     pub ca_bundle: Option<PathBuf>,
+    /// The certificate and key an `https://` loopback redirect is served with.
+    pub redirect_tls: Option<(PathBuf, PathBuf)>,
     pub token_endpoint_auth_method: Option<AuthMethod>,
     /// Ask for `offline_access` when the provider supports it and the scope lacks it.
     pub offline_access: bool,
@@ -83,6 +155,17 @@ pub struct ServerConfig {
     pub resources: Vec<String>,
     /// Loopback ports to try in order when the redirect URI's port is busy.
     pub redirect_ports: Vec<u16>,
+    /// A PEM private key for private_key_jwt (relative paths resolved against the file that names it).
+    pub client_assertion_key: Option<PathBuf>,
+    pub client_assertion_kid: Option<String>,
+    /// A platform token sent as a federated client assertion.
+    pub client_assertion: Option<TokenSource>,
+    /// The `audience` asked of GitHub Actions' token service.
+    pub github_actions_audience: Option<String>,
+    pub grant: GrantChoice,
+    /// The token to exchange (RFC 8693) or assert (RFC 7523 §2.1).
+    pub subject_token: Option<TokenSource>,
+    pub subject_token_type: String,
     /// For each field name (`uri`, `issuer`, `client_id`, …), where its value came from.
     pub sources: BTreeMap<&'static str, Source>,
 }
@@ -93,10 +176,35 @@ impl ServerConfig {
         self.uri.as_deref().unwrap_or(&self.issuer)
     }
 
-    /// A machine client: it has a secret and no person logs in, so it uses the client credentials grant. The
-    /// one place this is decided (login, token and status --check ask here).
+    /// The TLS files of the loopback listener, for an `https://` redirect URI.
+    pub fn redirect_tls_files(&self) -> Option<crate::loopback::TlsFiles<'_>> {
+        self.redirect_tls.as_ref().map(|(cert, key)| crate::loopback::TlsFiles { cert, key })
+    }
+
+    /// A machine client: it has a credential of its own (a secret, a signing key, a platform token to assert or
+    /// to exchange) and no person logs in, so it uses a machine grant. The one place this is decided (login,
+    /// token and status --check ask here).
     pub fn is_machine(&self) -> bool {
-        self.client_secret.is_some() && !self.interactive
+        self.has_machine_credential() && !self.interactive
+    }
+
+    /// Whether the block configures a credential that needs no person.
+    pub fn has_machine_credential(&self) -> bool {
+        self.client_secret.is_some()
+            || self.client_assertion_key.is_some()
+            || self.client_assertion.is_some()
+            || self.subject_token.is_some()
+    }
+
+    /// The grant a machine client uses: `auto` is token exchange with a subject token, else client credentials.
+    pub fn machine_grant(&self) -> MachineGrant {
+        match self.grant {
+            GrantChoice::ClientCredentials => MachineGrant::ClientCredentials,
+            GrantChoice::TokenExchange => MachineGrant::TokenExchange,
+            GrantChoice::JwtBearer => MachineGrant::JwtBearer,
+            GrantChoice::Auto if self.subject_token.is_some() => MachineGrant::TokenExchange,
+            GrantChoice::Auto => MachineGrant::ClientCredentials,
+        }
     }
 }
 
@@ -158,6 +266,9 @@ pub struct ConfigFile {
     pub path: PathBuf,
     pub kind: FileKind,
     pub text: String,
+    /// A project file in a directory the user listed in `safe-directories`: its blocks may redirect a URI the
+    /// user config also configures (see [`resolve`]).
+    pub trusted: bool,
     /// The text parsed once: the walk, the servers and the store setting all read it (parsing is most of
     /// the cached `token` path's work on a typical pyproject.toml).
     parsed: std::cell::OnceCell<std::result::Result<toml::Table, toml::de::Error>>,
@@ -165,11 +276,22 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     pub fn new(path: PathBuf, kind: FileKind, text: String) -> Self {
-        ConfigFile { path, kind, text, parsed: std::cell::OnceCell::new() }
+        ConfigFile { path, kind, text, trusted: false, parsed: std::cell::OnceCell::new() }
+    }
+
+    pub fn trusted(mut self, trusted: bool) -> Self {
+        self.trusted = trusted;
+        self
     }
 
     fn doc(&self) -> std::result::Result<&toml::Table, &toml::de::Error> {
-        self.parsed.get_or_init(|| self.text.parse::<toml::Table>()).as_ref()
+        self.parsed
+            .get_or_init(|| match self.kind {
+                // A project file is read only for `tool.mlflow-oidc-client`; the rest is parsed, not built.
+                FileKind::Project => view::project_view(&self.text),
+                FileKind::User | FileKind::Explicit => self.text.parse::<toml::Table>(),
+            })
+            .as_ref()
     }
 }
 
@@ -186,137 +308,37 @@ pub struct Flags {
 pub struct Resolved {
     pub server: ServerConfig,
     pub warnings: Vec<String>,
+    /// Config files found but not used (filled by the caller from [`Loaded`]; `status` lists them).
+    pub skipped: Vec<Skipped>,
 }
 
 /// One `tracking-servers` block, parsed and type-checked, values still raw.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Block {
     pub file: PathBuf,
+    /// What the file is: a project file may not name commands to run (`command:` sources).
+    pub kind: Option<FileKind>,
     pub uri: Option<String>,
     pub strings: BTreeMap<&'static str, String>,
     pub bools: BTreeMap<&'static str, bool>,
     pub auth_params: Option<Vec<(String, String)>>,
     pub resources: Option<Vec<String>>,
     pub redirect_ports: Option<Vec<u16>>,
-}
-
-/// Resolve the configuration of one server. Pure: all I/O happened in [`load_sources`].
-pub fn resolve(files: &[ConfigFile], env: &Env, flags: &Flags) -> Result<Resolved> {
-    let mut warnings = Vec::new();
-    let mut blocks = Vec::new();
-    for file in files {
-        blocks.extend(files::parse_file(file, &mut warnings)?);
-    }
-    let known_uris: Vec<String> = blocks.iter().filter_map(|b| b.uri.clone()).collect();
-
-    let (target, uri_source) = match &flags.server {
-        Some(s) if !s.is_empty() => (Some(s.clone()), Source::Flag),
-        _ => match env.get("MLFLOW_TRACKING_URI")? {
-            Some(s) => (Some(s.to_string()), Source::Env),
-            None => (None, Source::Default),
-        },
-    };
-    let env_complete =
-        env.get("MLFLOW_TRACKING_OIDC_ISSUER")?.is_some() && env.get("MLFLOW_TRACKING_OIDC_CLIENT_ID")?.is_some();
-
-    let (block, uri, uri_source) = match &target {
-        Some(t) => match find_block(&blocks, t) {
-            Some(b) => (Some(b), Some(t.clone()), uri_source),
-            None if env_complete => (None, Some(t.clone()), uri_source),
-            None => return Err(no_match_error(t, &uri_source, files, &known_uris)),
-        },
-        None => {
-            let with_uri: Vec<&Block> = blocks.iter().filter(|b| b.uri.is_some()).collect();
-            match with_uri.as_slice() {
-                [] if env_complete => (None, None, Source::Default),
-                [] => return Err(nothing_configured_error(files)),
-                [only] => (Some(*only), only.uri.clone(), Source::File(only.file.clone())),
-                many => {
-                    let list = many.iter().filter_map(|b| b.uri.as_deref()).collect::<Vec<_>>().join(", ");
-                    return Err(Error::config(format!(
-                        "{} tracking servers are configured ({list}): choose one with --server URI or MLFLOW_TRACKING_URI",
-                        many.len()
-                    )));
-                }
-            }
-        }
-    };
-
-    let server = build::build_server(block, env, uri, uri_source)?;
-    Ok(Resolved { server, warnings })
-}
-
-fn no_match_error(target: &str, source: &Source, files: &[ConfigFile], known: &[String]) -> Error {
-    let from = match source {
-        Source::Flag => "--server",
-        _ => "MLFLOW_TRACKING_URI",
-    };
-    let where_ = if files.is_empty() {
-        "no config file was found".to_string()
-    } else {
-        format!("looked in {}", files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(", "))
-    };
-    let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
-    Error::NoServer(format!(
-        "no tracking server matches {target} (from {from}); {where_}; configured servers: {known}. \
-         Add a [[tool.mlflow-oidc-client.tracking-servers]] block with uri = \"{target}\", \
-         or set MLFLOW_TRACKING_OIDC_ISSUER and MLFLOW_TRACKING_OIDC_CLIENT_ID"
-    ))
-}
-
-fn nothing_configured_error(files: &[ConfigFile]) -> Error {
-    let where_ = if files.is_empty() {
-        "no pyproject.toml with [tool.mlflow-oidc-client] was found from the current directory up, and no user config file exists".to_string()
-    } else {
-        format!(
-            "{} configure no tracking server with a uri",
-            files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(", ")
-        )
-    };
-    Error::NoServer(format!(
-        "no tracking server is configured: {where_}. Add a [[tool.mlflow-oidc-client.tracking-servers]] block \
-         to pyproject.toml, or set MLFLOW_TRACKING_OIDC_ISSUER and MLFLOW_TRACKING_OIDC_CLIENT_ID"
-    ))
-}
-
-/// An exact string match wins over a normalised one; among equal matches the last block wins (as the plugin).
-fn find_block<'a>(blocks: &'a [Block], target: &str) -> Option<&'a Block> {
-    let exact = blocks.iter().rev().find(|b| b.uri.as_deref() == Some(target));
-    exact.or_else(|| {
-        let want = normalize_uri(target);
-        blocks.iter().rev().find(|b| b.uri.as_deref().map(normalize_uri).as_deref() == Some(want.as_str()))
-    })
-}
-
-/// Scheme and host lower-cased, default ports dropped, one trailing slash ignored.
-pub fn normalize_uri(uri: &str) -> String {
-    let trimmed = uri.trim();
-    match url::Url::parse(trimmed) {
-        Ok(u) if u.has_host() => {
-            let mut s = format!("{}://", u.scheme());
-            s.push_str(&u.host_str().unwrap_or_default().to_ascii_lowercase());
-            if let Some(p) = u.port() {
-                s.push_str(&format!(":{p}"));
-            }
-            s.push_str(u.path().strip_suffix('/').unwrap_or(u.path()));
-            if let Some(q) = u.query() {
-                s.push('?');
-                s.push_str(q);
-            }
-            s
-        }
-        _ => trimmed.strip_suffix('/').unwrap_or(trimmed).to_string(),
-    }
+    /// From a project file the walk found outside `safe-directories`.
+    pub guarded: bool,
 }
 
 mod build;
 mod files;
 pub mod keys;
 mod runtime;
+mod select;
 mod validate;
+mod view;
 
-pub use files::{load_sources, store_setting};
+pub use files::{Loaded, Skipped, load_sources, store_setting};
 pub use runtime::{StoreChoice, http_settings, keyring_timeout, store_choice};
+pub use select::{normalize_uri, resolve};
 pub use validate::{is_loopback_host, parse_bool, parse_duration, validate_issuer, validate_redirect_uri};
 
 #[cfg(test)]

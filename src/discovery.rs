@@ -34,6 +34,11 @@ pub struct Metadata {
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_words")]
     pub grant_types_supported: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "clean_words")]
+    pub token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
+    /// RFC 9207 §3: the provider always sends `iss` with the authorization response, so one without it is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 impl Metadata {
@@ -79,6 +84,8 @@ fn clean_words<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Op
 pub struct Discovered {
     pub metadata: Metadata,
     pub from_cache: bool,
+    /// Why the cache file was not used, when it was refused (printed once by the caller).
+    pub warning: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -99,15 +106,49 @@ fn cache_path(cache_dir: &Path, issuer: &str) -> PathBuf {
 
 /// Cached metadata for `issuer` if still fresh at `now`.
 pub fn cached(cache_dir: Option<&Path>, issuer: &str, now: i64) -> Option<Metadata> {
-    let text = std::fs::read(cache_path(cache_dir?, issuer)).ok()?;
-    let entry: CacheEntry = serde_json::from_slice(&text).ok()?;
-    (entry.expires_at > now && entry.metadata.issuer_matches(issuer)).then_some(entry.metadata)
+    read_cache(cache_dir, issuer, now).0
+}
+
+/// The cache file's metadata, or a warning when the file is one we must not trust: a symlink, or a file another
+/// user owns or may write (ssh StrictModes). A planted document names the token endpoint our refresh token and
+/// client secret are sent to; ignoring it costs one request, and the refetch replaces it.
+fn read_cache(cache_dir: Option<&Path>, issuer: &str, now: i64) -> (Option<Metadata>, Option<String>) {
+    use std::io::Read;
+    let Some(dir) = cache_dir else { return (None, None) };
+    let path = cache_path(dir, issuer);
+    let mut f = match crate::fsutil::open_nofollow(&path) {
+        Ok(f) => f,
+        Err(e) if crate::fsutil::is_symlink_refusal(&e) => {
+            let w =
+                format!("ignoring the discovery cache {}: a symbolic link, not followed; refetching", path.display());
+            return (None, Some(w));
+        }
+        Err(_) => return (None, None),
+    };
+    #[cfg(unix)]
+    if let Ok(meta) = f.metadata()
+        && let Some(why) = crate::fsutil::distrust(&meta, true)
+    {
+        return (None, Some(format!("ignoring the discovery cache {}: {why}; refetching", path.display())));
+    }
+    let mut text = Vec::new();
+    if f.read_to_end(&mut text).is_err() {
+        return (None, None);
+    }
+    let Ok(entry) = serde_json::from_slice::<CacheEntry>(&text) else { return (None, None) };
+    let fresh = entry.expires_at > now && entry.metadata.issuer_matches(issuer);
+    (fresh.then_some(entry.metadata), None)
 }
 
 /// Metadata for `issuer`: from the cache when fresh (unless `force`), else fetched, checked and cached.
 pub fn discover(http: &Http, cache_dir: Option<&Path>, issuer: &str, now: i64, force: bool) -> Result<Discovered> {
-    if !force && let Some(metadata) = cached(cache_dir, issuer, now) {
-        return Ok(Discovered { metadata, from_cache: true });
+    let mut warning = None;
+    if !force {
+        let (found, w) = read_cache(cache_dir, issuer, now);
+        if let Some(metadata) = found {
+            return Ok(Discovered { metadata, from_cache: true, warning: None });
+        }
+        warning = w;
     }
     let url = discovery_url(issuer);
     let resp = http.get(&url)?;
@@ -139,7 +180,7 @@ pub fn discover(http: &Http, cache_dir: Option<&Path>, issuer: &str, now: i64, f
             let _ = atomic_write(&cache_path(dir, issuer), &bytes);
         }
     }
-    Ok(Discovered { metadata, from_cache: false })
+    Ok(Discovered { metadata, from_cache: false, warning })
 }
 
 /// RFC 8414 authorization-server metadata, which some providers fill where their OIDC document does not

@@ -91,7 +91,7 @@ impl fmt::Display for Error {
             | Error::Store(m)
             | Error::Interaction(m)
             | Error::PortInUse { message: m, .. } => f.write_str(m),
-            Error::Io { what, source } => write!(f, "{what} ({})", crate::fsutil::io_reason(source)),
+            Error::Io { what, source } => write!(f, "{what} ({})", io_reason(source)),
             Error::LoginRequired { server, detail } => {
                 let arg = if server.is_empty() { String::new() } else { format!(" --server {}", shell_word(server)) };
                 write!(f, "not logged in to {}", if server.is_empty() { "the configured server" } else { server })?;
@@ -119,6 +119,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// at most 300 characters.
 pub fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// A short, lower-case reason for an I/O error, for messages that already name the file.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        _ => {
+            let s = e.to_string();
+            // std's messages are capitalised and carry "(os error N)"; keep ours lower-case and short.
+            let s = s.split(" (os error").next().unwrap_or(&s).to_string();
+            let mut c = s.chars();
+            match c.next() {
+                Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+                None => s,
+            }
+        }
+    }
 }
 
 /// `s` without control characters (terminal escapes, line breaks), whatever its length.

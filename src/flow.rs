@@ -1,4 +1,6 @@
-//! The OAuth grants over the `oauth2` crate: authorization code + PKCE, client credentials and refresh.
+//! The OAuth grants over the `oauth2` crate: authorization code + PKCE, client credentials and refresh; the
+//! machine grants (token exchange, JWT bearer) in `flow/machine.rs`; client authentication written once
+//! ([`ClientAuth`]: a secret, a signed private_key_jwt, or a federated platform token).
 
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
@@ -16,10 +18,19 @@ use crate::error::{Error, Result};
 use crate::http::{Http, HttpError};
 use crate::token::{Secret, TokenSet};
 
+mod client_auth;
 mod device;
+mod machine;
 mod revoke;
+pub mod source;
+pub use client_auth::{ClientAuth, Credential, client_auth};
+pub(crate) use client_auth::{OAuthError, invalid_client_hint};
 pub use device::{DeviceAuthorization, DevicePoll};
+pub use machine::machine_grant;
 pub use revoke::revoke;
+
+/// RFC 7523 §2.2: `client_assertion_type` of a JWT client assertion (signed or federated).
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The `id_token` that `BasicTokenResponse` would drop.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -78,10 +89,14 @@ impl<'a> Flows<'a> {
             .set_auth_uri_option(auth)
             .set_token_uri(token)
             .set_auth_type(match auth_method(config, metadata) {
-                AuthMethod::ClientSecretBasic => AuthType::BasicAuth,
                 AuthMethod::ClientSecretPost => AuthType::RequestBody,
+                _ => AuthType::BasicAuth,
             });
-        if let Some(secret) = &config.client_secret {
+        // oauth2 authenticates its own requests only with a secret; assertions go in as extra form parameters
+        // (`assertion_params`), with no secret set, so that the client_id travels in the body.
+        if let Some(secret) = &config.client_secret
+            && matches!(auth_method(config, metadata), AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost)
+        {
             client = client.set_client_secret(ClientSecret::new(secret.expose().clone()));
         }
         Ok(Flows { config, metadata, client, token_url })
@@ -154,7 +169,11 @@ impl<'a> Flows<'a> {
         for r in &self.config.resources {
             req = req.add_extra_param("resource", r.clone());
         }
-        let resp = req.request(http).map_err(|e| self.grant_error("authorization code", e, &[code]))?;
+        let assertion = self.assertion_params(http, now)?;
+        for (k, v) in &assertion {
+            req = req.add_extra_param(*k, v.expose().clone());
+        }
+        let resp = req.request(http).map_err(|e| self.grant_error(http, "authorization code", e, &[code]))?;
         let set = to_token_set(resp, now);
         self.check_id_token(&set, now, auth.nonce.as_deref(), None)?;
         Ok(set)
@@ -162,10 +181,10 @@ impl<'a> Flows<'a> {
 
     /// The client credentials grant; scope only when configured explicitly.
     pub fn client_credentials(&self, http: &Http, now: i64) -> Result<TokenSet> {
-        if self.config.client_secret.is_none() {
+        if self.config.client_secret.is_none() && auth_method(self.config, self.metadata) == AuthMethod::None {
             return Err(Error::config(format!(
-                "{} is not interactive but has no client secret: set `client-secret` (or MLFLOW_TRACKING_OIDC_CLIENT_SECRET), \
-                 or set interactive = true",
+                "{} is not interactive but has no client credential: set `client-secret`, `client-assertion-key` \
+                 or `client-assertion` (or their MLFLOW_TRACKING_OIDC_* variables), or set interactive = true",
                 self.config.display_name()
             )));
         }
@@ -177,7 +196,12 @@ impl<'a> Flows<'a> {
         for r in &self.config.resources {
             req = req.add_extra_param("resource", r.clone());
         }
-        let resp = req.request(http).map_err(|e| self.grant_error("client credentials", e, &[]))?;
+        let assertion = self.assertion_params(http, now)?;
+        for (k, v) in &assertion {
+            req = req.add_extra_param(*k, v.expose().clone());
+        }
+        let shown: Vec<&str> = assertion.iter().map(|(_, v)| v.expose().as_str()).collect();
+        let resp = req.request(http).map_err(|e| self.grant_error(http, "client credentials", e, &shown))?;
         let set = to_token_set(resp, now);
         self.check_id_token(&set, now, None, None)?;
         Ok(set)
@@ -197,6 +221,10 @@ impl<'a> Flows<'a> {
         for r in &self.config.resources {
             req = req.add_extra_param("resource", r.clone());
         }
+        let assertion = self.assertion_params(http, now)?;
+        for (k, v) in &assertion {
+            req = req.add_extra_param(*k, v.expose().clone());
+        }
         match req.request(http) {
             Ok(resp) => {
                 let mut set = to_token_set(resp, now);
@@ -212,7 +240,15 @@ impl<'a> Flows<'a> {
             {
                 Ok(None)
             }
-            Err(e) => Err(self.grant_error("refresh", e, &[refresh_token.expose()])),
+            // A provider that killed a refresh-token family (reuse detection) often answers 400/401 with an
+            // empty or non-OAuth body: that refusal means "log in again" too (issue 16). An explicit OAuth error
+            // other than invalid_grant (invalid_client, …) says something else and is reported as such.
+            Err(RequestTokenError::Parse(..) | RequestTokenError::Other(_))
+                if matches!(http.last_response(), Some((400 | 401, _))) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.grant_error(http, "refresh", e, &[refresh_token.expose()])),
         }
     }
 
@@ -235,15 +271,48 @@ impl<'a> Flows<'a> {
         crate::idtoken::validate(id.expose(), &expected).map(|_| ())
     }
 
-    /// How this client authenticates at the provider's endpoints.
-    pub(crate) fn client_auth<'b>(&'b self, form: &mut Vec<(&'b str, &'b str)>) -> Option<(&'b str, &'b str)> {
-        let secret = self.config.client_secret.as_ref();
-        ClientAuth { client_id: &self.config.client_id, secret, method: auth_method(self.config, self.metadata) }
-            .apply(form)
+    /// How this client authenticates at the provider's endpoints, for one request (an assertion is fresh each
+    /// time: providers refuse a repeated `jti`).
+    pub(crate) fn client_auth(&self, http: &Http, now: i64) -> Result<ClientAuth<'a>> {
+        client_auth(self.config, self.metadata, http, now)
     }
 
-    fn grant_error(&self, grant: &str, e: RequestTokenError<HttpError, BasicErrorResponse>, secrets: &[&str]) -> Error {
+    /// `client_assertion_type` + `client_assertion` for oauth2's own request builders, or nothing.
+    fn assertion_params(&self, http: &Http, now: i64) -> Result<Vec<(&'static str, Secret<String>)>> {
+        Ok(match self.client_auth(http, now)?.credential {
+            Credential::Assertion(a) => {
+                vec![("client_assertion_type", Secret::new(JWT_BEARER_ASSERTION.to_string())), ("client_assertion", a)]
+            }
+            _ => Vec::new(),
+        })
+    }
+
+    fn grant_error(
+        &self,
+        http: &Http,
+        grant: &str,
+        e: RequestTokenError<HttpError, BasicErrorResponse>,
+        secrets: &[&str],
+    ) -> Error {
         let url = &self.token_url;
+        // Client credentials without an explicit scope is the likeliest cause of a bare refusal: several
+        // providers (authentik, some Entra set-ups) require one and say so only in their logs.
+        let scope_hint = |status: u16| {
+            if grant == "client credentials" && !self.config.scope_explicit && matches!(status, 400 | 401 | 403) {
+                "; this provider may need a scope for machine clients: set `scope = \"…\"` in the server block \
+                 (client credentials sends a scope only when one is configured)"
+            } else {
+                ""
+            }
+        };
+        let status = http.last_response();
+        let answered = |status: &Option<(u16, Option<String>)>| match status {
+            Some((s, Some(ct))) if !ct.to_ascii_lowercase().contains("json") => {
+                format!("HTTP {s} ({})", crate::error::printable(ct))
+            }
+            Some((s, _)) => format!("HTTP {s}"),
+            None => "no answer".into(),
+        };
         match e {
             RequestTokenError::ServerResponse(r) => {
                 let code = sanitize_with(self.config, r.error().as_ref(), secrets);
@@ -252,56 +321,40 @@ impl<'a> Flows<'a> {
                     msg.push_str(&format!(" ({})", sanitize_with(self.config, d, secrets)));
                 }
                 if matches!(r.error(), oauth2::basic::BasicErrorResponseType::InvalidClient) {
-                    msg.push_str(": check `client-id` and `client-secret`");
+                    msg.push_str(&invalid_client_hint(self.config, self.metadata));
                 }
+                msg.push_str(scope_hint(status.as_ref().map_or(0, |s| s.0)));
                 Error::provider(msg)
             }
             RequestTokenError::Request(e) => Error::network(e.0),
             // The body may hold tokens: name what was wrong, never echo it.
+            RequestTokenError::Parse(_, _) if status.as_ref().is_some_and(|s| s.0 != 200) => {
+                let s = status.as_ref().map_or(0, |s| s.0);
+                Error::provider(format!(
+                    "the provider refused the {grant} request at {url}: {} with a body that is not an OAuth error \
+                     response{}",
+                    answered(&status),
+                    scope_hint(s)
+                ))
+            }
             RequestTokenError::Parse(e, _body) => Error::provider(format!(
                 "the token endpoint {url} returned an invalid {grant} response ({} at `{}`): the provider may be \
                  misconfigured",
                 crate::error::parse_error(e.inner()),
                 crate::error::printable(&e.path().to_string())
             )),
-            RequestTokenError::Other(m) => Error::provider(format!(
-                "the {grant} request to {url} failed: {}",
-                sanitize_with(self.config, &m, secrets)
-            )),
-        }
-    }
-}
-
-/// RFC 6749 §5.2 error body.
-#[derive(Deserialize)]
-pub(crate) struct OAuthError {
-    pub error: String,
-    #[serde(default)]
-    pub error_description: Option<String>,
-}
-
-/// A client's credentials for a form POST to a provider endpoint (RFC 6749 §2.3.1).
-pub struct ClientAuth<'a> {
-    pub client_id: &'a str,
-    pub secret: Option<&'a Secret<String>>,
-    pub method: AuthMethod,
-}
-
-impl<'a> ClientAuth<'a> {
-    /// Add the credentials to `form`, or return the (id, secret) pair for HTTP Basic. A public client sends only
-    /// its `client_id`.
-    pub fn apply(&self, form: &mut Vec<(&'a str, &'a str)>) -> Option<(&'a str, &'a str)> {
-        match self.secret {
-            Some(secret) if self.method == AuthMethod::ClientSecretBasic => Some((self.client_id, secret.expose())),
-            Some(secret) => {
-                form.push(("client_id", self.client_id));
-                form.push(("client_secret", secret.expose()));
-                None
-            }
-            None => {
-                form.push(("client_id", self.client_id));
-                None
-            }
+            // oauth2 says only "server returned empty error response": the status is what the user needs.
+            RequestTokenError::Other(m) => match &status {
+                Some((s, _)) if *s != 200 => Error::provider(format!(
+                    "the provider refused the {grant} request at {url}: {} with an empty body{}",
+                    answered(&status),
+                    scope_hint(*s)
+                )),
+                _ => Error::provider(format!(
+                    "the {grant} request to {url} failed: {}",
+                    sanitize_with(self.config, &m, secrets)
+                )),
+            },
         }
     }
 }
@@ -311,10 +364,24 @@ pub fn device_endpoint(config: &ServerConfig, metadata: &Metadata) -> Option<Str
     metadata.device_authorization_endpoint.clone().or_else(|| config.device_authorization_endpoint.clone())
 }
 
-/// Basic unless the configuration says otherwise or the provider advertises only `client_secret_post`.
+/// The configured method; else a federated assertion when `client-assertion` is set; else private_key_jwt with
+/// a key (unless a secret is configured too and the provider lists methods without private_key_jwt); else, with
+/// a secret, Basic unless the provider advertises only `client_secret_post`; else none (a public client).
 pub fn auth_method(config: &ServerConfig, metadata: &Metadata) -> AuthMethod {
     if let Some(m) = config.token_endpoint_auth_method {
         return m;
+    }
+    let listed = metadata.token_endpoint_auth_methods_supported.as_deref();
+    if config.client_assertion.is_some() {
+        return AuthMethod::FederatedAssertion;
+    }
+    if config.client_assertion_key.is_some()
+        && (config.client_secret.is_none() || listed.is_none_or(|m| m.iter().any(|x| x == "private_key_jwt")))
+    {
+        return AuthMethod::PrivateKeyJwt;
+    }
+    if config.client_secret.is_none() {
+        return AuthMethod::None;
     }
     match &metadata.token_endpoint_auth_methods_supported {
         Some(methods)

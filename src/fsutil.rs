@@ -7,6 +7,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+/// Kept here for the callers that format I/O failures of files (it lives in `error`, which renders them).
+pub use crate::error::io_reason;
 use crate::error::{Error, Result};
 
 /// A stable file-name-safe key from parts that must never collide across servers.
@@ -31,12 +33,26 @@ pub fn private_options() -> OpenOptions {
 }
 
 /// Create `dir` (and parents) with mode 0700 for the leaf.
+/// An existing directory owned by another user is refused, not re-tightened: its owner can undo a chmod and
+/// plant files in it whenever they like (ssh StrictModes refuses such a ~/.ssh for the same reason).
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     if dir.is_dir() {
-        // A directory others can write to is a place to plant files or symlinks: make it ours alone again.
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            if let Ok(meta) = std::fs::metadata(dir)
+                && current_uid().is_some_and(|me| meta.uid() != me && meta.uid() != 0)
+            {
+                return Err(Error::store(format!(
+                    "{} is owned by {}, not by you, mode {:04o}: its owner could plant or read credentials there. \
+                     Remove it (or `chown` it to yourself) and run the command again",
+                    dir.display(),
+                    describe_uid(meta.uid()),
+                    meta.mode() & 0o7777
+                )));
+            }
+            // A directory of ours that others can write to is a place to plant files or symlinks: make it ours
+            // alone again.
             if let Ok(meta) = std::fs::metadata(dir)
                 && meta.permissions().mode() & 0o077 != 0
             {
@@ -91,20 +107,87 @@ fn unique() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
-/// A short, lower-case reason for an I/O error, for messages that already name the file.
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        std::io::ErrorKind::NotFound => "no such file or directory".into(),
-        _ => {
-            let s = e.to_string();
-            // std's messages are capitalised and carry "(os error N)"; keep ours lower-case and short.
-            let s = s.split(" (os error").next().unwrap_or(&s).to_string();
-            let mut c = s.chars();
-            match c.next() {
-                Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-                None => s,
-            }
+/// The current user's id, found once. No `libc::geteuid`: the crate forbids `unsafe`. On Linux `/proc/self` is
+/// owned by the process's effective uid (proc(5)); elsewhere (or without /proc) a file we create is ours.
+#[cfg(unix)]
+pub fn current_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    static UID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UID.get_or_init(|| {
+        if cfg!(target_os = "linux")
+            && let Ok(m) = std::fs::metadata("/proc/self")
+        {
+            return Some(m.uid());
         }
+        let probe = std::env::temp_dir().join(format!(".mlflow-oidc-uid.{}.{}", std::process::id(), unique()));
+        let f = private_options().write(true).create_new(true).open(&probe).ok()?;
+        let uid = f.metadata().ok().map(|m| m.uid());
+        let _ = std::fs::remove_file(&probe);
+        uid
+    })
+}
+
+/// "uid 65534 (nobody)": the name from /etc/passwd when it is there (no NSS lookup: that needs `unsafe` libc).
+#[cfg(unix)]
+pub fn describe_uid(uid: u32) -> String {
+    let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|text| {
+        text.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+        })
+    });
+    match name {
+        Some(n) => format!("uid {uid} ({n})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// Why a file or directory must not be trusted (ssh StrictModes, git's `safe.directory` for CVE-2022-24765):
+/// owned by someone other than us (or root, when `root_ok`), or writable by group or others. `None` when it is
+/// trustworthy. The reason names the owner and the mode, for a message that already names the path.
+#[cfg(unix)]
+pub fn distrust(meta: &std::fs::Metadata, root_ok: bool) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, mode) = (meta.uid(), meta.mode() & 0o7777);
+    let me = current_uid();
+    let foreign = me.is_some_and(|me| uid != me && !(root_ok && uid == 0));
+    // A symlink's own mode is always 0777 and means nothing; only its owner counts.
+    let writable = !meta.file_type().is_symlink() && mode & 0o022 != 0;
+    if !foreign && !writable {
+        return None;
+    }
+    let who = describe_uid(uid);
+    let you = me.map(|me| format!(" (you are {})", describe_uid(me))).unwrap_or_default();
+    Some(if foreign {
+        format!("owned by {who}, not by you{you}, mode {mode:04o}")
+    } else {
+        format!("writable by other users: owner {who}, mode {mode:04o}")
+    })
+}
+
+/// Open a store or cache file for reading without following a symlink at its name (O_NOFOLLOW: a link planted
+/// there would make us read, and later trust, a file of the planter's choosing).
+pub fn open_nofollow(path: &Path) -> std::io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW);
+    }
+    o.open(path)
+}
+
+/// Whether an open failed because the name is a symlink (ELOOP under O_NOFOLLOW).
+pub fn is_symlink_refusal(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(libc::ELOOP)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
     }
 }

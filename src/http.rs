@@ -57,6 +57,9 @@ pub struct Http {
     /// Built on first use: [plain, plain without proxy, https, https without proxy].
     agents: [std::cell::OnceCell<ureq::Agent>; 4],
     timeout: Duration,
+    /// Status and content type of the last response: oauth2 keeps neither when a body is empty or not JSON,
+    /// and an error message without them leaves the user guessing (issue 16).
+    last: std::cell::RefCell<Option<(u16, Option<String>)>>,
 }
 
 impl Http {
@@ -65,6 +68,7 @@ impl Http {
             settings: settings.clone(),
             extra: extra_anchors(settings)?,
             agents: Default::default(),
+            last: Default::default(),
             timeout: settings.timeout,
         })
     }
@@ -96,6 +100,16 @@ impl Http {
         self.send(req)
     }
 
+    /// GET `url` with `Authorization: Bearer token` (GitHub Actions' OIDC token service).
+    pub fn get_bearer(&self, url: &str, token: &str) -> Result<Response> {
+        let req = http::Request::get(url)
+            .header("accept", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Vec::new())
+            .map_err(|_| Error::config("invalid URL in ACTIONS_ID_TOKEN_REQUEST_URL"))?;
+        self.send(req)
+    }
+
     /// POST a form to `url`, optionally with HTTP Basic client authentication.
     pub fn post_form(&self, url: &str, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> Result<Response> {
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
@@ -107,6 +121,11 @@ impl Http {
         }
         let req = req.body(body.into_bytes()).map_err(|e| Error::config(format!("invalid URL {url}: {e}")))?;
         self.send(req)
+    }
+
+    /// The status and content type of the last response received, if any.
+    pub fn last_response(&self) -> Option<(u16, Option<String>)> {
+        self.last.borrow().clone()
     }
 
     fn send(&self, req: http::Request<Vec<u8>>) -> Result<Response> {
@@ -125,6 +144,8 @@ impl Http {
             agent.run(http::Request::from_parts(parts, body)).map_err(fail)?
         };
         let (parts, mut body) = resp.into_parts();
+        let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+        *self.last.borrow_mut() = Some((parts.status.as_u16(), content_type));
         let bytes = body.with_config().limit(MAX_BODY).read_to_vec().map_err(fail)?;
         Ok(http::Response::from_parts(parts, bytes))
     }
@@ -145,6 +166,10 @@ fn agent(settings: &HttpSettings, tls: TlsConfig, proxy: bool) -> ureq::Agent {
         .http_status_as_error(false)
         .timeout_connect(Some(settings.connect_timeout))
         .timeout_global(Some(settings.timeout))
+        // A pooled connection older than this is not reused: servers close idle keep-alive connections after a
+        // few seconds (Node's default is 5 s), and a POST on one they just closed fails with a broken pipe —
+        // seen on device-flow polls after a 6 s slow_down.
+        .max_idle_age(Duration::from_secs(2))
         .user_agent(concat!("mlflow-oidc/", env!("CARGO_PKG_VERSION")))
         .tls_config(tls)
         .proxy(if proxy { ureq::Proxy::try_from_env() } else { None })

@@ -16,6 +16,7 @@ pub mod flow;
 pub mod fsutil;
 pub mod http;
 pub mod idtoken;
+pub mod jws;
 pub mod keyring_store;
 pub mod loopback;
 pub mod output;

@@ -1,28 +1,52 @@
-//! The loopback redirect listener (RFC 8252 §7.3): bind before the browser opens, then wait for the one
-//! request that carries our `state`, ignoring everything else, until a deadline.
+//! The loopback redirect listener (RFC 8252 §7.3): bind before the browser opens, wait for the one request that
+//! carries our `state` (ignoring everything else) until a deadline, and hold the browser's connection open so the
+//! page it finally shows says how the whole login ended.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::token::constant_time_eq;
+
+mod page;
+#[cfg(test)]
+mod tests;
+mod tls;
+
+use page::handle_conn;
+pub use page::{Reply, judge, judge_request};
+pub use tls::TlsFiles;
 
 /// Requests larger than this are answered 431 and dropped: a callback is a few hundred bytes.
 const MAX_REQUEST: usize = 16 * 1024;
-/// How long one connection may take to send its request; a slow client must not stall the login.
-const PER_CONNECTION: Duration = Duration::from_secs(3);
-/// Connections served at once; a flood beyond this is closed unread.
+/// How long one connection may take to send its whole request head, across all its reads: a client dripping a
+/// byte at a time must not hold a slot for longer (issue 12: a per-read limit let 70 slow clients stall a login).
+const HEAD_DEADLINE: Duration = Duration::from_secs(3);
+/// How long writing a page may take; the browser reads it at once, anything else is not worth waiting for.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connections read at once. At the cap the *oldest* is closed to make room, never the newest: the browser's
+/// real callback is always the newest when it arrives, so a flood of idle connections cannot lock it out.
 const MAX_CONNECTIONS: usize = 64;
+/// For port 0 on `localhost`: how many ports to try before giving up on finding one free on both addresses.
+const DUAL_BIND_TRIES: usize = 8;
+
+/// The page shown when the app never said how the login ended (an error path that dropped the reply).
+const GENERIC_FAILURE: &str = "The login did not complete. Look at the terminal for the reason.";
+const SUCCESS: &str = "You are logged in. You can close this tab and return to the terminal.";
 
 /// A bound listener and the redirect URI to send (with the real port when the configured one was 0).
 pub struct Listener {
-    listener: TcpListener,
+    /// One socket per loopback address the redirect host names (two for `localhost`).
+    sockets: Vec<TcpListener>,
     pub redirect_uri: String,
     path: String,
+    /// The `Host` header values a request for this login may carry, lower-case.
+    hosts: Vec<String>,
+    /// Things worth a `--debug` line (an IPv6 loopback that could not be bound).
+    pub notes: Vec<String>,
+    /// For an `https://` redirect URI: the server side of TLS.
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// What the callback carried.
@@ -34,8 +58,8 @@ pub enum Callback {
 
 /// Bind the redirect URI's port, or else the first free one of `fallback_ports` (for providers that register exact
 /// redirect URIs). The URI sent to the provider names the port actually bound.
-pub fn bind_any(redirect_uri: &str, fallback_ports: &[u16]) -> Result<Listener> {
-    let first = bind(redirect_uri);
+pub fn bind_any(redirect_uri: &str, fallback_ports: &[u16], tls: Option<TlsFiles<'_>>) -> Result<Listener> {
+    let first = bind(redirect_uri, tls);
     let Err(first_err) = first else { return first };
     if fallback_ports.is_empty() || !matches!(first_err, Error::PortInUse { .. }) {
         return Err(first_err);
@@ -49,7 +73,7 @@ pub fn bind_any(redirect_uri: &str, fallback_ports: &[u16]) -> Result<Listener> 
         }
         tried.push(port);
         let candidate = with_port(redirect_uri, &u, port);
-        match bind(&candidate) {
+        match bind(&candidate, tls) {
             Ok(l) => return Ok(l),
             Err(Error::PortInUse { .. }) => continue,
             Err(e) => return Err(e),
@@ -65,44 +89,140 @@ pub fn bind_any(redirect_uri: &str, fallback_ports: &[u16]) -> Result<Listener> 
     })
 }
 
-/// Bind the redirect URI's host and port; never a wildcard address.
-pub fn bind(redirect_uri: &str) -> Result<Listener> {
+/// Bind the redirect URI's host and port; never a wildcard address. An `https://` redirect needs `tls`.
+pub fn bind(redirect_uri: &str, tls: Option<TlsFiles<'_>>) -> Result<Listener> {
     let u = url::Url::parse(redirect_uri)
         .map_err(|e| Error::config(format!("redirect URI {redirect_uri} is not a valid URL ({e})")))?;
+    let tls = tls_for(redirect_uri, &u, tls)?;
     let port = u.port_or_known_default().unwrap_or(0);
-    let ip = match u.host() {
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
-        // RFC 8252 §8.3: bind the loopback address `localhost` resolves to, preferring IPv4.
-        Some(url::Host::Domain(_)) => ("localhost", 0)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.find(|s| s.ip().is_loopback() && s.is_ipv4()))
-            .map(|s| s.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        None => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    let (ip, localhost) = match u.host() {
+        Some(url::Host::Ipv4(ip)) => (IpAddr::V4(ip), false),
+        Some(url::Host::Ipv6(ip)) => (IpAddr::V6(ip), false),
+        // Validation allows only `localhost` as a name (config::validate).
+        Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => (IpAddr::V4(Ipv4Addr::LOCALHOST), true),
+        _ => return Err(Error::config(format!("redirect URI {redirect_uri} does not name a loopback address"))),
     };
     if !ip.is_loopback() {
         return Err(Error::config(format!("redirect URI {redirect_uri} does not name a loopback address")));
     }
-    let listener = TcpListener::bind(SocketAddr::new(ip, port)).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AddrInUse {
-            Error::PortInUse {
-                port,
-                message: format!(
-                    "port {port} on {ip} (from redirect URI {redirect_uri}) is in use by another program: \
-                 stop it (`ss -ltnp 'sport = :{port}'` shows which) or set redirect-uri to another port, \
-                 or port 0 if the provider accepts any loopback port"
-                ),
-            }
-        } else {
-            Error::interaction(format!("cannot listen on {ip}:{port} for redirect URI {redirect_uri}: {e}"))
-        }
-    })?;
-    let actual = listener.local_addr().map_err(|e| Error::interaction(format!("listener has no address: {e}")))?;
+    let mut notes = Vec::new();
+    // A browser may resolve `localhost` to [::1] and try it first, so a listener on 127.0.0.1 alone leaves
+    // [::1]:port to any other local user, who would receive the code (issue 12). Binding both addresses on one
+    // port closes that and keeps the redirect URI exactly as registered (providers that match redirect URIs
+    // exactly would refuse a rewritten 127.0.0.1 one), which is why the URI is not rewritten to the literal.
+    let sockets = if localhost {
+        bind_localhost(redirect_uri, port, &mut notes)?
+    } else {
+        vec![bind_one(redirect_uri, ip, port)?]
+    };
+    let actual = sockets[0].local_addr().map_err(|e| Error::interaction(format!("listener has no address: {e}")))?;
     let redirect_uri = if port == 0 { with_port(redirect_uri, &u, actual.port()) } else { redirect_uri.to_string() };
-    listener.set_nonblocking(true).map_err(|e| Error::interaction(format!("cannot configure the listener: {e}")))?;
-    Ok(Listener { listener, redirect_uri, path: u.path().to_string() })
+    for s in &sockets {
+        s.set_nonblocking(true).map_err(|e| Error::interaction(format!("cannot configure the listener: {e}")))?;
+    }
+    let hosts = allowed_hosts(&sockets, localhost, actual.port());
+    Ok(Listener { sockets, redirect_uri, path: u.path().to_string(), hosts, notes, tls })
+}
+
+/// The TLS server side an `https://` redirect needs, or the error saying what to set.
+fn tls_for(
+    redirect_uri: &str,
+    u: &url::Url,
+    tls: Option<TlsFiles<'_>>,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+    Ok(match (u.scheme(), tls) {
+        ("https", Some(files)) => Some(tls::server_config(&files)?),
+        ("https", None) => {
+            return Err(Error::config(format!(
+                "redirect URI {redirect_uri} uses https://, so the loopback listener must serve TLS: set \
+                 `redirect-tls-cert` and `redirect-tls-key` to a PEM certificate (for this host name) and its key — \
+                 mlflow-oidc bundles none, because a bundled key would be public and any local program could \
+                 serve it — or use an http:// loopback redirect (RFC 8252 §7.3), which providers accept for native \
+                 clients"
+            )));
+        }
+        _ => None,
+    })
+}
+
+/// Fail before the provider is contacted when the redirect cannot be served (an https one without TLS files).
+pub fn preflight(redirect_uri: &str, tls: Option<TlsFiles<'_>>) -> Result<()> {
+    let u = url::Url::parse(redirect_uri)
+        .map_err(|e| Error::config(format!("redirect URI {redirect_uri} is not a valid URL ({e})")))?;
+    tls_for(redirect_uri, &u, tls).map(|_| ())
+}
+
+/// The `Host` values a browser sends for this listener: `localhost:port` for a `localhost` redirect, and the
+/// bound address literals (which DNS cannot rebind). Without a port only when the port is HTTP's default.
+fn allowed_hosts(sockets: &[TcpListener], localhost: bool, port: u16) -> Vec<String> {
+    let mut names: Vec<String> = sockets
+        .iter()
+        .filter_map(|s| s.local_addr().ok())
+        .map(|a| match a.ip() {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        })
+        .collect();
+    if localhost {
+        names.push("localhost".into());
+    }
+    let mut hosts: Vec<String> = names.iter().map(|n| format!("{n}:{port}")).collect();
+    if port == 80 {
+        hosts.extend(names);
+    }
+    hosts
+}
+
+/// 127.0.0.1 and [::1] on one port. For port 0 the kernel picks the IPv4 port and [::1] must follow; when that
+/// port is taken on [::1], try another. No IPv6 on this machine means no [::1] to hijack: IPv4 alone, with a note.
+fn bind_localhost(redirect_uri: &str, port: u16, notes: &mut Vec<String>) -> Result<Vec<TcpListener>> {
+    for _ in 0..DUAL_BIND_TRIES {
+        let v4 = bind_one(redirect_uri, IpAddr::V4(Ipv4Addr::LOCALHOST), port)?;
+        let actual = v4.local_addr().map_err(|e| Error::interaction(format!("listener has no address: {e}")))?.port();
+        match TcpListener::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), actual)) {
+            Ok(v6) => return Ok(vec![v4, v6]),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port == 0 => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(in_use(redirect_uri, "[::1]", port)),
+            Err(e) => {
+                notes.push(format!(
+                    "cannot listen on [::1]:{actual} ({e}): no IPv6 loopback here, listening on 127.0.0.1 only"
+                ));
+                return Ok(vec![v4]);
+            }
+        }
+    }
+    Err(Error::PortInUse {
+        port,
+        message: format!(
+            "no port was free on both 127.0.0.1 and [::1] after {DUAL_BIND_TRIES} tries (redirect URI {redirect_uri}): \
+             another program holds many loopback ports; set redirect-uri to a fixed free port"
+        ),
+    })
+}
+
+fn bind_one(redirect_uri: &str, ip: IpAddr, port: u16) -> Result<TcpListener> {
+    TcpListener::bind(SocketAddr::new(ip, port)).map_err(|e| {
+        let shown = match ip {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            in_use(redirect_uri, &shown, port)
+        } else {
+            Error::interaction(format!("cannot listen on {shown}:{port} for redirect URI {redirect_uri}: {e}"))
+        }
+    })
+}
+
+fn in_use(redirect_uri: &str, shown: &str, port: u16) -> Error {
+    Error::PortInUse {
+        port,
+        message: format!(
+            "port {port} on {shown} (from redirect URI {redirect_uri}) is in use by another program: \
+             stop it (`ss -ltnp 'sport = :{port}'` shows which) or set redirect-uri to another port, \
+             or port 0 if the provider accepts any loopback port"
+        ),
+    }
 }
 
 fn with_port(original: &str, u: &url::Url, port: u16) -> String {
@@ -114,15 +234,29 @@ fn with_port(original: &str, u: &url::Url, port: u16) -> String {
     v.to_string()
 }
 
+/// Connections still sending their request head, oldest first, each with a handle that can close it.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    conns: Vec<(u64, TcpStream)>,
+}
+
+type Registry = Arc<Mutex<Open>>;
+
+fn lock(r: &Registry) -> std::sync::MutexGuard<'_, Open> {
+    // A panicked reader thread leaves the list intact; keep using it rather than fail the login.
+    r.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Listener {
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.sockets.first().and_then(|s| s.local_addr().ok()).map(|a| a.port()).unwrap_or(0)
     }
 
     /// Wait for the callback carrying `state` until `deadline`. Stray paths, other methods, and wrong or missing
     /// states are answered and ignored. `tick` is called about once a second with the time left.
     #[cfg(test)]
-    pub fn wait(&self, state: &str, deadline: Instant, tick: impl FnMut(Duration)) -> Result<Callback> {
+    pub fn wait(&self, state: &str, deadline: Instant, tick: impl FnMut(Duration)) -> Result<(Callback, Reply)> {
         self.wait_or_paste(state, deadline, None, tick, |_| {})
     }
 
@@ -135,10 +269,10 @@ impl Listener {
         pasted: Option<&std::sync::mpsc::Receiver<String>>,
         mut tick: impl FnMut(Duration),
         mut rejected: impl FnMut(&str),
-    ) -> Result<Callback> {
+    ) -> Result<(Callback, Reply)> {
         let mut last_tick = Instant::now() - Duration::from_secs(2);
         let (results_tx, results) = std::sync::mpsc::channel();
-        let active = Arc::new(AtomicUsize::new(0));
+        let open = Registry::default();
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -154,44 +288,64 @@ impl Listener {
                 && let Ok(line) = rx.try_recv()
             {
                 match self.judge_pasted(line.trim(), state) {
-                    Ok(cb) => return Ok(cb),
+                    Ok(cb) => return Ok((cb, Reply::none())),
                     Err(why) => rejected(&why),
                 }
             }
-            if let Ok(cb) = results.try_recv() {
-                return Ok(cb);
+            if let Ok(got) = results.try_recv() {
+                return Ok(got);
             }
-            match self.listener.accept() {
-                Ok((stream, _)) => self.serve(stream, state, &results_tx, &active),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(25)),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => std::thread::sleep(Duration::from_millis(25)),
+            let mut idle = true;
+            for socket in &self.sockets {
+                match socket.accept() {
+                    Ok((stream, _)) => {
+                        idle = false;
+                        self.serve(stream, state, &results_tx, &open);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => idle = false,
+                    Err(_) => {}
+                }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(25));
             }
         }
     }
 
-    /// Serve one connection on its own thread, so idle or slow clients cannot hold up the real callback;
-    /// beyond [`MAX_CONNECTIONS`] at once, new connections are closed unread.
-    fn serve(&self, stream: TcpStream, state: &str, results: &Sender<Callback>, active: &Arc<AtomicUsize>) {
-        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::SeqCst);
-            drop(stream);
-            return;
-        }
-        let (path, state, results, counter) = (self.path.clone(), state.to_string(), results.clone(), active.clone());
-        let spawned = std::thread::Builder::new().name("callback".into()).spawn(move || {
-            if let Some(cb) = handle(stream, &path, &state) {
-                let _ = results.send(cb);
+    /// Serve one connection on its own thread, so idle or slow clients cannot hold up the real callback. At
+    /// [`MAX_CONNECTIONS`] the oldest ones still sending their head are closed first.
+    fn serve(&self, stream: TcpStream, state: &str, results: &Sender<(Callback, Reply)>, open: &Registry) {
+        // Without a second handle the connection could not be evicted later: not worth a slot.
+        let Ok(handle) = stream.try_clone() else { return };
+        let id = {
+            let mut o = lock(open);
+            while o.conns.len() >= MAX_CONNECTIONS {
+                let (_, oldest) = o.conns.remove(0);
+                let _ = oldest.shutdown(Shutdown::Both);
             }
-            counter.fetch_sub(1, Ordering::SeqCst);
+            o.next += 1;
+            let id = o.next;
+            o.conns.push((id, handle));
+            id
+        };
+        let Some(conn) = tls::Conn::new(stream, self.tls.as_ref()) else {
+            lock(open).conns.retain(|(i, _)| *i != id);
+            return;
+        };
+        let (path, state, hosts) = (self.path.clone(), state.to_string(), self.hosts.clone());
+        let (results, registry) = (results.clone(), open.clone());
+        let spawned = std::thread::Builder::new().name("callback".into()).spawn(move || {
+            let got = handle_conn(conn, &path, &state, &hosts, || lock(&registry).conns.retain(|(i, _)| *i != id));
+            if let Some(got) = got {
+                // If the wait is already over, the unsent reply drops here and shows the generic failure page.
+                let _ = results.send(got);
+            }
         });
         if spawned.is_err() {
-            active.fetch_sub(1, Ordering::SeqCst);
+            lock(open).conns.retain(|(i, _)| *i != id);
         }
     }
-}
 
-impl Listener {
     /// A URL copied from the browser's address bar: the same checks as a request to the listener.
     fn judge_pasted(&self, line: &str, state: &str) -> std::result::Result<Callback, String> {
         if line.is_empty() {
@@ -206,203 +360,5 @@ impl Listener {
         };
         let (outcome, _, _, text) = judge(&format!("GET {target} HTTP/1.1\r\n\r\n"), &self.path, state);
         outcome.ok_or(text)
-    }
-}
-
-/// Serve one connection; `Some` only for the request that ends the wait.
-fn handle(mut stream: TcpStream, path: &str, state: &str) -> Option<Callback> {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(PER_CONNECTION));
-    let _ = stream.set_write_timeout(Some(PER_CONNECTION));
-    let head = match read_head(&mut stream) {
-        Ok(h) => h,
-        Err(status) => {
-            respond(&mut stream, status, "Bad request", "This request was not understood.");
-            return None;
-        }
-    };
-    let (outcome, status, title, body) = judge(&head, path, state);
-    respond(&mut stream, status, title, &body);
-    outcome
-}
-
-/// Decide what a request head means: (outcome, status, page title, page text).
-pub fn judge(head: &str, path: &str, state: &str) -> (Option<Callback>, u16, &'static str, String) {
-    let line = head.lines().next().unwrap_or("");
-    let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" {
-        return (None, 405, "Method not allowed", "Only GET is served here.".into());
-    }
-    let (req_path, query) = target.split_once('?').unwrap_or((target, ""));
-    if req_path != path {
-        return (None, 404, "Not found", "Nothing here.".into());
-    }
-    let mut got_state = None;
-    let (mut code, mut error, mut description, mut iss) = (None, None, None, None);
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        let slot = match k.as_ref() {
-            "state" => &mut got_state,
-            "code" => &mut code,
-            "error" => &mut error,
-            "error_description" => &mut description,
-            "iss" => &mut iss,
-            _ => continue,
-        };
-        if slot.is_some() {
-            // A repeated parameter is ambiguous; refuse rather than guess which one the provider meant.
-            return (None, 400, "Login failed", format!("The parameter {k} appears more than once."));
-        }
-        *slot = Some(v.into_owned());
-    }
-    if !got_state.as_deref().is_some_and(|s| constant_time_eq(s.as_bytes(), state.as_bytes())) {
-        return (
-            None,
-            400,
-            "Login failed",
-            "This response does not belong to the login in progress (state mismatch); it was ignored.".into(),
-        );
-    }
-    if let Some(error) = error {
-        let text = match &description {
-            Some(d) => format!("The identity provider refused the login: {error} ({d})."),
-            None => format!("The identity provider refused the login: {error}."),
-        };
-        return (Some(Callback::Error { error, description }), 400, "Login failed", text);
-    }
-    match code {
-        Some(code) if !code.is_empty() => (
-            Some(Callback::Code { code, iss }),
-            200,
-            "Logged in",
-            "You are logged in. You can close this tab and return to the terminal.".into(),
-        ),
-        _ => (None, 400, "Login failed", "The response carries no authorization code.".into()),
-    }
-}
-
-fn read_head(stream: &mut TcpStream) -> std::result::Result<String, u16> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
-            break;
-        }
-        if buf.len() > MAX_REQUEST {
-            return Err(431);
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => return Err(408),
-        }
-    }
-    String::from_utf8(buf).map_err(|_| 400)
-}
-
-fn respond(stream: &mut TcpStream, status: u16, title: &str, text: &str) {
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        _ => "Bad Request",
-    };
-    let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>mlflow-oidc: {title}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;color:#222}}</style></head>\
-         <body><h1>{title}</h1><p>{}</p><p><small>mlflow-oidc</small></p></body></html>",
-        html_escape(text)
-    );
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body.as_bytes()));
-    let _ = stream.flush();
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn get(target: &str) -> String {
-        format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n")
-    }
-
-    #[test]
-    fn only_the_exact_path_with_our_state_ends_the_wait() {
-        let p = "/oauth2/callback";
-        assert_eq!(judge(&get("/favicon.ico"), p, "s").1, 404);
-        assert_eq!(judge(&get("/oauth2/callback/x?code=c&state=s"), p, "s").1, 404);
-        assert_eq!(judge("POST /oauth2/callback?code=c&state=s HTTP/1.1\r\n\r\n", p, "s").1, 405);
-        let (o, status, ..) = judge(&get("/oauth2/callback?code=c&state=wrong"), p, "s");
-        assert_eq!((o, status), (None, 400));
-        assert_eq!(judge(&get("/oauth2/callback?code=c"), p, "s").0, None);
-        assert_eq!(judge(&get("/oauth2/callback?state=s"), p, "s").0, None);
-        assert_eq!(judge(&get("/oauth2/callback?state=s&state=s&code=c"), p, "s").0, None);
-        let (o, status, ..) = judge(&get("/oauth2/callback?code=abc&state=s&iss=https%3A%2F%2Fi"), p, "s");
-        assert_eq!(status, 200);
-        assert_eq!(o, Some(Callback::Code { code: "abc".into(), iss: Some("https://i".into()) }));
-    }
-
-    #[test]
-    fn provider_errors_with_our_state_end_the_wait() {
-        let (o, status, _, text) =
-            judge(&get("/cb?error=access_denied&error_description=End-User+aborted&state=s"), "/cb", "s");
-        assert_eq!(status, 400);
-        assert_eq!(
-            o,
-            Some(Callback::Error { error: "access_denied".into(), description: Some("End-User aborted".into()) })
-        );
-        assert!(text.contains("access_denied"));
-        // With a foreign state, an error is ignored like any other stray request.
-        assert_eq!(judge(&get("/cb?error=access_denied&state=x"), "/cb", "s").0, None);
-    }
-
-    #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
-
-    #[test]
-    fn port_zero_binds_a_free_loopback_port_and_reports_it() {
-        let l = bind("http://127.0.0.1:0/oauth2/callback").unwrap();
-        assert_ne!(l.port(), 0);
-        assert_eq!(l.redirect_uri, format!("http://127.0.0.1:{}/oauth2/callback", l.port()));
-        let busy = bind(&l.redirect_uri).err().unwrap();
-        assert!(busy.to_string().contains(&l.port().to_string()), "{busy}");
-    }
-
-    #[test]
-    fn a_real_callback_is_received_and_strays_are_skipped() {
-        let l = bind("http://127.0.0.1:0/cb").unwrap();
-        let port = l.port();
-        let t = std::thread::spawn(move || {
-            for target in ["/favicon.ico", "/cb?code=x&state=nope", "/cb?code=good&state=s"] {
-                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-                s.write_all(get(target).as_bytes()).unwrap();
-                let mut out = String::new();
-                let _ = s.read_to_string(&mut out);
-            }
-        });
-        let cb = l.wait("s", Instant::now() + Duration::from_secs(10), |_| {}).unwrap();
-        assert_eq!(cb, Callback::Code { code: "good".into(), iss: None });
-        t.join().unwrap();
-    }
-
-    #[test]
-    fn the_wait_ends_at_the_deadline() {
-        let l = bind("http://127.0.0.1:0/cb").unwrap();
-        let e = l.wait("s", Instant::now() + Duration::from_millis(100), |_| {}).unwrap_err();
-        assert!(e.to_string().contains("timed out"), "{e}");
     }
 }

@@ -2,8 +2,9 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, Skipped};
 use crate::error::{shell_word, strip_controls};
+pub use crate::token::human_duration;
 use crate::token::{Claims, TokenKind, TokenSet, rfc3339};
 
 /// How `token` prints the token (`--format`).
@@ -33,8 +34,35 @@ pub fn config_json(c: &ServerConfig) -> Value {
         "audience": c.audience,
         "interactive": c.interactive,
         "use_id_token": c.use_id_token,
+        "credential": credential_json(c),
         "sources": sources,
     })
+}
+
+/// What the client proves itself with and, for a machine client, its grant: kinds and sources, never the key,
+/// assertion or subject token.
+fn credential_json(c: &ServerConfig) -> Value {
+    let (kind, source) = credential(c);
+    json!({
+        "kind": kind,
+        "source": source,
+        "grant": c.is_machine().then(|| c.machine_grant().grant_type()),
+        "subject_token": c.subject_token.as_ref().map(|s| s.describe()),
+    })
+}
+
+/// (kind, where it comes from) of the client's credential.
+pub fn credential(c: &ServerConfig) -> (&'static str, Option<String>) {
+    if let Some(src) = &c.client_assertion {
+        ("federated_assertion", Some(src.describe()))
+    } else if let Some(key) = &c.client_assertion_key {
+        let kid = c.client_assertion_kid.as_ref().map(|k| format!(", kid {k}")).unwrap_or_default();
+        ("private_key_jwt", Some(format!("key {}{kid}", key.display())))
+    } else if c.client_secret.is_some() {
+        ("client_secret", None)
+    } else {
+        ("none", None)
+    }
 }
 
 /// The human `status` lines for the configuration.
@@ -48,12 +76,50 @@ pub fn config_text(c: &ServerConfig) -> String {
     line("issuer:", &c.issuer, "issuer");
     line("client id:", &c.client_id, "client_id");
     line("client secret:", if c.client_secret.is_some() { "set (hidden)" } else { "not set" }, "client_secret");
-    line("redirect uri:", &c.redirect_uri, "redirect_uri");
+    let redirect = match (c.redirect_uri.starts_with("https://"), &c.redirect_tls) {
+        (true, Some((cert, key))) => format!("{} (TLS: {} + {})", c.redirect_uri, cert.display(), key.display()),
+        (true, None) => format!(
+            "{} (TLS not configured: `login` will refuse it until redirect-tls-cert and redirect-tls-key are set)",
+            c.redirect_uri
+        ),
+        (false, _) => c.redirect_uri.clone(),
+    };
+    line("redirect uri:", &redirect, "redirect_uri");
     line("scope:", &c.scope, "scope");
-    line("audience:", &c.audience, "audience");
+    // The request parameter, not the token's `aud` (that is under `token claims`): issue 16.
+    line("audience:", &format!("{} (request parameter)", c.audience), "audience");
+    if !c.resources.is_empty() {
+        line("resource:", &c.resources.join(" "), "resource");
+    }
     line("interactive:", if c.interactive { "yes" } else { "no" }, "interactive");
     line("sends:", if c.use_id_token { "the ID token (use-id-token)" } else { "the access token" }, "use_id_token");
+    let (kind, source) = credential(c);
+    if kind != "none" && kind != "client_secret" {
+        let text = match kind {
+            "federated_assertion" => format!("federated client assertion from {}", source.unwrap_or_default()),
+            _ => format!("private_key_jwt, {}", source.unwrap_or_default()),
+        };
+        let key = if kind == "federated_assertion" { "client_assertion" } else { "client_assertion_key" };
+        line("credential:", &text, key);
+    }
+    if c.is_machine() {
+        let mut grant = c.machine_grant().as_str().to_string();
+        if let Some(src) = &c.subject_token {
+            grant.push_str(&format!(", subject token from {}", src.describe()));
+        }
+        line("grant:", &grant, "grant");
+    }
     s
+}
+
+/// The `skipped` member of `status --json`: config files found but not used, and why.
+pub fn skipped_json(skipped: &[Skipped]) -> Value {
+    Value::Array(skipped.iter().map(|s| json!({ "file": s.path.display().to_string(), "why": s.why })).collect())
+}
+
+/// One `skipped: <file> (<why>)` line per config file found but not used.
+pub fn skipped_text(skipped: &[Skipped]) -> String {
+    skipped.iter().map(|s| format!("skipped: {} ({})\n", s.path.display(), s.why)).collect()
 }
 
 /// One token in the requested format. The token type is always `Bearer` (the plugin copied `bearer` verbatim).
@@ -98,23 +164,37 @@ pub struct LoginState {
     expires_at: Option<i64>,
     expires_in: Option<i64>,
     claims: Option<Claims>,
+    /// The claims of the token that is sent (peeked, unverified): what a server compares with its expected `aud`.
+    sent: Option<Claims>,
     refresh_token: bool,
+    /// A machine client gets a new token by client credentials, not by logging in.
+    machine: bool,
     store: StoreInfo,
 }
 
 impl LoginState {
-    pub fn new(tokens: Option<&TokenSet>, refresh_token: bool, kind: TokenKind, now: i64, store: StoreInfo) -> Self {
+    pub fn new(
+        tokens: Option<&TokenSet>,
+        refresh_token: bool,
+        kind: TokenKind,
+        now: i64,
+        machine: bool,
+        store: StoreInfo,
+    ) -> Self {
         let expires_at = tokens.and_then(|t| t.expires_at(kind));
         let fresh = expires_at.is_some_and(|e| e > now);
         let claims = tokens
             .and_then(|t| t.id_token.as_ref().or(t.access_token.as_ref()).and_then(|tok| Claims::peek(tok.expose())));
+        let sent = tokens.and_then(|t| t.token(kind)).and_then(|tok| Claims::peek(tok.expose()));
         LoginState {
             logged_in: fresh || refresh_token,
             kind,
             expires_at,
             expires_in: expires_at.map(|e| e.saturating_sub(now)),
             claims,
+            sent,
             refresh_token,
+            machine,
             store,
         }
     }
@@ -135,6 +215,11 @@ impl LoginState {
             "username": c.and_then(|c| c.preferred_username.clone()),
             "email": c.and_then(|c| c.email.clone()),
             "refresh_token": self.refresh_token,
+            "token_claims": self.sent.as_ref().map(|t| json!({
+                "iss": t.iss.as_deref().map(strip_controls),
+                "aud": t.aud.as_ref().map(audience_text),
+                "exp": t.exp.map(rfc3339),
+            })),
         })
     }
 
@@ -153,30 +238,49 @@ impl LoginState {
             let state = if left > 0 { format!("valid for {}", human_duration(left)) } else { "expired".to_string() };
             s.push_str(&format!("{:<15}{} until {} ({state})\n", "token:", self.kind.as_str(), rfc3339(at)));
         }
-        s.push_str(&format!(
-            "{:<15}{}\n",
-            "refresh token:",
-            if self.refresh_token { "held (renews silently)" } else { "none (expiry means a new login)" }
-        ));
+        // Issue 16: the configured `audience` is a request parameter; what a server checks is the token's own
+        // `aud`, so show that (peeked, never the token).
+        if let Some(t) = &self.sent {
+            let iss = t.iss.as_deref().map(strip_controls).unwrap_or_else(|| "-".into());
+            let aud = t.aud.as_ref().map(audience_text).unwrap_or_else(|| "-".into());
+            s.push_str(&format!("{:<15}iss {iss}, aud {aud}\n", "token claims:"));
+        }
+        let refresh = match (self.refresh_token, self.machine) {
+            (true, _) => "held (renews silently)",
+            (false, true) => "none (a machine client: the next `token` asks for a new client-credentials token)",
+            (false, false) => "none (expiry means a new login)",
+        };
+        s.push_str(&format!("{:<15}{refresh}\n", "refresh token:"));
         s.push_str(&store);
         s
     }
 }
 
+/// A JWT `aud` (a string or an array of strings) for display.
+fn audience_text(aud: &Value) -> String {
+    match aud {
+        Value::String(s) => strip_controls(s),
+        Value::Array(a) => a.iter().filter_map(Value::as_str).map(strip_controls).collect::<Vec<_>>().join(" "),
+        other => strip_controls(&other.to_string()),
+    }
+}
+
 /// The `checks` member of `status --check --json`.
 pub fn checks_json(checks: &[crate::check::Check]) -> Value {
-    Value::Array(checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "detail": strip_controls(&c.detail), "fix": c.fix.as_deref().map(strip_controls)})).collect())
+    Value::Array(checks.iter().map(|c| json!({"name": c.name, "ok": c.ok, "warning": c.warning, "detail": strip_controls(&c.detail), "fix": c.fix.as_deref().map(strip_controls)})).collect())
 }
 
 /// `status --check` lines: ✓ or ✗, the check, what was found, and the fix.
 pub fn checks_text(checks: &[crate::check::Check], color: bool) -> String {
     let mut s = String::from("\nchecks:\n");
     for c in checks {
-        let mark = match (c.ok, color) {
-            (true, false) => "✓",
-            (false, false) => "✗",
-            (true, true) => "\x1b[32m✓\x1b[0m",
-            (false, true) => "\x1b[31m✗\x1b[0m",
+        let mark = match (c.ok, c.warning, color) {
+            (true, false, false) => "✓",
+            (true, true, false) => "!",
+            (false, _, false) => "✗",
+            (true, false, true) => "\x1b[32m✓\x1b[0m",
+            (true, true, true) => "\x1b[33m!\x1b[0m",
+            (false, _, true) => "\x1b[31m✗\x1b[0m",
         };
         // Details quote provider metadata: the one rendering function strips what a terminal would obey.
         s.push_str(&format!("  {mark} {:<24}{}\n", c.name, strip_controls(&c.detail)));
@@ -185,18 +289,6 @@ pub fn checks_text(checks: &[crate::check::Check], color: bool) -> String {
         }
     }
     s
-}
-
-/// "1h 5m", "4m 10s", "12s".
-pub fn human_duration(secs: i64) -> String {
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m {s}s")
-    } else {
-        format!("{s}s")
-    }
 }
 
 #[cfg(test)]

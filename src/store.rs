@@ -105,6 +105,10 @@ impl Backend {
     }
 }
 
+/// How long a fallback from the keyring to the file store is remembered before the keyring is asked again.
+const REPROBE_AFTER: i64 = 24 * 3600;
+const NO_BUS: &str = "no D-Bus session bus for the Secret Service";
+
 #[derive(Serialize, Deserialize)]
 struct Choice {
     store: String,
@@ -156,7 +160,9 @@ impl Store {
 
     /// Warnings produced so far (printed once by the caller).
     pub fn take_warnings(&self) -> Vec<String> {
-        std::mem::take(&mut *self.warnings.borrow_mut())
+        let mut all = std::mem::take(&mut *self.files.notes.borrow_mut());
+        all.append(&mut self.warnings.borrow_mut());
+        all
     }
 
     fn choice_path(&self) -> PathBuf {
@@ -179,33 +185,70 @@ impl Store {
     }
 
     fn auto_choice(&self) -> (Backend, String) {
-        if let Ok(bytes) = std::fs::read(self.choice_path())
+        if let Some(bytes) = self.read_choice()
             && let Ok(c) = serde_json::from_slice::<Choice>(&bytes)
             && c.store == "file"
         {
-            return (
-                Backend::File,
-                format!(
-                    "the keyring was unavailable on {} ({}); remembered — `--store keyring` switches back",
-                    crate::token::rfc3339(c.since),
-                    c.reason
-                ),
-            );
+            // One timeout must not exile refresh tokens from the keyring for good (issue 12): the fallback
+            // holds for a day, or until a session bus appears where there was none; then the keyring is asked
+            // again. Never on the cached `token` path, which does not ask for the backend.
+            let retry_at = c.since.saturating_add(REPROBE_AFTER);
+            let bus_appeared = c.reason == NO_BUS && self.settings.bus_available;
+            if self.settings.now < retry_at && !bus_appeared {
+                return (
+                    Backend::File,
+                    format!(
+                        "the keyring was unavailable on {} ({}); remembered until {}, when the keyring is asked \
+                         again — `--store keyring` switches back now",
+                        crate::token::rfc3339(c.since),
+                        c.reason,
+                        crate::token::rfc3339(retry_at)
+                    ),
+                );
+            }
         }
         if !self.settings.bus_available {
-            return self.fall_back("no D-Bus session bus for the Secret Service".into());
+            return self.fall_back(NO_BUS.into());
         }
         match self.secrets.probe() {
-            Ok(()) => (Backend::Keyring, "auto: the OS keyring answers".into()),
+            Ok(()) => {
+                let _ = std::fs::remove_file(self.choice_path());
+                (Backend::Keyring, "auto: the OS keyring answers".into())
+            }
             Err(e) => self.fall_back(e.to_string()),
         }
+    }
+
+    /// The remembered choice, unless another user could have written it: a planted "file" would move refresh
+    /// tokens out of the keyring. Not followed through a symlink; refused files are ignored with a warning.
+    fn read_choice(&self) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let path = self.choice_path();
+        let mut f = match crate::fsutil::open_nofollow(&path) {
+            Ok(f) => f,
+            Err(e) if crate::fsutil::is_symlink_refusal(&e) => {
+                self.warnings.borrow_mut().push(format!("ignoring {}: a symbolic link, not followed", path.display()));
+                return None;
+            }
+            Err(_) => return None,
+        };
+        #[cfg(unix)]
+        if let Ok(meta) = f.metadata()
+            && let Some(why) = crate::fsutil::distrust(&meta, true)
+        {
+            self.warnings.borrow_mut().push(format!("ignoring {}: {why}; delete it", path.display()));
+            return None;
+        }
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).ok()?;
+        Some(bytes)
     }
 
     fn fall_back(&self, reason: String) -> (Backend, String) {
         let dir = self.files.dir.display().to_string();
         self.warnings.borrow_mut().push(format!(
             "the OS keyring is unavailable ({reason}); keeping credentials in {dir} (mode 0600) instead. \
-             This choice is remembered; `--store keyring` switches back"
+             The keyring is asked again in a day; `--store keyring` switches back now"
         ));
         let choice = Choice { store: "file".into(), reason: reason.clone(), since: self.settings.now };
         if let Ok(bytes) = serde_json::to_vec(&choice) {
@@ -339,93 +382,4 @@ impl TokenStore for Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::token::Secret;
-
-    fn entry() -> Entry {
-        Entry {
-            version: 1,
-            server: Some("http://m".into()),
-            issuer: "https://i".into(),
-            client_id: "c".into(),
-            tokens: TokenSet {
-                access_token: Some(Secret::new("AT".into())),
-                access_expires_at: Some(100),
-                refresh_token: Some(Secret::new("RT".into())),
-                obtained_at: 40,
-                ..Default::default()
-            },
-            refresh_token_in: None,
-        }
-    }
-
-    #[test]
-    fn the_cache_file_format_is_pinned() {
-        assert_eq!(
-            serde_json::to_string(&entry()).unwrap(),
-            r#"{"version":1,"server":"http://m","issuer":"https://i","client_id":"c","tokens":{"access_token":"AT","access_expires_at":100,"refresh_token":"RT","obtained_at":40}}"#
-        );
-        // Unknown fields from a newer version are ignored.
-        let newer = r#"{"version":2,"issuer":"i","client_id":"c","extra":1,"tokens":{"access_token":"A","obtained_at":1,"new":true}}"#;
-        assert!(serde_json::from_str::<Entry>(newer).is_ok());
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn files_are_private_and_replaced_atomically() {
-        use std::os::unix::fs::PermissionsExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("tokens");
-        let store = FileStore::new(dir.clone());
-        let lock = store.lock("k", Duration::from_secs(1)).unwrap();
-        store.save("k", &entry(), &lock).unwrap();
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
-        assert_eq!(std::fs::metadata(dir.join("k.json")).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(store.load("k").unwrap().unwrap().tokens, entry().tokens);
-        assert!(store.delete("k", &lock).unwrap());
-        assert!(!store.delete("k", &lock).unwrap());
-        assert!(store.load("k").unwrap().is_none());
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_planted_symlink_is_replaced_not_followed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let victim = tmp.path().join("victim");
-        std::fs::write(&victim, "keep").unwrap();
-        let dir = tmp.path().join("tokens");
-        crate::fsutil::ensure_private_dir(&dir).unwrap();
-        std::os::unix::fs::symlink(&victim, dir.join("k.json")).unwrap();
-        let store = FileStore::new(dir.clone());
-        let lock = store.lock("k", Duration::from_secs(1)).unwrap();
-        store.save("k", &entry(), &lock).unwrap();
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
-        assert!(!std::fs::symlink_metadata(dir.join("k.json")).unwrap().file_type().is_symlink());
-    }
-
-    #[test]
-    fn corrupt_entries_are_reported_with_the_path() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("k.json"), "{\"version\":").unwrap();
-        let e = FileStore::new(tmp.path().to_path_buf()).load("k").unwrap_err();
-        assert!(e.to_string().contains("k.json") && e.to_string().contains("corrupt"), "{e}");
-    }
-
-    #[test]
-    fn the_lock_excludes_a_second_holder_until_released() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = FileStore::new(tmp.path().to_path_buf());
-        let first = store.lock("k", Duration::from_secs(1)).unwrap();
-        let e = store.lock("k", Duration::from_millis(50)).err().unwrap();
-        assert!(e.to_string().contains("k.lock"), "{e}");
-        drop(first);
-        assert!(store.lock("k", Duration::from_millis(50)).is_ok());
-    }
-
-    #[test]
-    fn keys_differ_per_server_part() {
-        assert_ne!(hash_key(&["a", "bc"]), hash_key(&["ab", "c"]));
-        assert_eq!(hash_key(&["a"]).len(), 32);
-    }
-}
+mod tests;

@@ -476,7 +476,11 @@ fn configuration_cases() {
         c("url: ftp issuer", &ftp).fails(2, &["ftp://"]),
         c("url: relative issuer", &relative).fails(2, &["idp.example.com/realms/ml", "not an absolute URL"]),
         c("url: issuer with a query", &query).fails(2, &["?realm=ml", "query"]),
-        c("url: https redirect", &https_redirect).fails(2, &["redirect-uri", "http://"]),
+        // Issue 16: resolved (status shows it), but `login` needs the user's own certificate.
+        case("url: https redirect without TLS files", &["login", "--timeout", "5"])
+            .arg(&https_redirect)
+            .arg("--config")
+            .fails(2, &["https://127.0.0.1:8080/cb", "redirect-tls-cert", "redirect-tls-key"]),
         c("url: redirect on a public address", &public_redirect).fails(2, &["192.0.2.1", "loopback"]),
         c("url: redirect on the wildcard address", &wildcard_redirect).fails(2, &["0.0.0.0", "loopback"]),
         c("url: redirect without a port", &portless).fails(2, &["http://127.0.0.1/cb", "explicit port"]),
@@ -769,6 +773,32 @@ fn provider_cases() {
             .setup(on(TOKEN, Reply::json(400, r#"{"error":"invalid_grant"}"#)))
             .fails(3, &["refresh token", "mlflow-oidc login"])
             .loses_credential(),
+        // Issue 16: a refresh token the provider killed (reuse detection) answered with an empty or non-OAuth
+        // 400/401 is "log in again": exit 3, the dead refresh token dropped, nothing else lost.
+        t("refresh: 400 with an empty body means log in again")
+            .setup(on(TOKEN, Reply::text(400, "")))
+            .fails(3, &["not logged in", "rejected the stored refresh token", "mlflow-oidc login"])
+            .after(|w, _| {
+                let entry: serde_json::Value = serde_json::from_slice(&std::fs::read(&w.entry_path).unwrap()).unwrap();
+                assert!(entry["tokens"].get("refresh_token").is_none(), "the dead refresh token is dropped: {entry}");
+                assert_eq!(entry["issuer"], w.fake.base.as_str(), "the rest of the entry stays: {entry}");
+            })
+            .loses_credential(),
+        t("refresh: 401 with an HTML body means log in again")
+            .setup(on(TOKEN, Reply::html(401, "<html>Unauthorized</html>")))
+            .fails(3, &["not logged in", "mlflow-oidc login"])
+            .loses_credential(),
+        case("client credentials: 403 with an empty body names the status and the likely cause", &["token", "--no-login"])
+            .cwd("conf")
+            .setup(on(TOKEN, Reply::text(403, "")))
+            .fails(1, &[&token_url, "HTTP 403", "empty body", "scope"]),
+        case("status --check: a provider that lists neither refresh nor client_credentials only warns", &["status", "--check"])
+            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("grant_types_supported".into(), serde_json::json!(["authorization_code"]))))))
+            .fails(0, &[])
+            .after(|_, out| {
+                assert!(out.stdout.contains("! refresh"), "{}", out.stdout);
+                assert!(!out.stdout.contains("✗"), "{}", out.stdout);
+            }),
         t("refresh: 500 in plain text").setup(on(TOKEN, Reply::text(500, "Internal Server Error"))).fails(1, &[&token_url]),
         t("refresh: 502 from a proxy, in HTML")
             .setup(on(TOKEN, Reply::html(502, "<html><h1>Bad Gateway</h1></html>")))
@@ -780,7 +810,11 @@ fn provider_cases() {
         t("refresh: an unknown error code")
             .setup(on(TOKEN, Reply::json(400, r#"{"error":"temporarily_unavailable"}"#)))
             .fails(1, &["temporarily_unavailable"]),
-        t("refresh: error is not a string").setup(on(TOKEN, Reply::json(400, r#"{"error":5}"#))).fails(1, &[&token_url]),
+        // Not an OAuth error response at 400: like an empty body, "log in again" (issue 16).
+        t("refresh: error is not a string")
+            .setup(on(TOKEN, Reply::json(400, r#"{"error":5}"#)))
+            .fails(3, &["rejected the stored refresh token"])
+            .loses_credential(),
         t("refresh: 200 without access_token")
             .setup(on(TOKEN, Reply::json(200, r#"{"token_type":"Bearer","expires_in":3600}"#)))
             .fails(1, &[&token_url]),
@@ -896,6 +930,105 @@ fn provider_cases() {
     let n = w.run_all(cases);
     eprintln!("provider cases: {n}");
     assert!(n >= 45, "{n}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Workload identity (issue 14): key files, platform-token sources and the provider refusing them. Every case runs
+// with -v, and neither the platform token, nor the key, nor the GitHub request token may appear anywhere.
+
+#[test]
+fn workload_identity_cases() {
+    let w = World::new();
+    let base = w.fake.base.clone();
+    let tok = ["-v", "token", "--no-login"];
+    let machine = |extra: &str| {
+        format!(
+            "[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{base}\"\nclient-id = \"{CLIENT_ID_CONF}\"\n{extra}\n"
+        )
+    };
+    let live = fake::workload_token(
+        &serde_json::json!({"iss": CLIENT_ID_CONF, "sub": CLIENT_ID_CONF, "aud": base, "exp": 4_000_000_000i64}),
+    );
+    let expired = fake::workload_token(
+        &serde_json::json!({"iss": "https://k8s", "sub": "system:serviceaccount:ml:train", "exp": 1_000_000}),
+    );
+    let live_file = w.file("token-live", &live);
+    let expired_file = w.file("token-expired", &expired);
+    let empty_file = w.file("token-empty", "\n");
+    let key = support::client_key("ec", &w.s.path("cfg/client.pem"));
+    let key_body = std::fs::read_to_string(&key.pem).unwrap().lines().nth(1).unwrap().to_owned();
+    let encrypted = w.file(
+        "encrypted.pem",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHzBJBgkqhkiG9w0BBQ0wPDAbBgkqhkiG9w0BBQwwDgQIwlsigCATALOGUE9d4c\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    );
+    let openssh = w.file(
+        "id_ed25519",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUwlsigCATALOGUE9d4c\n-----END OPENSSH PRIVATE KEY-----\n",
+    );
+    let f = |name: &str, extra: &str| w.file(name, machine(extra));
+    let missing = f("missing.toml", "client-assertion = \"file:/nonexistent/run/token\"");
+    let empty = f("empty-token.toml", &format!("client-assertion = \"file:{empty_file}\""));
+    let stale = f("expired.toml", &format!("subject-token = \"file:{expired_file}\""));
+    let no_var = f("no-var.toml", "subject-token = \"env:CI_OIDC_TOKEN\"");
+    let gh = f("gh.toml", "subject-token = \"github-actions\"");
+    let enc = f("enc.toml", &format!("client-assertion-key = \"{encrypted}\""));
+    let ssh = f("ssh.toml", &format!("client-assertion-key = \"{openssh}\""));
+    let no_key = f("no-key.toml", "client-assertion-key = \"/nonexistent/key.pem\"");
+    let fed = f("fed.toml", &format!("client-assertion = \"file:{live_file}\""));
+    let pk = f("pk.toml", &format!("client-assertion-key = \"{}\"", key.pem.display()));
+    let exch = f("exch.toml", &format!("subject-token = \"file:{live_file}\""));
+    w.file("cmdproj/pyproject.toml", block(&base, "client-assertion = \"command:cat /etc/hostname\""));
+    let echo = |what: &str, token: &str| {
+        let body = serde_json::json!({"error": what, "error_description": format!("rejected {token} {ESCAPE}")});
+        Reply::json(if what == "invalid_client" { 401 } else { 400 }, body.to_string())
+    };
+    let (live2, live3) = (live.clone(), live.clone());
+    let no_key_body = move |_: &World, out: &Out| {
+        assert!(!out.all().contains(&key_body), "the private key was printed:\n{}", out.all());
+        assert!(!out.all().contains('\u{1b}'), "terminal escapes from the provider:\n{:?}", out.stderr);
+    };
+    let no_escape = |_: &World, out: &Out| assert!(!out.all().contains('\u{1b}'), "{:?}", out.stderr);
+    let c = |name, path: &String| case(name, &tok).arg(path).arg("--config");
+    let gh_url = w.fake.url("/gh-token?api-version=2.0");
+    let cases = vec![
+        c("workload: client-assertion file missing", &missing)
+            .fails(2, &["/nonexistent/run/token", "client-assertion", "mounted"]),
+        c("workload: client-assertion file empty", &empty).fails(2, &[&empty_file, "empty"]),
+        c("workload: an expired subject token", &stale)
+            .fails(2, &[&expired_file, "expired"])
+            .after(never_requested(TOKEN)),
+        c("workload: subject-token variable unset", &no_var).fails(2, &["CI_OIDC_TOKEN", "id_tokens"]),
+        c("workload: github-actions without the runner's variables", &gh)
+            .fails(2, &["ACTIONS_ID_TOKEN_REQUEST_URL", "permissions: id-token: write"]),
+        c("workload: GitHub's token service refuses the request token", &gh)
+            .env("ACTIONS_ID_TOKEN_REQUEST_URL", &gh_url)
+            .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", fake::GH_REQUEST_TOKEN)
+            .setup(on("/gh-token", Reply::json(401, format!("{{\"message\":\"bad {}\"}}", fake::GH_REQUEST_TOKEN))))
+            .fails(1, &["HTTP 401", "/gh-token", "permissions: id-token: write"]),
+        c("workload: an encrypted key", &enc).fails(2, &[&encrypted, "encrypted", "openssl pkcs8"]),
+        c("workload: an OpenSSH key", &ssh).fails(2, &[&openssh, "OPENSSH PRIVATE KEY", "not a private key"]),
+        c("workload: key file missing", &no_key).fails(2, &["/nonexistent/key.pem", "client-assertion-key"]),
+        case("workload: a command from a project's pyproject.toml", &tok)
+            .cwd("cfg/cmdproj")
+            .fails(2, &["cfg/cmdproj/pyproject.toml", "may not", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION"]),
+        c("workload: the provider rejects a federated assertion and echoes it", &fed)
+            .setup(move |w: &World| w.fake.set(TOKEN, echo("invalid_client", &live2)))
+            .fails(1, &["invalid_client", "federated credential", &live_file])
+            .after(no_escape),
+        c("workload: the provider rejects a private_key_jwt", &pk)
+            .fails(1, &["invalid_client", "public key of", &key.pem.display().to_string()])
+            .after(no_key_body),
+        c("workload: the provider refuses the token exchange and echoes the subject token", &exch)
+            .setup(move |w: &World| w.fake.set(TOKEN, echo("invalid_grant", &live3)))
+            .fails(1, &["token exchange", "invalid_grant", "subject token's issuer"])
+            .after(no_escape),
+        c("workload: the provider has no token-exchange grant", &exch)
+            .setup(on(TOKEN, Reply::json(400, r#"{"error":"unsupported_grant_type"}"#)))
+            .fails(1, &["unsupported_grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"]),
+    ];
+    let n = w.run_all(cases);
+    eprintln!("workload identity cases: {n}");
+    assert!(n >= 14, "{n}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1066,7 +1199,8 @@ fn store_cases() {
                 std::fs::remove_file(&p).unwrap();
                 std::os::unix::fs::symlink(&victim, &p).unwrap();
             })
-            .succeeds(AT_CC, &["corrupt"])
+            // Not read through the link (O_NOFOLLOW): reported as a link, then replaced by our own file.
+            .succeeds(AT_CC, &["symbolic link: not followed"])
             .after(|w, _| {
                 assert_eq!(std::fs::read_to_string(w.s.path("victim.txt")).unwrap(), "keep me");
                 let p = conf_entry(w);
@@ -1170,6 +1304,8 @@ fn callback_cases() {
     s.set("MLFLOW_OIDC_STORE", "file");
     s.set("BROWSER", support::browser_curl().to_str().unwrap());
     let out = run_bounded(s.cmd("proj", &["login"]), LIMIT);
+    let issuer = idp.issuer.clone();
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
     assert_eq!(out.code, 0, "{}", out.stderr);
     // From now on the "browser" opens nothing: the test plays both the attacker and the person.
     s.set("BROWSER", "true");
@@ -1265,13 +1401,27 @@ fn callback_cases() {
         })
         .ends(1, &["server_error"]),
         cb("callback: a forged code with our state", move |l| {
-            assert_eq!(status_of(&l.get(&format!("code=forged-code&state={}", l.state))), 200);
+            // The browser hears the provider's refusal, not "logged in" (the page waits for the exchange).
+            let r = l.get(&format!("code=forged-code&state={}&iss={}", l.state, enc(&issuer)));
+            bad(400, "invalid_grant")(r)
         })
         .ends(1, &["invalid_grant"]),
         cb("callback: another issuer in iss (mix-up)", move |l| {
-            assert_eq!(status_of(&l.get(&format!("code=c&state={}&iss=https%3A%2F%2Fevil.example.com", l.state))), 200);
+            bad(400, "evil.example.com")(l.get(&format!("code=c&state={}&iss=https%3A%2F%2Fevil.example.com", l.state)))
         })
-        .ends(1, &["https://evil.example.com", "refusing"]),
+        .ends(1, &["https://evil.example.com", "refusing", "RFC 9207"]),
+        cb("callback: no iss from a provider that always sends it (mix-up)", move |l| {
+            bad(400, "RFC 9207")(l.get(&format!("code=c&state={}", l.state)))
+        })
+        .ends(1, &["carries no `iss`", "RFC 9207"]),
+        cb("callback: our state from a foreign Host (DNS rebinding)", move |l| {
+            let r = send(
+                l.port,
+                format!("GET {}?code=c&state={} HTTP/1.1\r\nHost: evil.example:{}\r\n\r\n", l.path, l.state, l.port)
+                    .as_bytes(),
+            );
+            bad(400, "evil.example")(r)
+        }),
         CallbackCase {
             name: "callback: only junk until the login times out",
             junk: Box::new(move |l| bad(400, "state mismatch")(l.get("code=c&state=x"))),

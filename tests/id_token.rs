@@ -20,19 +20,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// A project using the scripted provider in ID-token mode (so the ID token is what `token` prints).
 fn fake_project(f: &fake::Fake) -> Sandbox {
-    let mut s = Sandbox::new();
-    s.write(
-        "proj/pyproject.toml",
-        &format!(
-            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{}\"\n\
-             scope = \"openid\"\nredirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\n",
-            f.base,
-            fake::CLIENT_ID
-        ),
-    );
-    s.set("MLFLOW_OIDC_STORE", "file");
-    s.set("BROWSER", "true");
-    s
+    Sandbox::for_fake(SERVER, &f.base, fake::CLIENT_ID, "http://127.0.0.1:0/oauth2/callback")
 }
 
 fn mo(s: &Sandbox, args: &[&str]) -> Out {

@@ -326,3 +326,40 @@ fn login_through_headless_chromium() {
     let token = s.mo(&["token"]).ok().trim().to_string();
     support::verify_id_token(&idp.issuer, &token, PUBLIC_CLIENT_ID);
 }
+
+#[test]
+fn a_machine_client_is_told_that_expiry_means_new_client_credentials_not_a_login() {
+    let idp = Idp::start();
+    let s = confidential(&idp, "");
+    let out = s.mo(&["login"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("the next `token` asks for a new client-credentials token"), "{}", out.stderr);
+    assert!(!out.stderr.contains("means a new login"), "{}", out.stderr);
+    let status = s.mo(&["status"]);
+    assert!(status.ok().contains("a machine client: the next `token` asks for a new client-credentials token"));
+}
+
+#[test]
+fn logout_end_session_opens_the_url_with_the_id_token_hint_but_prints_it_without() {
+    let idp = Idp::start();
+    let s = public(&idp, "");
+    assert_eq!(s.mo(&["login"]).code, 0);
+    let id_token = stored_entry(&s)["tokens"]["id_token"].as_str().expect("an ID token after login").to_string();
+    let opened = s.path("opened.txt");
+    // Written whole and renamed: the `webbrowser` crate starts a graphical $BROWSER in the background.
+    let recorder = s.script(
+        "record-url.sh",
+        &format!("#!/bin/sh\nprintf '%s' \"$1\" > '{0}.tmp' && mv '{0}.tmp' '{0}'\n", opened.display()),
+    );
+    let out = s.run("proj", &["logout", "--end-session"], &[("BROWSER", recorder.to_str().unwrap())]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !opened.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let url = std::fs::read_to_string(&opened).expect("the browser was opened");
+    assert_eq!(support::query_param(&url, "id_token_hint").as_deref(), Some(id_token.as_str()), "{url}");
+    assert_eq!(support::query_param(&url, "client_id").as_deref(), Some(PUBLIC_CLIENT_ID));
+    assert!(!out.stderr.contains(&id_token) && !out.stderr.contains("id_token_hint"), "{}", out.stderr);
+    assert!(out.stderr.contains("client_id=mlflow-cli"), "{}", out.stderr);
+}

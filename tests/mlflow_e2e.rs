@@ -347,3 +347,65 @@ fn python_plugin_unit_tests_pass_against_the_installed_wheel() {
     let ran = stderr.lines().find(|l| l.starts_with("Ran ")).unwrap_or_default();
     assert!(!ran.is_empty() && ran != "Ran 0 tests", "no Python test ran:\n{stderr}");
 }
+
+/// Issue 14's acceptance: a CI-style run with no client secret anywhere — private_key_jwt, a federated
+/// Kubernetes-style token file, the GitHub Actions stand-in (token exchange) and token exchange of a
+/// GitLab-style variable — each gets a token the proxy accepts, and `exec` logs a run with it.
+#[test]
+fn workload_identity_without_a_client_secret_logs_runs() {
+    use e2e::{EXCHANGE_CLIENT, FED_CLIENT, PK_CLIENT, workload_project};
+    let st = stack();
+    let wl = &st.workload;
+    let gh_env = [
+        ("ACTIONS_ID_TOKEN_REQUEST_URL", wl.request_url()),
+        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", support::WORKLOAD_REQUEST_TOKEN.to_owned()),
+    ];
+    let gitlab = wl.mint(&format!("audience={}&sub=project_path:ml/train", support::WORKLOAD_AUDIENCE));
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>);
+    let kinds: Vec<Case> = vec![
+        ("private_key_jwt", format!("client-assertion-key = \"{}\"", st.key.pem.display()), vec![]),
+        ("federated file", "client-assertion = \"file:run/k8s-token\"".into(), vec![]),
+        (
+            "github actions",
+            format!("subject-token = \"github-actions\"\ngithub-actions-audience = \"{}\"", support::WORKLOAD_AUDIENCE),
+            gh_env.to_vec(),
+        ),
+        ("token exchange", "subject-token = \"env:CI_JOB_OIDC\"".into(), vec![("CI_JOB_OIDC", gitlab)]),
+    ];
+    for (kind, lines, env) in kinds {
+        let client = match kind {
+            "private_key_jwt" => PK_CLIENT,
+            "federated file" => FED_CLIENT,
+            _ => EXCHANGE_CLIENT,
+        };
+        let mut s = workload_project(client, &lines);
+        assert!(!std::fs::read_to_string(s.path("proj/pyproject.toml")).unwrap().contains("secret"));
+        if kind == "federated file" {
+            s.write(
+                "proj/run/k8s-token",
+                &wl.mint(&format!("audience={}&iss={FED_CLIENT}&sub={FED_CLIENT}", st.idp.issuer)),
+            );
+        }
+        for (k, v) in &env {
+            s.set(k, v);
+        }
+        s.set("CI", "true");
+        let token = s.mo(&["token"]);
+        assert_eq!(token.code, 0, "{kind}: {}", token.stderr);
+        let (status, body) = support::curl(&[
+            "-H",
+            &format!("Authorization: Bearer {}", token.stdout.trim()),
+            &format!("{}/api/2.0/mlflow/experiments/search?max_results=1", st.proxy),
+        ]);
+        assert_eq!(status, 200, "{kind}: the proxy refused the token: {body}\n{}", st.logs());
+        let name = unique(&kind.replace(' ', "-"));
+        let script = e2e::repo().join("tests/mlflow/log_run.py");
+        let out = s.mo(&["exec", "--", "python", script.to_str().unwrap(), &name]);
+        let r = last_json(&out);
+        assert_eq!(
+            (r["experiment_name"].as_str(), r["status"].as_str()),
+            (Some(name.as_str()), Some("FINISHED")),
+            "{kind}"
+        );
+    }
+}

@@ -3,6 +3,9 @@
 //!
 //! Unit tests in `src/` cover the same ground from inside and are not repeated here:
 //! `loopback::tests::only_the_exact_path_with_our_state_ends_the_wait`, `loopback::tests::constant_time_comparison`,
+//! `loopback::tests::the_request_head_has_one_deadline_across_reads`,
+//! `loopback::tests::a_flood_of_idle_connections_evicts_the_oldest_not_the_callback`,
+//! `loopback::tests::the_host_header_must_name_the_listener`,
 //! `token::tests::secret_debug_is_redacted`, `store::tests::files_are_private_and_replaced_atomically`,
 //! `store::tests::a_planted_symlink_is_replaced_not_followed`, and the issuer and redirect validation in
 //! `config::tests`. SECURITY.md lists which property each test proves.
@@ -64,6 +67,11 @@ fn listeners(port: u16) -> Vec<String> {
     out
 }
 
+/// Whether this machine has an IPv6 loopback to bind.
+fn ipv6_loopback() -> bool {
+    std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, 0)).is_ok()
+}
+
 /// The address this machine would use to reach the outside, if it has a non-loopback one (no packet is sent).
 fn external_address() -> Option<std::net::IpAddr> {
     let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
@@ -77,12 +85,15 @@ fn the_redirect_listener_binds_only_loopback() {
     let idp = Idp::start();
     let mut s = project(&idp, "");
     s.set("BROWSER", "true");
+    // `localhost` is 127.0.0.1 and [::1] (as /proc/net/tcp6 writes it) on one port: issue 12.
+    const V6: &str = "00000000000000000000000001000000";
+    let localhost: &[&str] = if ipv6_loopback() { &["0100007F", V6] } else { &["0100007F"] };
     for (redirect, want) in
-        [("http://127.0.0.1:0/oauth2/callback", "0100007F"), ("http://localhost:0/oauth2/callback", "0100007F")]
+        [("http://127.0.0.1:0/oauth2/callback", &["0100007F"][..]), ("http://localhost:0/oauth2/callback", localhost)]
     {
         let login = drive::start_login_with(&s, "proj", "20", &[("MLFLOW_TRACKING_OIDC_REDIRECT_URI", redirect)]);
         let bound = listeners(login.port);
-        assert_eq!(bound, [want], "{redirect}: the listener must be on 127.0.0.1 only, not a wildcard: {bound:?}");
+        assert_eq!(bound, want, "{redirect}: the listener must be on loopback only, not a wildcard: {bound:?}");
         if let Some(ip) = external_address() {
             let reach = TcpStream::connect_timeout(&(ip, login.port).into(), Duration::from_secs(2));
             assert!(reach.is_err(), "{redirect}: the listener answered on {ip}, a non-loopback address");
@@ -183,7 +194,7 @@ fn state_is_exact_fresh_and_single_use() {
     let second = start_login(&s, "proj", "5");
     let second_url = second.url.clone();
     assert_ne!(second.state, st, "a fresh state per login");
-    let r = send(second.port, format!("GET {old_path_query} HTTP/1.1\r\n\r\n").as_bytes());
+    let r = second.get(old_path_query.split_once('?').unwrap().1);
     assert_eq!(status_of(&r), 400, "{r}");
     assert!(r.contains("state mismatch"), "{r}");
     let out = second.finish(LIMIT);
@@ -200,19 +211,7 @@ fn state_is_exact_fresh_and_single_use() {
 
 /// The scripted provider, a project using it in ID-token mode (so a nonce is sent and checked).
 fn fake_project(f: &fake::Fake) -> Sandbox {
-    let mut s = Sandbox::new();
-    s.write(
-        "proj/pyproject.toml",
-        &format!(
-            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{}\"\n\
-             scope = \"openid\"\nredirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\n",
-            f.base,
-            fake::CLIENT_ID
-        ),
-    );
-    s.set("MLFLOW_OIDC_STORE", "file");
-    s.set("BROWSER", "true");
-    s
+    Sandbox::for_fake(SERVER, &f.base, fake::CLIENT_ID, "http://127.0.0.1:0/oauth2/callback")
 }
 
 #[test]
@@ -225,11 +224,14 @@ fn the_id_token_nonce_must_match_the_login() {
         assert!(sent.len() >= 22, "{sent}");
         f.id_token_nonce(nonce.unwrap_or(&sent));
         let r = login.get(&format!("code={}&state={}", fake::CODE, login.state));
-        assert_eq!(status_of(&r), 200, "{r}");
+        // The browser is answered after the ID token was checked, so it hears about a refused nonce too.
+        assert_eq!(status_of(&r), if ok { 200 } else { 400 }, "{r}");
+        assert_eq!(r.contains("You are logged in"), ok, "{r}");
         let out = login.finish(LIMIT);
         if ok {
             assert_eq!(out.code, 0, "{}", out.stderr);
         } else {
+            assert!(r.contains("nonce") && r.contains("Look at the terminal"), "{r}");
             assert_eq!(out.code, 1, "nonce {nonce:?} accepted: {}", out.stderr);
             assert!(out.stderr.contains("nonce"), "{}", out.stderr);
             assert!(
@@ -538,4 +540,404 @@ fn the_secret_type_has_no_display_and_a_redacted_debug() {
 
     // Serialisation is the one deliberate way out (the token file); it is the plain value, not a wrapper.
     assert_eq!(serde_json::to_string(&secret).unwrap(), "\"hunter2-secret\"");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The loopback listener's trust boundaries (issue 12).
+
+/// `GET <path>?<query>` to `addr:port` with this `Host`, and the whole answer.
+fn get_on(addr: std::net::IpAddr, port: u16, path_query: &str, host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect((addr, port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("GET {path_query} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The browser's callback from a real login in `browser-curl`, which stops short of delivering it.
+fn undelivered_callback(login: &drive::PendingLogin) -> String {
+    let printed = support::run_browser(&support::browser_curl(), &login.url, &[("IDP_NO_CALLBACK", "1")]);
+    let url = url::Url::parse(printed.trim().strip_prefix("CALLBACK ").unwrap()).unwrap();
+    format!("{}?{}", url.path(), url.query().unwrap())
+}
+
+#[test]
+fn seventy_slow_connections_do_not_stall_the_real_login() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let idp = Idp::start();
+    let mut s = project(&idp, "");
+    s.set("BROWSER", "true");
+    let login = start_login(&s, "proj", "40");
+    let (port, stop, opened) = (login.port, Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    // 70 clients that each drip one byte every 2 s, and reconnect when closed: more than the connection cap, and
+    // each read well inside any per-read limit (a per-read limit is what let this stall a login before).
+    let slow: Vec<_> = (0..70)
+        .map(|_| {
+            let (stop, opened) = (stop.clone(), opened.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else { return };
+                    opened.fetch_add(1, Ordering::SeqCst);
+                    for b in b"GET /oauth2/callback?state=x HTTP/1.1\r\n".iter().cycle() {
+                        if stop.load(Ordering::SeqCst) || c.write_all(&[*b]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_secs(2));
+                    }
+                }
+            })
+        })
+        .collect();
+    while opened.load(Ordering::SeqCst) < 70 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    let printed = support::run_browser(&support::browser_curl(), &login.url, &[]);
+    assert!(printed.contains("CALLBACK"), "{printed}");
+    let out = login.finish(LIMIT);
+    let took = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(out.code, 0, "the slow connections stalled the login: {}", out.stderr);
+    assert!(out.stderr.contains("Logged in to"), "{}", out.stderr);
+    assert!(took < Duration::from_secs(20), "the login took {took:?} behind the slow connections");
+    for t in slow {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_localhost_redirect_holds_both_loopback_addresses_and_answers_on_ipv6() {
+    let idp = Idp::start();
+    let mut s = project(&idp, "");
+    s.set("BROWSER", "true");
+    let redirect = "http://localhost:0/oauth2/callback";
+    let login = drive::start_login_with(&s, "proj", "30", &[("MLFLOW_TRACKING_OIDC_REDIRECT_URI", redirect)]);
+    let port = login.port;
+    assert!(login.url.contains(&format!("localhost%3A{port}")), "the redirect URI keeps `localhost`: {}", login.url);
+    // Another local user cannot take either address of the port while the login waits.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err(), "127.0.0.1:{port} could be taken");
+    if !ipv6_loopback() {
+        eprintln!("no IPv6 loopback here: only the IPv4 half is checked");
+        let _ = login.finish(LIMIT);
+        return;
+    }
+    assert!(std::net::TcpListener::bind(("::1", port)).is_err(), "[::1]:{port} could be taken by another user");
+    // A browser that tries IPv6 first delivers the callback over [::1], with the `localhost` Host it resolved.
+    let callback = undelivered_callback(&login);
+    let page = get_on(std::net::Ipv6Addr::LOCALHOST.into(), port, &callback, &format!("localhost:{port}"));
+    assert_eq!(status_of(&page), 200, "{page}");
+    assert!(page.contains("You are logged in"), "{page}");
+    let out = login.finish(LIMIT);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn the_browser_says_logged_in_only_after_the_code_was_redeemed() {
+    let idp = Idp::start();
+    let mut s = project(&idp, "");
+    s.set("BROWSER", "true");
+    // A code the provider refuses: the browser hears that, not "logged in", and the CLI says what the provider said.
+    let login = start_login(&s, "proj", "30");
+    let iss = url::form_urlencoded::byte_serialize(idp.issuer.as_bytes()).collect::<String>();
+    let page = login.get(&format!("code=made-up-code&state={}&iss={iss}", login.state));
+    let out = login.finish(LIMIT);
+    assert_eq!(status_of(&page), 400, "{page}");
+    assert!(!page.contains("You are logged in"), "{page}");
+    assert!(page.contains("invalid_grant") && page.contains("Look at the terminal"), "{page}");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("invalid_grant"), "{}", out.stderr);
+    assert_eq!(idp.count_grants("authorization_code"), 1);
+    // A real login: by the time the page arrives, the code has been redeemed.
+    let login = start_login(&s, "proj", "30");
+    let callback = undelivered_callback(&login);
+    let page = get_on([127, 0, 0, 1].into(), login.port, &callback, &format!("127.0.0.1:{}", login.port));
+    assert_eq!(idp.count_grants("authorization_code"), 2, "the page came before the exchange");
+    assert_eq!(status_of(&page), 200, "{page}");
+    assert!(page.contains("You are logged in"), "{page}");
+    assert_eq!(login.finish(LIMIT).code, 0);
+}
+
+#[test]
+fn a_callback_without_iss_is_refused_when_the_provider_always_sends_it() {
+    let idp = Idp::start();
+    let mut s = project(&idp, "");
+    s.set("BROWSER", "true");
+    // oidc-provider advertises authorization_response_iss_parameter_supported: true (RFC 9207 §3), so a response
+    // without `iss` may come from another provider the person was tricked into (a mix-up): never redeem it.
+    let login = start_login(&s, "proj", "30");
+    let callback = undelivered_callback(&login);
+    let without_iss: String = url::form_urlencoded::parse(callback.split_once('?').unwrap().1.as_bytes())
+        .filter(|(k, _)| k != "iss")
+        .map(|(k, v)| format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()))
+        .collect::<Vec<_>>()
+        .join("&");
+    let page = login.get(&without_iss);
+    let out = login.finish(LIMIT);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("RFC 9207") && out.stderr.contains(&idp.issuer), "{}", out.stderr);
+    assert_eq!(status_of(&page), 400, "{page}");
+    assert!(page.contains("RFC 9207") && !page.contains("You are logged in"), "{page}");
+    assert_eq!(idp.count_grants("authorization_code"), 0, "the code was sent to the token endpoint");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Files another user could have written (git `safe.directory` for CVE-2022-24765, ssh StrictModes).
+
+const NOBODY: u32 = 65534;
+
+/// Give `path` to another user. Tests run as root here; without the right to chown the test cannot prove
+/// anything, so it fails rather than skip.
+fn give_to_nobody(path: &Path) {
+    if let Err(e) = std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)) {
+        panic!(
+            "cannot chown {} to uid {NOBODY} ({e}): this test needs a second user and must run as root (or with \
+             CAP_CHOWN), as the container's test run does",
+            path.display()
+        );
+    }
+}
+
+/// A block for the confidential client at `issuer`; the secret comes from the environment, as in CI.
+fn machine_block(table: &str, issuer: &str) -> String {
+    format!(
+        "[[{table}]]\nuri = \"{SERVER}\"\nissuer = \"{issuer}\"\nclient-id = \"{CONFIDENTIAL_CLIENT_ID}\"\n\
+         audience = \"{AUDIENCE}\"\n"
+    )
+}
+
+fn machine_env(s: &mut Sandbox) {
+    s.set("MLFLOW_OIDC_STORE", "file");
+    s.set("MLFLOW_TRACKING_URI", SERVER);
+    s.set("MLFLOW_TRACKING_OIDC_CLIENT_SECRET", CONFIDENTIAL_CLIENT_SECRET);
+}
+
+#[test]
+fn a_pyproject_another_user_owns_or_may_write_is_skipped_unless_its_directory_is_safe() {
+    let evil = Idp::start();
+    let mut s = Sandbox::new();
+    machine_env(&mut s);
+    // In the parent of the project directory, as in a shared /tmp or /scratch.
+    let planted = s.write("pyproject.toml", &machine_block("tool.mlflow-oidc-client.tracking-servers", &evil.issuer));
+    give_to_nobody(&planted);
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 2, "no configuration is left: {}", out.stderr);
+    let warning = format!("ignoring config file {}: owned by uid {NOBODY}", planted.display());
+    assert!(out.stderr.contains(&warning), "{}", out.stderr);
+    assert!(out.stderr.contains("mode 0644") && out.stderr.contains("safe-directories = ["), "{}", out.stderr);
+    assert_eq!(out.stderr.matches("ignoring config file").count(), 1, "one warning: {}", out.stderr);
+    assert!(evil.requests().is_empty(), "the planted issuer was contacted: {:?}", evil.requests());
+    assert!(!out.all().contains(CONFIDENTIAL_CLIENT_SECRET));
+
+    // status (configured by the environment) lists the skipped file and why, in text and JSON.
+    let env_only =
+        [("MLFLOW_TRACKING_OIDC_ISSUER", "https://idp.example.com"), ("MLFLOW_TRACKING_OIDC_CLIENT_ID", "c")];
+    let out = s.run("proj", &["status"], &env_only);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let line = format!("skipped: {} (owned by uid {NOBODY}", planted.display());
+    assert!(out.stdout.contains(&line) && out.stdout.contains("mode 0644)"), "{}", out.stdout);
+    let out = s.run("proj", &["status", "--json"], &env_only);
+    let v: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(v["skipped"][0]["file"], planted.display().to_string(), "{v}");
+    assert!(v["skipped"][0]["why"].as_str().unwrap().contains("mode 0644"), "{v}");
+
+    // Our own file, but writable by the group: skipped the same way.
+    std::os::unix::fs::chown(&planted, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&planted, PermissionsExt::from_mode(0o664)).unwrap();
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("writable by other users") && out.stderr.contains("mode 0664"), "{}", out.stderr);
+    assert!(evil.requests().is_empty());
+
+    // The user trusts that directory: the file is used (here the "evil" provider is simply the configured one).
+    give_to_nobody(&planted);
+    let root = s.root().canonicalize().unwrap();
+    s.write(
+        "home/.config/mlflow-oidc/config.toml",
+        &format!("safe-directories = [{:?}]\n", root.display().to_string()),
+    );
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("ignoring"), "{}", out.stderr);
+    assert_eq!(evil.count_grants("client_credentials"), 1);
+    // `"*"` trusts every directory, as git's safe.directory does.
+    std::fs::remove_dir_all(s.data_dir()).unwrap();
+    s.write("home/.config/mlflow-oidc/config.toml", "safe-directories = [\"*\"]\n");
+    assert_eq!(mo(&s, &["token"]).code, 0);
+}
+
+#[test]
+fn a_user_config_another_user_may_write_is_skipped_with_its_safe_directories() {
+    let s = Sandbox::new();
+    let planted = s.write("pyproject.toml", &machine_block("tool.mlflow-oidc-client.tracking-servers", "https://i"));
+    give_to_nobody(&planted);
+    let user = s.write("home/.config/mlflow-oidc/config.toml", "safe-directories = [\"*\"]\n");
+    std::fs::set_permissions(&user, PermissionsExt::from_mode(0o666)).unwrap();
+    let out = mo(&s, &["status"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("ignoring config file {}: writable", user.display())), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("ignoring config file {}: owned by uid", planted.display())),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_walk_stops_above_the_home_directorys_parent() {
+    let mut s = Sandbox::new();
+    // HOME is <tmp>/home/user; a pyproject in <tmp>/home (HOME's parent, like /home) or <tmp> is not read,
+    // even when it is ours and private.
+    std::fs::create_dir_all(s.path("home/user/proj")).unwrap();
+    s.set("HOME", s.path("home/user").to_str().unwrap());
+    for at in ["home/pyproject.toml", "pyproject.toml"] {
+        let f = s.write(at, &machine_block("tool.mlflow-oidc-client.tracking-servers", "https://i.example.com"));
+        let out = s.run("home/user/proj", &["status"], &[]);
+        assert_eq!(out.code, 2, "{at} was used: {}", out.stdout);
+        assert!(out.stderr.contains("no pyproject.toml with [tool.mlflow-oidc-client] was found"), "{}", out.stderr);
+        std::fs::remove_file(f).unwrap();
+    }
+    // HOME itself is still part of the walk.
+    s.write(
+        "home/user/pyproject.toml",
+        &machine_block("tool.mlflow-oidc-client.tracking-servers", "https://i.example.com"),
+    );
+    let out = s.run("home/user/proj", &["status"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn a_project_block_cannot_redirect_a_server_of_the_user_config() {
+    let idp = Idp::start();
+    let evil = Idp::start();
+    let mut s = Sandbox::new();
+    machine_env(&mut s);
+    let user = s.write("home/.config/mlflow-oidc/config.toml", &machine_block("tracking-servers", &idp.issuer));
+    // Our own, private project file (a cloned repository, say): it still may not move the user's server.
+    let project =
+        s.write("proj/pyproject.toml", &machine_block("tool.mlflow-oidc-client.tracking-servers", &evil.issuer));
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for needle in [
+        format!("IGNORING the block for {SERVER} in {}", project.display()),
+        "`issuer`".to_string(),
+        format!("your own block in {}", user.display()),
+        "safe-directories".to_string(),
+    ] {
+        assert!(out.stderr.contains(&needle), "no {needle:?}: {}", out.stderr);
+    }
+    assert!(evil.requests().is_empty(), "the project's issuer got {:?}", evil.requests());
+    assert_eq!(idp.count_grants("client_credentials"), 1);
+    // Listed in safe-directories, the project block wins as before.
+    let dir = project.parent().unwrap().canonicalize().unwrap();
+    std::fs::write(
+        &user,
+        format!(
+            "safe-directories = [{:?}]\n{}",
+            dir.display().to_string(),
+            machine_block("tracking-servers", &idp.issuer)
+        ),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(s.data_dir()).unwrap();
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("IGNORING"), "{}", out.stderr);
+    assert_eq!(evil.count_grants("client_credentials"), 1);
+}
+
+/// A project logged in with the confidential client (one token file), for the store cases below.
+fn machine_project(idp: &Idp) -> (Sandbox, std::path::PathBuf) {
+    let mut s = Sandbox::new();
+    machine_env(&mut s);
+    s.write("proj/pyproject.toml", &machine_block("tool.mlflow-oidc-client.tracking-servers", &idp.issuer));
+    let first = mo(&s, &["token"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let file = std::fs::read_dir(s.tokens_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    (s, file)
+}
+
+#[test]
+fn a_token_file_another_user_owns_is_refused_not_printed() {
+    let idp = Idp::start();
+    let (s, file) = machine_project(&idp);
+    let theirs = mo(&s, &["token"]).ok().to_string();
+    // Another user's token file, readable by all, in a tokens directory anyone may write to.
+    std::fs::set_permissions(s.tokens_dir(), PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&file, PermissionsExt::from_mode(0o644)).unwrap();
+    give_to_nobody(&file);
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(!out.stdout.contains(theirs.trim()), "another user's token was printed");
+    let needle = format!("refusing to use {}: owned by uid {NOBODY}", file.display());
+    assert!(out.stderr.contains(&needle) && out.stderr.contains("mode 0644"), "{}", out.stderr);
+    assert!(out.stderr.contains("rm ") && out.stderr.contains("mlflow-oidc login"), "{}", out.stderr);
+    assert!(std::fs::metadata(&file).unwrap().is_file(), "the planted file is reported, not overwritten");
+}
+
+#[test]
+fn a_token_file_others_may_write_is_refused_and_one_they_may_read_is_made_private() {
+    let idp = Idp::start();
+    let (s, file) = machine_project(&idp);
+    std::fs::set_permissions(&file, PermissionsExt::from_mode(0o666)).unwrap();
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("refusing to use {}: writable by other users", file.display())));
+    assert_eq!(out.stdout, "");
+    // Readable only: the content is ours (only we or root could write it), so it is kept, made 0600, and
+    // the user is told the token may have been read.
+    std::fs::set_permissions(&file, PermissionsExt::from_mode(0o644)).unwrap();
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // `status` says so (the cached `token` path prints no store warnings today).
+    std::fs::set_permissions(&file, PermissionsExt::from_mode(0o644)).unwrap();
+    let out = mo(&s, &["status"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("was readable by other users (mode 0644)"), "{}", out.stderr);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn a_symlinked_token_file_is_not_followed() {
+    let idp = Idp::start();
+    let (s, file) = machine_project(&idp);
+    // A link to a valid entry elsewhere (e.g. another user's): its token must not be printed.
+    let elsewhere = s.path("elsewhere.json");
+    std::fs::rename(&file, &elsewhere).unwrap();
+    let theirs: serde_json::Value = serde_json::from_slice(&std::fs::read(&elsewhere).unwrap()).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("is a symbolic link: not followed"), "{}", out.stderr);
+    let printed = out.stdout.trim();
+    assert_ne!(Some(printed), theirs["tokens"]["access_token"].as_str(), "the linked entry's token was printed");
+    assert!(!std::fs::symlink_metadata(&file).unwrap().file_type().is_symlink(), "replaced by our own file");
+    assert_eq!(idp.count_grants("client_credentials"), 2, "a new token was obtained");
+}
+
+#[test]
+fn a_discovery_cache_file_another_user_owns_is_ignored_and_refetched() {
+    let idp = Idp::start();
+    let (s, _) = machine_project(&idp);
+    let cache = std::fs::read_dir(s.cache_dir().join("discovery")).unwrap().flatten().next().unwrap().path();
+    give_to_nobody(&cache);
+    std::fs::remove_dir_all(s.tokens_dir()).unwrap();
+    idp.clear_requests();
+    let out = mo(&s, &["token"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let needle = format!("ignoring the discovery cache {}: owned by uid {NOBODY}", cache.display());
+    assert!(out.stderr.contains(&needle) && out.stderr.contains("refetching"), "{}", out.stderr);
+    assert!(idp.requests().iter().any(|r| r["route"] == "discovery"), "refetched: {:?}", idp.requests());
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(std::fs::metadata(&cache).unwrap().uid(), NOBODY, "the refetch replaced it with our own file");
 }

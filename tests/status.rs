@@ -30,6 +30,7 @@ fn status_json_has_exactly_the_documented_fields() {
             "audience",
             "client_id",
             "client_secret_set",
+            "credential",
             "interactive",
             "issuer",
             "redirect_uri",
@@ -103,7 +104,9 @@ fn user_config_is_merged_and_project_wins() {
     std::fs::create_dir_all(user.parent().unwrap()).unwrap();
     std::fs::write(
         &user,
-        "[[tracking-servers]]\nuri = \"https://mlflow.example.com\"\nissuer = \"https://user-idp.example.com\"\nclient-id = \"user\"\n\n\
+        // The same issuer as the project's: a project block that names another issuer for a server of the user
+        // config is refused (tests/security.rs `a_project_block_cannot_redirect_a_server_of_the_user_config`).
+        "[[tracking-servers]]\nuri = \"https://mlflow.example.com\"\nissuer = \"https://idp.example.com/realms/ml\"\nclient-id = \"user\"\n\n\
          [[tracking-servers]]\nuri = \"https://other.example.com\"\nissuer = \"https://user-idp.example.com\"\nclient-id = \"user-other\"\n",
     )
     .unwrap();

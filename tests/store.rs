@@ -339,10 +339,11 @@ fn status_json_login_and_store_members_are_pinned() {
         k.join(",")
     };
     let before: serde_json::Value = serde_json::from_str(s.mo(&["status", "--json"]).ok()).unwrap();
-    assert_eq!(keys(&before), "config,login,store");
+    assert_eq!(keys(&before), "config,login,skipped,store");
+    assert_eq!(before["skipped"], serde_json::json!([]), "config files not used (tests/security.rs fills it)");
     assert_eq!(
         keys(&before["login"]),
-        "email,expires_at,expires_in,logged_in,refresh_token,subject,token_kind,username"
+        "email,expires_at,expires_in,logged_in,refresh_token,subject,token_claims,token_kind,username"
     );
     assert_eq!(keys(&before["store"]), "backend,location,reason");
     assert_eq!(before["login"]["logged_in"], false);
@@ -357,5 +358,11 @@ fn status_json_login_and_store_members_are_pinned() {
     assert!(after["login"]["expires_in"].as_i64().unwrap() > 0);
     assert!(after["login"]["expires_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(after["store"]["backend"], "file");
+    // What a server compares: the sent token's own iss and aud, not the `audience` request parameter (issue 16).
+    assert_eq!(after["login"]["token_claims"]["iss"], idp.issuer.as_str());
+    assert_eq!(after["login"]["token_claims"]["aud"], "mlflow");
+    assert!(after["login"]["token_claims"]["exp"].as_str().unwrap().ends_with('Z'));
+    let text = s.mo(&["status"]).ok().to_string();
+    assert!(text.contains(&format!("token claims:  iss {}, aud mlflow", idp.issuer)), "{text}");
     assert!(!after.to_string().contains("eyJ"), "no token in status");
 }

@@ -11,7 +11,7 @@ use mlflow_oidc::check::parse_http_date;
 use mlflow_oidc::config::{self, ConfigFile, FileKind, Flags};
 use mlflow_oidc::discovery::{Metadata, discovery_url};
 use mlflow_oidc::env::Env;
-use mlflow_oidc::loopback::{Callback, judge};
+use mlflow_oidc::loopback::{Callback, judge, judge_request};
 use mlflow_oidc::store::Entry;
 use mlflow_oidc::token::{Claims, MinValid, Secret, TokenKind, TokenSet, rfc3339};
 
@@ -78,7 +78,25 @@ const STATE: &str = "Zm9vYmFyYmF6c3RhdGU";
 /// carries our state exactly once; answers are well-formed statuses.
 pub fn loopback(data: &[u8]) {
     let Ok(head) = std::str::from_utf8(data) else { return };
+    // With a Host check: it only ever narrows what `judge` accepts, and refuses any Host not listed.
+    let hosts = ["127.0.0.1:4000".to_string(), "localhost:4000".to_string()];
+    let (checked, ..) = judge_request(head, PATH, STATE, &hosts);
+    if checked.is_some() {
+        let host_lines: Vec<&str> = head
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| {
+                l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case("host")).map(|(_, v)| v.trim())
+            })
+            .collect();
+        assert!(
+            host_lines.len() == 1 && hosts.iter().any(|h| h.eq_ignore_ascii_case(host_lines[0])),
+            "a request with Host {host_lines:?} ended the wait"
+        );
+    }
     let (outcome, status, title, body) = judge(head, PATH, STATE);
+    assert!(checked.is_none() || outcome == checked, "the Host check changed what was accepted");
     assert!([200, 400, 404, 405].contains(&status), "unexpected status {status}");
     assert!(!title.is_empty());
     let _ = body;

@@ -161,15 +161,47 @@ def _read_answer(out: str, started: float) -> Tuple[str, float]:
     return token, started + float(left)
 
 
+def _answer_kind(out: str) -> str:
+    try:
+        kind = json.loads(out).get("kind")
+    except (ValueError, AttributeError, RecursionError):
+        return "token"
+    return kind if kind in ("access_token", "id_token") else "token"
+
+
+def peek_claims(token: str) -> dict:
+    """A JWT's payload, unverified ({} when the token is not a JWT)."""
+    import base64
+
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(payload)
+    except (ValueError, RecursionError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _printable(value) -> str:
+    """A claim for a log line: provider-shaped text without control characters, kept short."""
+    if isinstance(value, list):
+        value = " ".join(str(v) for v in value)
+    text = "".join(c for c in str(value if value is not None else "-") if c.isprintable())
+    return text[:200]
+
+
 def _margin(seconds_left: float) -> float:
     return min(MAX_MARGIN, max(0.0, seconds_left) * MARGIN_FRACTION)
 
 
 class _Entry:
-    __slots__ = ("token", "expires_at", "renew_at", "margin")
+    __slots__ = ("token", "expires_at", "renew_at", "margin", "kind")
 
-    def __init__(self, token: str, expires_at: float, now: float) -> None:
+    def __init__(self, token: str, expires_at: float, now: float, kind: str = "token") -> None:
         self.token = token
+        self.kind = kind
         self.expires_at = expires_at
         self.margin = _margin(expires_at - now)
         self.renew_at = expires_at - self.margin
@@ -186,6 +218,7 @@ class TokenSource:
         # How often the binary was run, by subcommand (for tests and curiosity).
         self.calls: Dict[str, int] = {"token": 0, "status": 0}
         self._warned: set = set()
+        self._rejected: set = set()
 
     def _lock_for(self, server: str) -> threading.Lock:
         with self._guard:
@@ -235,7 +268,29 @@ class TokenSource:
                 f"the answer of `mlflow-oidc token --format json` for {server} was malformed ({e}): "
                 f"is {find_binary()} an mlflow-oidc that matches this plugin?"
             ) from None
-        return _Entry(token, expires_at, time.time())
+        kind = _answer_kind(out)
+        return _Entry(token, expires_at, time.time(), kind)
+
+    def explain_rejection(self, server: str, token: str) -> None:
+        """Log once per server why a tracking server may have answered 401 to `token`: MLflow itself reports
+        only an opaque INTERNAL_ERROR (issue 16). Claims are peeked, never verified; the token is never logged."""
+        if server in self._rejected:
+            return
+        self._rejected.add(server)
+        entry = self._entries.get(server)
+        kind = entry.kind if entry is not None and entry.token == token else "token"
+        claims = peek_claims(token)
+        exp = claims.get("exp")
+        when = ""
+        if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+            when = f", expires in {int(exp - time.time())}s" if exp > time.time() else ", already expired"
+        _logger.warning(
+            "the tracking server %s refused the mlflow-oidc %s (HTTP 401): it was issued by %s for audience %s%s. "
+            "Likely causes: the server expects another audience (set `use-id-token`, `audience` or `resource` to "
+            "give the token the `aud` it checks), trusts another issuer, or the clocks differ; "
+            "`mlflow-oidc status --server %s` shows what is sent",
+            server, kind.replace("_", " "), _printable(claims.get("iss")), _printable(claims.get("aud")), when, server,
+        )
 
     def _pass_on_warnings(self, stderr: str) -> None:
         # The binary's warnings (a misspelt key, a keyring fallback) would be lost in the captured

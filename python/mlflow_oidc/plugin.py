@@ -93,7 +93,15 @@ class OidcAuth(AuthBase):
                               target.origin() if target else "a URL that is not plain http(s)",
                               self.server or "the tracking or registry URI")
             return r
-        r.headers["Authorization"] = f"Bearer {SOURCE.token(server)}"
+        token = SOURCE.token(server)
+        r.headers["Authorization"] = f"Bearer {token}"
+
+        def explain(resp, *args, **kwargs):
+            if resp.status_code == 401:
+                SOURCE.explain_rejection(server, token)
+            return resp
+
+        r.register_hook("response", explain)
         return r
 
 

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use super::token::require_kind;
-use super::{Deps, LOCK_TIMEOUT, Provider, flush_store_warnings, setup, token_kind};
+use super::{Deps, LOCK_TIMEOUT, Provider, flush_store_warnings, machine_grant, require_kind, setup, token_kind};
 use crate::cli::{FlowArg, LoginArgs};
 use crate::config::{Flags, FlowChoice, ServerConfig};
 use crate::discovery;
@@ -19,11 +18,20 @@ pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<
     let (resolved, store) = setup(flags, deps)?;
     let c = &resolved.server;
     let key = store::server_key(c);
+    // An https redirect without TLS files cannot work: say so before asking the provider anything.
+    let device = opts(args).flow.unwrap_or(c.flow) == FlowChoice::Device;
+    if !c.is_machine() && !device {
+        loopback::preflight(&c.redirect_uri, c.redirect_tls_files())?;
+    }
     let provider = Provider::connect(c, deps)?;
     let set = if c.is_machine() {
-        deps.note(format!("Logging in to {} as client {} (client credentials)…", c.display_name(), c.client_id));
-        let flows = Flows::new(c, &provider.discovered.metadata)?;
-        flows.client_credentials(&provider.http, deps.now())?
+        deps.note(format!(
+            "Logging in to {} as client {} ({})…",
+            c.display_name(),
+            c.client_id,
+            c.machine_grant().as_str()
+        ));
+        machine_grant(c, &provider, deps.now())?
     } else {
         interactive_login(c, &provider, opts(args), deps)?
     };
@@ -43,8 +51,11 @@ pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<
         .expires_at(token_kind(c))
         .map(|e| format!(" (token valid until {})", crate::token::rfc3339(e)))
         .unwrap_or_default();
-    let refresh =
-        if set.refresh_token.is_some() { "" } else { "; no refresh token was issued, so expiry means a new login" };
+    let refresh = match (set.refresh_token.is_some(), c.is_machine()) {
+        (true, _) => "",
+        (false, true) => "; at expiry the next `token` asks for a new client-credentials token",
+        (false, false) => "; no refresh token was issued, so expiry means a new login",
+    };
     match who {
         Some(w) => deps.note(format!("Logged in to {} as {w}{until}{refresh}.", c.display_name())),
         None => deps.note(format!("Logged in to {}{until}{refresh}.", c.display_name())),
@@ -236,7 +247,10 @@ fn browser_login(
     deps: &mut Deps,
 ) -> Result<TokenSet> {
     // Bind before the browser opens, so the redirect can never race the listener (RFC 8252 §7.3).
-    let listener = loopback::bind_any(&c.redirect_uri, &c.redirect_ports)?;
+    let listener = loopback::bind_any(&c.redirect_uri, &c.redirect_ports, c.redirect_tls_files())?;
+    for note in &listener.notes {
+        deps.debug(note);
+    }
     let auth = flows.authorize(&listener.redirect_uri)?;
     let open = !opts.no_browser && deps.browser.plausible();
     let paste = opts.no_browser || !open;
@@ -273,7 +287,8 @@ fn browser_login(
     for why in rejections {
         deps.note(format!("The pasted URL was refused: {why}"));
     }
-    match callback? {
+    let (callback, reply) = callback.map_err(|e| timeout_hint(e, c))?;
+    match callback {
         Callback::Error { error, description } => {
             let error = crate::error::printable(&error);
             let d = description.map(|d| format!(" ({})", crate::error::printable(&d))).unwrap_or_default();
@@ -281,18 +296,52 @@ fn browser_login(
             Err(Error::provider(format!("the provider refused the login: {error}{d}{hint}")))
         }
         Callback::Code { code, iss } => {
-            // RFC 9207: a callback naming another issuer is a mix-up attack.
-            if let Some(iss) = iss
-                && !provider.discovered.metadata.issuer_matches(&iss)
-            {
-                return Err(Error::provider(format!(
-                    "the login response came from issuer {iss}, not {}: refusing it",
-                    c.issuer
-                )));
-            }
             let redirect = listener.redirect_uri.clone();
-            flows.exchange_code(&provider.http, auth, &code, &redirect, deps.now())
+            let result = check_iss(c, &provider.discovered.metadata, iss.as_deref())
+                .and_then(|()| flows.exchange_code(&provider.http, auth, &code, &redirect, deps.now()));
+            // The browser learns the outcome only now, after the exchange and the token checks (issue 12): a
+            // success page for a code the provider then refuses would send the person away from the real error.
+            match &result {
+                Ok(_) => reply.finish(Ok(())),
+                Err(e) => reply.finish(Err(&e.to_string())),
+            }
+            result
         }
+    }
+}
+
+/// RFC 9207 mix-up defence: a callback naming another issuer is refused, and so is one without `iss` when the
+/// provider's metadata promises it always sends one (an attacker's provider would not).
+fn check_iss(c: &ServerConfig, meta: &discovery::Metadata, iss: Option<&str>) -> Result<()> {
+    match iss {
+        Some(iss) if !meta.issuer_matches(iss) => Err(Error::provider(format!(
+            "the login response came from issuer {}, not {}: refusing it (a mix-up attack, RFC 9207); \
+             run `mlflow-oidc login` again",
+            crate::error::printable(iss),
+            c.issuer
+        ))),
+        None if meta.authorization_response_iss_parameter_supported => Err(Error::provider(format!(
+            "the login response carries no `iss`, yet the provider {} says it always sends one \
+             (authorization_response_iss_parameter_supported, RFC 9207): refusing it as a possible mix-up attack; \
+             run `mlflow-oidc login` again",
+            c.issuer
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A login that timed out with a random port (port 0) most likely met a provider that matches redirect URIs
+/// exactly: it showed the person an error page and never redirected (issue 16). Say so.
+fn timeout_hint(e: Error, c: &ServerConfig) -> Error {
+    let random_port = url::Url::parse(&c.redirect_uri).ok().and_then(|u| u.port()) == Some(0);
+    match e {
+        Error::Interaction(m) if random_port => Error::Interaction(format!(
+            "{m}. With port 0 in redirect-uri ({}) the provider most likely refused the redirect URI because it \
+             matches them exactly (its page in the browser says so): register the exact URI with a fixed port at \
+             the provider, set that port in `redirect-uri`, and list fallbacks in `redirect-ports`",
+            c.redirect_uri
+        )),
+        other => other,
     }
 }
 

@@ -1,9 +1,9 @@
 //! `logout`: revoke the refresh token (best effort, RFC 7009), point at the provider's end-session page, and
 //! forget the credentials locally whatever the provider says.
 
-use super::{Deps, LOCK_TIMEOUT, flush_store_warnings, http_for, open_store, setup};
+use super::{Deps, LOCK_TIMEOUT, flush_store_warnings, http_for, load_config, open_store, setup};
 use crate::cli::LogoutArgs;
-use crate::config::{self, Flags, ServerConfig};
+use crate::config::{Flags, ServerConfig};
 use crate::discovery;
 use crate::error::Result;
 use crate::flow::ClientAuth;
@@ -12,8 +12,8 @@ use crate::token::Secret;
 
 pub(super) fn logout(flags: &Flags, args: &LogoutArgs, deps: &mut Deps) -> Result<()> {
     if args.all {
-        let files = config::load_sources(flags, &deps.env, deps.paths.user_config.as_deref())?;
-        let store = open_store(flags, &files, deps)?;
+        let loaded = load_config(flags, deps)?;
+        let store = open_store(flags, &loaded.files, deps)?;
         let mut n = 0;
         for key in store.keys() {
             if logout_one(None, &store, &key, args, deps)? {
@@ -65,7 +65,18 @@ fn logout_one(c: Option<&ServerConfig>, store: &Store, key: &str, args: &LogoutA
                 }
                 if let Some(url) = end_session {
                     if args.end_session {
-                        if let Err(why) = deps.browser.open(&url) {
+                        // OIDC RP-Initiated Logout 1.0 §2 RECOMMENDS id_token_hint, and some providers end at an
+                        // empty page without it (issue 16). The browser gets it; the printed URL does not.
+                        let opened = match &entry.tokens.id_token {
+                            Some(id) => url::Url::parse(&url)
+                                .map(|mut u| {
+                                    u.query_pairs_mut().append_pair("id_token_hint", id.expose());
+                                    u.to_string()
+                                })
+                                .unwrap_or_else(|_| url.clone()),
+                            None => url.clone(),
+                        };
+                        if let Err(why) = deps.browser.open(&opened) {
                             deps.note(format!("(could not open a browser: {why})"));
                         }
                         deps.note(format!("To end the browser session at the provider, visit:\n  {url}"));
@@ -114,10 +125,9 @@ fn revoke_and_find_end_session(
         ));
         return Ok((false, end_session));
     };
-    let client = ClientAuth {
-        client_id: &entry.client_id,
-        secret: c.and_then(|c| c.client_secret.as_ref()),
-        method: c.map(|c| crate::flow::auth_method(c, &meta)).unwrap_or(config::AuthMethod::ClientSecretPost),
+    let client = match c {
+        Some(c) => crate::flow::client_auth(c, &meta, &http, deps.now())?,
+        None => ClientAuth::public(&entry.client_id),
     };
     crate::flow::revoke(&http, &endpoint, &client, rt)?;
     Ok((true, end_session))

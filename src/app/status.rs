@@ -25,17 +25,28 @@ pub(super) fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Resul
     let (backend, why) = store.backend();
     flush_store_warnings(&store, deps);
     let store_info = output::StoreInfo { backend: backend.as_str(), location: store.describe(), reason: why };
-    let login = output::LoginState::new(entry.as_ref().map(|e| &e.tokens), rt_held, token_kind(c), now, store_info);
+    let login = output::LoginState::new(
+        entry.as_ref().map(|e| &e.tokens),
+        rt_held,
+        token_kind(c),
+        now,
+        c.is_machine(),
+        store_info,
+    );
     let checks = if args.check { Some(crate::check::run(c, &http_for(Some(c), &deps.env)?, now)) } else { None };
     if args.json {
-        let mut v =
-            serde_json::json!({ "config": output::config_json(c), "login": login.json(), "store": login.store_json() });
+        let mut v = serde_json::json!({
+            "config": output::config_json(c),
+            "login": login.json(),
+            "store": login.store_json(),
+            "skipped": output::skipped_json(&resolved.skipped),
+        });
         if let Some(checks) = &checks {
             v["checks"] = output::checks_json(checks);
         }
         write_out(deps, format!("{v}\n").as_bytes())?;
     } else {
-        let mut text = output::config_text(c) + &login.text(c);
+        let mut text = output::config_text(c) + &output::skipped_text(&resolved.skipped) + &login.text(c);
         if let Some(checks) = &checks {
             text.push_str(&output::checks_text(checks, deps.color_out));
         }

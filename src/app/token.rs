@@ -1,7 +1,9 @@
 //! `token` and `exec`: obtain a valid token — cache → refresh under the lock → machine grant → login when
 //! allowed — and hand it out (STYLE: kubelogin's `get_token.go` only orders these steps).
 
-use super::{Deps, LOCK_TIMEOUT, Provider, flush_store_warnings, setup, token_kind, write_out};
+use super::{
+    Deps, LOCK_TIMEOUT, Provider, flush_store_warnings, machine_grant, require_kind, setup, token_kind, write_out,
+};
 use crate::cli::{ExecArgs, TokenArgs};
 use crate::config::{Flags, ServerConfig};
 use crate::error::{Error, Result};
@@ -53,7 +55,11 @@ pub fn valid_token(flags: &Flags, want: &Want, deps: &mut Deps) -> Result<ValidT
     // The hot path: a fresh cached token costs one file read, no lock, no network.
     match store.load(&key) {
         Ok(Some(entry)) => match entry.tokens.freshness(kind, deps.now(), min_valid) {
-            Ok(expires_at) => return Ok(ValidToken { config: c, tokens: entry.tokens, kind, expires_at }),
+            Ok(expires_at) => {
+                // A file re-tightened to 0600 on the way is worth a word even on the hot path.
+                flush_store_warnings(&store, deps);
+                return Ok(ValidToken { config: c, tokens: entry.tokens, kind, expires_at });
+            }
             Err(reason) => deps.debug(format!("{reason}; renewing")),
         },
         Ok(None) => deps.debug("no cached tokens"),
@@ -176,13 +182,19 @@ pub(super) fn obtain(
                 {
                     return Ok(e.tokens);
                 }
+                // The dead refresh token is dropped, so the next `token` asks for a login at once instead of
+                // at the provider; the rest of the entry (whose login this was) stays (issue 16).
+                if let Some(mut e) = existing.clone() {
+                    e.tokens.refresh_token = None;
+                    e.refresh_token_in = None;
+                    store.save(key, &e, &lock)?;
+                }
             }
         }
     }
     if c.is_machine() {
-        deps.debug("client credentials grant");
-        let flows = Flows::new(c, &provider.discovered.metadata)?;
-        let set = flows.client_credentials(&provider.http, deps.now())?;
+        deps.debug(format!("{} grant", c.machine_grant().as_str()));
+        let set = machine_grant(c, &provider, deps.now())?;
         store.save(key, &Entry::new(c, set.clone()), &lock)?;
         return require_kind(c, set);
     }
@@ -241,20 +253,4 @@ fn keep_missing(set: &mut TokenSet, old: Option<&TokenSet>) {
     if set.id_token.is_none() {
         set.id_token = old.id_token.clone();
     }
-}
-
-/// The token this server is given must be in the set.
-pub(super) fn require_kind(c: &ServerConfig, set: TokenSet) -> Result<TokenSet> {
-    if set.token(token_kind(c)).is_none() {
-        return Err(match token_kind(c) {
-            TokenKind::IdToken => Error::provider(format!(
-                "the provider returned no ID token for {}: include `openid` in `scope`, or set use-id-token = false to send the access token",
-                c.display_name()
-            )),
-            TokenKind::AccessToken => {
-                Error::provider(format!("the provider returned no access token for {}", c.display_name()))
-            }
-        });
-    }
-    Ok(set)
 }

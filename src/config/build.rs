@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::keys::{self, Setting};
 use super::validate::{check_auth_param, check_resource, parse_bool, validate_issuer, validate_redirect_uri};
-use super::{AuthMethod, Block, DEFAULT_REDIRECT_URI, DEFAULT_SCOPE, FlowChoice, ServerConfig, Source};
+use super::{
+    AuthMethod, Block, DEFAULT_REDIRECT_URI, DEFAULT_SCOPE, DEFAULT_SUBJECT_TOKEN_TYPE, FileKind, FlowChoice,
+    GrantChoice, ServerConfig, Source, TokenSource,
+};
 use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::token::Secret;
@@ -43,10 +46,19 @@ pub(super) fn build_server(
     let scope = string(keys::SCOPE)?;
     let audience = string(keys::AUDIENCE)?;
     let ca_bundle = string(keys::CA_BUNDLE)?;
+    let tls_cert = string(keys::REDIRECT_TLS_CERT)?;
+    let tls_key = string(keys::REDIRECT_TLS_KEY)?;
     let auth_method = string(keys::TOKEN_ENDPOINT_AUTH_METHOD)?;
     let revocation_endpoint = string(keys::REVOCATION_ENDPOINT)?.map(|(v, _)| v);
     let flow = string(keys::FLOW)?;
     let device_endpoint = string(keys::DEVICE_AUTHORIZATION_ENDPOINT)?.map(|(v, _)| v);
+    let assertion_key = string(keys::CLIENT_ASSERTION_KEY)?;
+    let assertion_kid = string(keys::CLIENT_ASSERTION_KID)?.map(|(v, _)| v);
+    let client_assertion = string(keys::CLIENT_ASSERTION)?;
+    let github_audience = string(keys::GITHUB_ACTIONS_AUDIENCE)?.map(|(v, _)| v);
+    let grant = string(keys::GRANT)?;
+    let subject_token = string(keys::SUBJECT_TOKEN)?;
+    let subject_token_type = string(keys::SUBJECT_TOKEN_TYPE)?.map(|(v, _)| v);
 
     let name = uri.clone().unwrap_or_else(|| "the environment-only configuration".into());
     let (Some((issuer, issuer_src)), Some((client_id, _))) = (issuer, client_id) else {
@@ -89,7 +101,16 @@ pub(super) fn build_server(
     };
     // An empty client-secret is no secret (the plugin took "" for a secret and then failed to log in).
     let client_secret = client_secret.map(|(s, _)| Secret::new(s));
-    let has_secret = client_secret.is_some();
+    let client_assertion_key = assertion_key.map(|(p, src)| relative_to_file(p, &src, block));
+    let client_assertion =
+        client_assertion.map(|(v, src)| token_source(&v, &src, block, env, keys::CLIENT_ASSERTION)).transpose()?;
+    let subject_token =
+        subject_token.map(|(v, src)| token_source(&v, &src, block, env, keys::SUBJECT_TOKEN)).transpose()?;
+    // Any credential of the client's own makes it a machine client by default, as a secret always did.
+    let has_secret = client_secret.is_some()
+        || client_assertion_key.is_some()
+        || client_assertion.is_some()
+        || subject_token.is_some();
 
     let mut boolean = |s: &'static Setting, default: bool| -> Result<bool> {
         let (key, field, var) = (s.key, s.field, s.env);
@@ -110,26 +131,76 @@ pub(super) fn build_server(
     let use_id_token = boolean(keys::USE_ID_TOKEN, !has_secret)?;
     let offline_access = boolean(keys::OFFLINE_ACCESS, true)?;
 
-    let ca_bundle = ca_bundle.map(|(p, src)| match (&src, block) {
-        // A relative path in a file is relative to that file, so a project can commit its CA next to it.
-        (Source::File(_), Some(b)) if Path::new(&p).is_relative() => {
-            b.file.parent().map(|d| d.join(&p)).unwrap_or_else(|| PathBuf::from(&p))
+    let ca_bundle = ca_bundle.map(|(p, src)| relative_to_file(p, &src, block));
+    let redirect_tls = match (
+        tls_cert.map(|(p, src)| relative_to_file(p, &src, block)),
+        tls_key.map(|(p, src)| relative_to_file(p, &src, block)),
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (cert, _) => {
+            let (set, missing) = if cert.is_some() { ("cert", "key") } else { ("key", "cert") };
+            return Err(Error::config(format!(
+                "`redirect-tls-{set}` is set but `redirect-tls-{missing}` is not: an https loopback redirect needs \
+                 both the certificate and its private key"
+            )));
         }
-        _ => PathBuf::from(p),
-    });
+    };
     let token_endpoint_auth_method = match auth_method {
         None => None,
         Some((m, src)) => Some(match m.to_ascii_lowercase().as_str() {
             "client_secret_basic" => AuthMethod::ClientSecretBasic,
             "client_secret_post" => AuthMethod::ClientSecretPost,
+            "private_key_jwt" if client_assertion.is_some() => AuthMethod::FederatedAssertion,
+            "private_key_jwt" if client_assertion_key.is_some() => AuthMethod::PrivateKeyJwt,
+            "private_key_jwt" => {
+                return Err(Error::config(format!(
+                    "{} is private_key_jwt, but neither `client-assertion-key` nor `client-assertion` is set: \
+                     set one of them",
+                    describe(&src, keys::TOKEN_ENDPOINT_AUTH_METHOD)
+                )));
+            }
             _ => {
                 return Err(Error::config(format!(
-                    "{} must be client_secret_basic or client_secret_post, not \"{m}\"",
+                    "{} must be client_secret_basic, client_secret_post or private_key_jwt, not \"{m}\"",
                     describe(&src, keys::TOKEN_ENDPOINT_AUTH_METHOD)
                 )));
             }
         }),
     };
+    if client_assertion_key.is_some() && client_assertion.is_some() {
+        return Err(Error::config(format!(
+            "both `client-assertion-key` and `client-assertion` are set for {name}: a client signs its own \
+             assertion or sends a platform token, not both; remove one"
+        )));
+    }
+    let grant = match grant {
+        None => GrantChoice::Auto,
+        Some((g, src)) => match g.to_ascii_lowercase().replace('_', "-").as_str() {
+            "auto" => GrantChoice::Auto,
+            "client-credentials" => GrantChoice::ClientCredentials,
+            "token-exchange" => GrantChoice::TokenExchange,
+            "jwt-bearer" => GrantChoice::JwtBearer,
+            _ => {
+                return Err(Error::config(format!(
+                    "{} must be auto, client-credentials, token-exchange or jwt-bearer, not \"{g}\"",
+                    describe(&src, keys::GRANT)
+                )));
+            }
+        },
+    };
+    if grant == GrantChoice::TokenExchange && subject_token.is_none() {
+        return Err(Error::config(format!(
+            "grant = \"token-exchange\" for {name} needs `subject-token` (file:PATH, env:NAME, github-actions or \
+             command:CMD): the token to exchange"
+        )));
+    }
+    if grant == GrantChoice::JwtBearer && subject_token.is_none() && client_assertion_key.is_none() {
+        return Err(Error::config(format!(
+            "grant = \"jwt-bearer\" for {name} needs `subject-token` (the assertion) or `client-assertion-key` \
+             (to sign one)"
+        )));
+    }
 
     let flow = match flow {
         None => FlowChoice::Auto,
@@ -184,6 +255,7 @@ pub(super) fn build_server(
         interactive,
         use_id_token,
         ca_bundle,
+        redirect_tls,
         token_endpoint_auth_method,
         offline_access,
         revocation_endpoint,
@@ -192,8 +264,71 @@ pub(super) fn build_server(
         auth_params,
         resources,
         redirect_ports,
+        client_assertion_key,
+        client_assertion_kid: assertion_kid,
+        client_assertion,
+        github_actions_audience: github_audience,
+        grant,
+        subject_token,
+        subject_token_type: subject_token_type.unwrap_or_else(|| DEFAULT_SUBJECT_TOKEN_TYPE.to_string()),
         sources,
     })
+}
+
+/// A relative path in a file is relative to that file, so a project can commit its CA (or key) next to it.
+fn relative_to_file(p: String, src: &Source, block: Option<&Block>) -> PathBuf {
+    match (src, block) {
+        (Source::File(_), Some(b)) if Path::new(&p).is_relative() => {
+            b.file.parent().map(|d| d.join(&p)).unwrap_or_else(|| PathBuf::from(&p))
+        }
+        _ => PathBuf::from(p),
+    }
+}
+
+/// `file:PATH`, `env:NAME`, `github-actions` or `command:CMD`. A command may come only from the user's own
+/// configuration or environment: a cloned repository's pyproject.toml must not run commands on `token`.
+fn token_source(v: &str, src: &Source, block: Option<&Block>, env: &Env, s: &Setting) -> Result<TokenSource> {
+    let at = describe(src, s);
+    let v = v.trim();
+    if let Some(path) = v.strip_prefix("file:") {
+        if path.is_empty() {
+            return Err(Error::config(format!("{at} is `file:` without a path: write file:PATH")));
+        }
+        return Ok(TokenSource::File(relative_to_file(path.to_string(), src, block)));
+    }
+    if let Some(name) = v.strip_prefix("env:") {
+        if name.is_empty() {
+            return Err(Error::config(format!("{at} is `env:` without a variable name: write env:NAME")));
+        }
+        let value = env.get(name)?.map(|t| Secret::new(t.trim().to_string()));
+        return Ok(TokenSource::Env { name: name.to_string(), value });
+    }
+    if v == "github-actions" {
+        return Ok(TokenSource::GithubActions {
+            request_url: env.get("ACTIONS_ID_TOKEN_REQUEST_URL")?.map(str::to_string),
+            request_token: env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")?.map(|t| Secret::new(t.to_string())),
+        });
+    }
+    if let Some(cmd) = v.strip_prefix("command:") {
+        if let (Source::File(file), Some(FileKind::Project)) = (src, block.and_then(|b| b.kind)) {
+            return Err(Error::config(format!(
+                "{at} names a command, which a project's pyproject.toml may not do ({}: a cloned repository must \
+                 not run commands on `mlflow-oidc token`); put this block in your user config \
+                 (~/.config/mlflow-oidc/config.toml) or set {}",
+                file.display(),
+                s.env
+            )));
+        }
+        if cmd.trim().is_empty() {
+            return Err(Error::config(format!("{at} is `command:` without a command: write command:CMD")));
+        }
+        return Ok(TokenSource::Command(cmd.trim().to_string()));
+    }
+    // The value is not quoted: it may be a token pasted where its source belongs.
+    Err(Error::config(format!(
+        "{at} must be file:PATH, env:NAME, github-actions or command:CMD (the value is neither; a token itself \
+         belongs in a file or variable that this names)"
+    )))
 }
 
 /// "MLFLOW_TRACKING_OIDC_ISSUER" or "`issuer` in /path/pyproject.toml", for error messages.

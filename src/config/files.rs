@@ -10,15 +10,41 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::fsutil::io_reason;
 
+/// The configuration files to use, and those found but skipped because another user could have written them.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub files: Vec<ConfigFile>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// A config file found but not used, and why (for the one warning and for `status`).
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub path: PathBuf,
+    /// "owned by uid 65534 (nobody), not by you (you are uid 0 (root)), mode 0644".
+    pub why: String,
+    /// The warning printed for it, with the way to trust it.
+    pub warning: String,
+}
+
 /// Find and read the configuration files: the explicit one (`--config`/`MLFLOW_OIDC_CONFIG`) or the nearest
 /// `pyproject.toml` with a `[tool.mlflow-oidc-client]` table walking up from the working directory, then the
 /// user config file. Returns them with the user file first, so project blocks win ties (last block wins).
-pub fn load_sources(flags: &Flags, env: &Env, user_config: Option<&Path>) -> Result<Vec<ConfigFile>> {
-    let mut files = Vec::new();
+///
+/// Every file must be ours (or root's) and not writable by group or others, as git demands of a repository
+/// since CVE-2022-24765: a `pyproject.toml` planted in a shared parent (/tmp, /scratch) would otherwise name
+/// its owner's issuer, and `token` would send our client secret there. A project or explicit file in a
+/// directory the user config lists in `safe-directories` is used whoever owns it. Windows: no owner or mode
+/// checks yet (cfg(unix) only; ACLs would be needed) — see SECURITY.md.
+pub fn load_sources(flags: &Flags, env: &Env, user_config: Option<&Path>) -> Result<Loaded> {
+    let mut out = Loaded::default();
+    let mut safe = SafeDirs::default();
     if let Some(path) = user_config
-        && let Some(text) = read_optional(path)?
+        && let Some(text) = read_trusted(path, &SafeDirs::default(), user_config, &mut out.skipped)?
     {
-        files.push(ConfigFile::new(path.to_path_buf(), FileKind::User, text));
+        let file = ConfigFile::new(path.to_path_buf(), FileKind::User, text);
+        safe = safe_directories(&file)?;
+        out.files.push(file);
     }
     let explicit = match &flags.config {
         Some(p) => Some((p.clone(), "--config")),
@@ -29,27 +55,167 @@ pub fn load_sources(flags: &Flags, env: &Env, user_config: Option<&Path>) -> Res
             Some(cwd) if path.is_relative() => cwd.join(path),
             _ => path,
         };
-        let text = read_optional(&path)?.ok_or_else(|| {
-            Error::config(format!("config file {} (from {origin}) does not exist: check the path", path.display()))
-        })?;
-        files.push(ConfigFile::new(path, FileKind::Explicit, text));
+        if !path.exists() {
+            return Err(Error::config(format!(
+                "config file {} (from {origin}) does not exist: check the path",
+                path.display()
+            )));
+        }
+        if let Some(text) = read_trusted(&path, &safe, user_config, &mut out.skipped)? {
+            out.files.push(ConfigFile::new(path, FileKind::Explicit, text));
+        }
     } else if let Some(cwd) = env.cwd() {
-        for dir in cwd.ancestors() {
+        for dir in walk_up(cwd, env.path("HOME").as_deref()) {
             let candidate = dir.join("pyproject.toml");
+            // Reading an untrusted file is harmless; using it is not. Read first to know whether it is ours.
             if let Some(text) = read_optional(&candidate)? {
                 // Only a pyproject that configures us stops the walk: a sub-package's own pyproject must not
                 // hide the project's configuration. A cheap text test first keeps unrelated files unparsed.
                 if text.contains(TOOL_TABLE) {
-                    let file = ConfigFile::new(candidate, FileKind::Project, text);
+                    let file = ConfigFile::new(candidate.clone(), FileKind::Project, text);
                     if has_tool_table(&file) {
-                        files.push(file);
+                        // The nearest configuring file decides, trusted or not: skipping it must not let a
+                        // more distant one (further up a shared tree) take its place.
+                        if let Some(text) = read_trusted(&candidate, &safe, user_config, &mut out.skipped)? {
+                            let listed = safe.lists(dir);
+                            out.files.push(ConfigFile::new(candidate, FileKind::Project, text).trusted(listed));
+                        }
                         break;
                     }
                 }
             }
         }
     }
-    Ok(files)
+    Ok(out)
+}
+
+/// The directories the walk may look in: from `cwd` up, but not above the home directory's parent when `cwd`
+/// is inside home (a /home/pyproject.toml is another user's to write), and not across a filesystem boundary
+/// (git's GIT_DISCOVERY_ACROSS_FILESYSTEM default: an automounted /net or a shared mount is someone else's).
+fn walk_up<'a>(cwd: &'a Path, home: Option<&'a Path>) -> impl Iterator<Item = &'a Path> {
+    let ceiling = home.filter(|h| cwd.starts_with(h)).and_then(Path::parent);
+    #[cfg(unix)]
+    let dev = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(cwd).ok().map(|m| m.dev())
+    };
+    cwd.ancestors().take_while(move |dir| {
+        if Some(*dir) == ceiling {
+            return false;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if let Some(dev) = dev
+                && std::fs::metadata(dir).is_ok_and(|m| m.dev() != dev)
+            {
+                return false;
+            }
+        }
+        true
+    })
+}
+
+/// `safe-directories` from the user config: directories whose project files are used whoever owns them.
+#[derive(Debug, Default)]
+struct SafeDirs {
+    all: bool,
+    dirs: Vec<PathBuf>,
+}
+
+impl SafeDirs {
+    fn lists(&self, dir: &Path) -> bool {
+        self.all || {
+            let real = std::fs::canonicalize(dir).ok();
+            self.dirs.iter().any(|d| d == dir || real.as_deref() == Some(d.as_path()))
+        }
+    }
+}
+
+fn safe_directories(file: &ConfigFile) -> Result<SafeDirs> {
+    let Ok(doc) = file.doc() else { return Ok(SafeDirs::default()) };
+    let Some(v) = doc.get(keys::SAFE_DIRECTORIES.key) else { return Ok(SafeDirs::default()) };
+    let bad = || {
+        Error::config(format!(
+            "`safe-directories` in {} must be an array of absolute directory paths, e.g. [\"/shared/proj\"], or [\"*\"]",
+            file.path.display()
+        ))
+    };
+    let list = v.as_array().ok_or_else(bad)?;
+    let mut out = SafeDirs::default();
+    for item in list {
+        let s = item.as_str().ok_or_else(bad)?;
+        if s == "*" {
+            out.all = true;
+            continue;
+        }
+        let p = PathBuf::from(s);
+        if !p.is_absolute() {
+            return Err(bad());
+        }
+        // Compare real paths as git does, so that a listed symlinked path still matches the walk's directories.
+        out.dirs.push(std::fs::canonicalize(&p).unwrap_or(p));
+    }
+    Ok(out)
+}
+
+/// The file's text when it may be used; else `None`, with the reason recorded in `skipped`. The owner and mode
+/// are those of the file opened (fstat), so a file swapped after the check is not the one read.
+fn read_trusted(
+    path: &Path,
+    safe: &SafeDirs,
+    user_config: Option<&Path>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<Option<String>> {
+    #[cfg(unix)]
+    {
+        use std::io::Read;
+        let mut f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(_) => return read_optional(path), // the same messages for a directory or no permission
+        };
+        let meta = f
+            .metadata()
+            .map_err(|e| Error::config(format!("cannot read config file {}: {}", path.display(), io_reason(&e))))?;
+        if meta.is_dir() {
+            return read_optional(path);
+        }
+        let listed = path.parent().is_some_and(|d| safe.lists(d));
+        if let Some(why) = crate::fsutil::distrust(&meta, true)
+            && !listed
+        {
+            skipped.push(skip_record(path, why, user_config));
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)
+            .map_err(|e| Error::config(format!("cannot read config file {}: {}", path.display(), io_reason(&e))))?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| Error::config(format!("config file {} is not valid UTF-8", path.display())))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (safe, user_config, skipped);
+        read_optional(path)
+    }
+}
+
+fn skip_record(path: &Path, why: String, user_config: Option<&Path>) -> Skipped {
+    let dir = path.parent().unwrap_or(path).display().to_string();
+    let user = user_config.map(|p| p.display().to_string()).unwrap_or_else(|| "the user config file".into());
+    let trust = if user_config == Some(path) {
+        "Fix its owner (`chown`) or mode (`chmod go-w`)".to_string()
+    } else {
+        format!(
+            "If you trust it, add `safe-directories = [{}]` to {user}, or fix its owner (`chown`) or mode (`chmod go-w`)",
+            toml::Value::String(dir)
+        )
+    };
+    let warning =
+        format!("ignoring config file {}: {why}; another user could have written it. {trust}", path.display());
+    Skipped { path: path.to_path_buf(), why, warning }
 }
 
 fn has_tool_table(file: &ConfigFile) -> bool {
@@ -127,7 +293,7 @@ pub(super) fn parse_file(file: &ConfigFile, warnings: &mut Vec<String>) -> Resul
         let table = item.as_table().ok_or_else(|| {
             Error::config(format!("{key_path} entry #{n} in {path} must be a table, not {}", type_name(item)))
         })?;
-        let mut block = Block { file: file.path.clone(), ..Block::default() };
+        let mut block = Block { file: file.path.clone(), kind: Some(file.kind), ..Block::default() };
         for (key, value) in table {
             let Some(setting) = keys::block_setting(key) else {
                 let hint = keys::nearest_key(key).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();

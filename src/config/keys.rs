@@ -20,6 +20,8 @@ pub enum Kind {
     Ports,
     /// A duration: seconds, or a number with s, m or h.
     Duration,
+    /// An array of absolute directory paths, or `["*"]` for all (as git's `safe.directory`).
+    Dirs,
 }
 
 impl Kind {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::List => "string or array of strings".into(),
             Kind::Ports => "array of ports".into(),
             Kind::Duration => "duration".into(),
+            Kind::Dirs => "array of directories".into(),
         }
     }
 }
@@ -98,9 +101,27 @@ settings! {
     CA_BUNDLE = "ca-bundle", "MLFLOW_TRACKING_OIDC_CA_BUNDLE", "ca_bundle", Kind::Path, Block, "none",
         "PEM file of extra CA certificates trusted for this provider (relative to the file that names it).";
     TOKEN_ENDPOINT_AUTH_METHOD = "token-endpoint-auth-method", "MLFLOW_TRACKING_OIDC_TOKEN_ENDPOINT_AUTH_METHOD",
-        "token_endpoint_auth_method", Kind::Choice(&["client_secret_basic", "client_secret_post"]), Block,
-        "client_secret_basic, unless the provider lists only client_secret_post",
+        "token_endpoint_auth_method", Kind::Choice(&["client_secret_basic", "client_secret_post", "private_key_jwt"]),
+        Block, "private_key_jwt with a key or assertion; else client_secret_basic, unless the provider lists only client_secret_post",
         "How a confidential client authenticates at the token endpoint.";
+    CLIENT_ASSERTION_KEY = "client-assertion-key", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION_KEY", "client_assertion_key",
+        Kind::Path, Block, "none",
+        "PEM private key (RSA or EC P-256, unencrypted) signing private_key_jwt client assertions (RFC 7523); relative to the file.";
+    CLIENT_ASSERTION_KID = "client-assertion-kid", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION_KID", "client_assertion_kid",
+        Kind::Str, Block, "a `kid:` line in the key file, else the RFC 7638 thumbprint",
+        "The `kid` header of signed client assertions.";
+    CLIENT_ASSERTION = "client-assertion", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION", "client_assertion", Kind::Str, Block,
+        "none", "A platform token sent as a federated client assertion: `file:PATH`, `env:NAME`, `github-actions` or `command:CMD` (`command:` not from a project file).";
+    GITHUB_ACTIONS_AUDIENCE = "github-actions-audience", "MLFLOW_TRACKING_OIDC_GITHUB_ACTIONS_AUDIENCE",
+        "github_actions_audience", Kind::Str, Block, "GitHub's default (the repository owner's URL)",
+        "The `audience` asked of GitHub Actions' OIDC token service for `github-actions` sources.";
+    GRANT = "grant", "MLFLOW_TRACKING_OIDC_GRANT", "grant",
+        Kind::Choice(&["auto", "client-credentials", "token-exchange", "jwt-bearer"]), Block, "auto",
+        "The grant of a machine client: `auto` is token-exchange with a `subject-token`, else client-credentials.";
+    SUBJECT_TOKEN = "subject-token", "MLFLOW_TRACKING_OIDC_SUBJECT_TOKEN", "subject_token", Kind::Str, Block, "none",
+        "The token to exchange (RFC 8693) or assert (jwt-bearer): `file:PATH`, `env:NAME`, `github-actions` or `command:CMD`.";
+    SUBJECT_TOKEN_TYPE = "subject-token-type", "MLFLOW_TRACKING_OIDC_SUBJECT_TOKEN_TYPE", "subject_token_type", Kind::Str,
+        Block, "urn:ietf:params:oauth:token-type:jwt", "RFC 8693 `subject_token_type` of the subject token.";
     OFFLINE_ACCESS = "offline-access", "MLFLOW_TRACKING_OIDC_OFFLINE_ACCESS", "offline_access", Kind::Bool, Block,
         "true", "Ask for `offline_access` on interactive logins when the provider lists it, to get a refresh token.";
     REVOCATION_ENDPOINT = "revocation-endpoint", "MLFLOW_TRACKING_OIDC_REVOCATION_ENDPOINT", "revocation_endpoint",
@@ -115,10 +136,16 @@ settings! {
         "Extra authorization request parameters (`prompt`, `login_hint`, …); not those mlflow-oidc sets itself.";
     RESOURCE = "resource", "MLFLOW_TRACKING_OIDC_RESOURCE", "resource", Kind::List, Block, "none",
         "RFC 8707 resource indicators (absolute URIs), sent on authorization and token requests.";
+    REDIRECT_TLS_CERT = "redirect-tls-cert", "MLFLOW_TRACKING_OIDC_REDIRECT_TLS_CERT", "redirect_tls_cert", Kind::Path,
+        Block, "none", "PEM certificate (chain) the loopback listener serves for an `https://` redirect URI.";
+    REDIRECT_TLS_KEY = "redirect-tls-key", "MLFLOW_TRACKING_OIDC_REDIRECT_TLS_KEY", "redirect_tls_key", Kind::Path,
+        Block, "none", "The unencrypted PEM private key of `redirect-tls-cert`.";
     REDIRECT_PORTS = "redirect-ports", "MLFLOW_TRACKING_OIDC_REDIRECT_PORTS", "redirect_ports", Kind::Ports, Block,
         "none", "Loopback ports to try in order when the redirect URI's port is in use.";
     STORE = "store", "MLFLOW_OIDC_STORE", "", Kind::Choice(&["auto", "keyring", "file", "memory"]), User, "auto",
         "Where credentials are kept (also `--store`); `auto` uses the OS keyring when it answers, else a 0600 file.";
+    SAFE_DIRECTORIES = "safe-directories", "", "", Kind::Dirs, User, "none",
+        "Directories whose `pyproject.toml` is used even when another user owns it or may write it, and may redirect a server of this file to another provider; `\"*\"` trusts all. Only in the user config (as git's `safe.directory`, CVE-2022-24765).";
     CONFIG = "", "MLFLOW_OIDC_CONFIG", "", Kind::Path, Env, "none",
         "A config file to use instead of the pyproject.toml walk (also `--config`).";
     KEYRING_TIMEOUT = "", "MLFLOW_OIDC_KEYRING_TIMEOUT", "", Kind::Duration, Env, "3s",
@@ -146,13 +173,20 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("DISPLAY, WAYLAND_DISPLAY, BROWSER", "Whether a browser can be opened (on Linux)."),
     ("NO_COLOR, TERM", "No colour with `NO_COLOR` set or `TERM=dumb`."),
     ("DBUS_SESSION_BUS_ADDRESS, XDG_RUNTIME_DIR", "Whether a Secret Service (OS keyring) can be reached on Linux."),
-    ("HOME, XDG_CONFIG_HOME, XDG_CACHE_HOME, XDG_DATA_HOME", "Where the user config, caches and credentials live."),
+    (
+        "HOME, XDG_CONFIG_HOME, XDG_CACHE_HOME, XDG_DATA_HOME",
+        "Where the user config, caches and credentials live; the pyproject.toml walk stops above HOME's parent.",
+    ),
     (
         "MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD",
         "Set by `exec` (the token), or read by the Python plugin, which steps aside when they are set.",
     ),
     ("MLFLOW_TRACKING_AUTH", "`oidc` selects the Python plugin's auth provider (MLflow 2.8 or newer)."),
     ("MLFLOW_OIDC_BIN", "The binary the Python plugin runs (default: the one installed with it)."),
+    (
+        "ACTIONS_ID_TOKEN_REQUEST_URL, ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+        "GitHub Actions' OIDC token service, for `github-actions` sources (`permissions: id-token: write`).",
+    ),
 ];
 
 /// The block settings, which a `[[…tracking-servers]]` block may hold.
@@ -201,7 +235,8 @@ pub fn reference_markdown() -> String {
     );
     let row = |s: &mut String, st: &Setting| {
         let key = if st.key.is_empty() { "—".to_string() } else { format!("`{}`", st.key) };
-        s.push_str(&format!("| {key} | `{}` | {} | {} | {} |\n", st.env, st.kind.describe(), st.default, st.doc));
+        let var = if st.env.is_empty() { "—".to_string() } else { format!("`{}`", st.env) };
+        s.push_str(&format!("| {key} | {var} | {} | {} | {} |\n", st.kind.describe(), st.default, st.doc));
     };
     for st in block_settings() {
         row(&mut s, st);

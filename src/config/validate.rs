@@ -44,8 +44,12 @@ pub fn validate_redirect_uri(uri: &str, what: &str) -> Result<()> {
         ))
     };
     let u = url::Url::parse(uri).map_err(|e| bad(&format!("is not a valid URL ({e})")))?;
-    if u.scheme() != "http" {
-        return Err(bad("must use http:// (the loopback listener serves plain HTTP, RFC 8252 §7.3)"));
+    // https is resolved (so `status` shows it, as the plugin accepted it) and served only with the user's own
+    // certificate (`redirect-tls-cert`/`-key`; `login` says so otherwise): issue 16.
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(bad(
+            "must use http:// (RFC 8252 §7.3), or https:// with `redirect-tls-cert` and `redirect-tls-key`",
+        ));
     }
     let host = u.host().ok_or_else(|| bad("has no host"))?;
     if !is_loopback_host(&host) {

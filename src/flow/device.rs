@@ -43,11 +43,14 @@ impl Flows<'_> {
     pub fn start_device(&self, http: &Http, endpoint: &str) -> Result<DeviceAuthorization> {
         check_endpoint("device_authorization_endpoint", endpoint)?;
         let scope = self.interactive_scopes().join(" ");
+        // The one request without a clock from the caller: an assertion's iat/exp follow the system clock.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let auth = self.client_auth(http, now)?;
         let mut form: Vec<(&str, &str)> = vec![("scope", &scope), ("audience", &self.config.audience)];
         for r in &self.config.resources {
             form.push(("resource", r));
         }
-        let basic = self.client_auth(&mut form);
+        let basic = auth.apply(&mut form);
         let resp = http.post_form(endpoint, &form, basic)?;
         if resp.status != 200 {
             return Err(match serde_json::from_slice::<OAuthError>(&resp.body) {
@@ -87,11 +90,12 @@ impl Flows<'_> {
 
     /// Poll once for the device flow's tokens.
     pub fn poll_device(&self, http: &Http, device: &DeviceAuthorization, now: i64) -> Result<DevicePoll> {
+        let auth = self.client_auth(http, now)?;
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
             ("device_code", device.device_code.expose()),
         ];
-        let basic = self.client_auth(&mut form);
+        let basic = auth.apply(&mut form);
         let resp = http.post_form(&self.token_url, &form, basic)?;
         if resp.status == 200 {
             let tr: TokenResponse = serde_json::from_slice(&resp.body).map_err(|e| {

@@ -22,7 +22,13 @@ use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use crate::sandbox::Sandbox;
-use crate::support::Idp;
+use crate::support::{ClientKey, Idp, Workload, client_key};
+
+/// The stack's private_key_jwt client (its key: [`Stack::key`]), the client federated with [`Stack::workload`],
+/// and the public client allowed RFC 8693 token exchange of the workload issuer's tokens.
+pub const PK_CLIENT: &str = "mlflow-pk";
+pub const FED_CLIENT: &str = "mlflow-federated";
+pub const EXCHANGE_CLIENT: &str = "mlflow-exchange";
 
 /// Lifetime of the provider's access tokens in the shared stack: short, so that the long-run
 /// test sees several expiries within a minute.
@@ -80,6 +86,10 @@ pub struct Stack {
     pub error_log: PathBuf,
     pub mlflow_log: PathBuf,
     pub startup_seconds: f64,
+    /// The stand-in workload issuer (GitHub Actions' token service, Kubernetes token signer).
+    pub workload: Workload,
+    /// The private key of [`PK_CLIENT`].
+    pub key: ClientKey,
     /// Holds the supervisor's stdin: its closing (at process exit) stops MLflow and Apache.
     supervisor: Mutex<Child>,
 }
@@ -100,10 +110,25 @@ fn start() -> Stack {
     assert!(certs.status.success(), "make-certs.sh failed: {}", String::from_utf8_lossy(&certs.stderr));
 
     let ttl = AT_TTL.to_string();
+    // Workload identity (issue 14): a stand-in workload issuer, and clients without a secret.
+    let workload = Workload::start();
+    let key = client_key("rsa", &dir.join("client.pem"));
+    let none: [&str; 0] = [];
+    let clients = serde_json::json!([
+        {"client_id": PK_CLIENT, "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [key.jwk]},
+         "grant_types": ["client_credentials"], "response_types": none, "redirect_uris": none},
+        {"client_id": FED_CLIENT, "token_endpoint_auth_method": "private_key_jwt", "jwks": workload.jwks(),
+         "grant_types": ["client_credentials"], "response_types": none, "redirect_uris": none},
+        {"client_id": EXCHANGE_CLIENT, "token_endpoint_auth_method": "none",
+         "grant_types": [crate::support::TOKEN_EXCHANGE_GRANT], "response_types": none, "redirect_uris": none},
+    ])
+    .to_string();
     let idp = Idp::start_with(&[
         ("IDP_TLS_CERT", tls.join("server.pem").to_str().unwrap()),
         ("IDP_TLS_KEY", tls.join("server.key").to_str().unwrap()),
         ("IDP_AT_TTL", &ttl),
+        ("IDP_EXTRA_CLIENTS", &clients),
+        ("IDP_WORKLOAD_ISSUER", &workload.issuer),
     ]);
     assert!(idp.issuer.starts_with("https://"), "the provider must serve https: {}", idp.issuer);
 
@@ -151,6 +176,8 @@ fn start() -> Stack {
         mlflow_log: s("mlflow_log").into(),
         startup_seconds: info["startup_seconds"].as_f64().unwrap(),
         idp,
+        workload,
+        key,
         supervisor: Mutex::new(child),
     }
 }
@@ -273,4 +300,14 @@ pub fn counting_wrapper(s: &Sandbox, log: &Path) -> PathBuf {
 /// Lines of a counting wrapper's log.
 pub fn invocations(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+/// A project whose block names `client_id` and `lines` and no secret, trusting the test CA, for access
+/// tokens with the proxy's audience.
+pub fn workload_project(client_id: &str, lines: &str) -> Sandbox {
+    project(&format!(
+        "client-id = \"{client_id}\"\naudience = \"{}\"\nca-bundle = \"{}\"\n{lines}",
+        crate::support::AUDIENCE,
+        stack().ca.display()
+    ))
 }

@@ -35,8 +35,21 @@ pub const DEVICE_CODE: &str = "dc-CATALOGUE-3e8a1f";
 /// Passed to [`Fake::id_token_nonce`]: an ID token without a `nonce` claim.
 pub const NO_NONCE: &str = "<none>";
 
+/// The signature part of every workload token ([`workload_token`]): a platform token sent as an assertion or
+/// exchanged is a credential too.
+pub const WORKLOAD_SIG: &str = "wlsigCATALOGUE9d4c";
+/// The bearer token of a GitHub Actions token request (`ACTIONS_ID_TOKEN_REQUEST_TOKEN`).
+pub const GH_REQUEST_TOKEN: &str = "ghreq-CATALOGUE-51aa";
+
 /// Every value that must never be printed, except a token on the stdout of the command that hands it out.
-pub const SECRETS: &[&str] = &[RT, AT_LOGIN, AT_NEW, AT_CC, CLIENT_SECRET, CODE, DEVICE_CODE];
+pub const SECRETS: &[&str] =
+    &[RT, AT_LOGIN, AT_NEW, AT_CC, CLIENT_SECRET, CODE, DEVICE_CODE, WORKLOAD_SIG, GH_REQUEST_TOKEN];
+
+/// A platform token (Kubernetes, GitLab, GitHub style) with these claims, "signed" with [`WORKLOAD_SIG`].
+pub fn workload_token(payload: &serde_json::Value) -> String {
+    let unsigned = jwt(payload);
+    format!("{}.{WORKLOAD_SIG}", unsigned.rsplit_once('.').map(|(a, _)| a).unwrap_or_default())
+}
 
 /// How the fake answers one path.
 #[derive(Clone, Debug)]

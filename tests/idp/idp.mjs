@@ -6,6 +6,12 @@
 //   IDP_EXIT_ON_STDIN_CLOSE=1      exit when stdin reaches EOF (the spawning test process died)
 //   IDP_REQUEST_LOG=<file>         append one JSON line per HTTP request (format: see logRequest below)
 //   IDP_DEVICE_SLOW_DOWN=N         the first N device_code token polls get 400 {"error":"slow_down"}
+//   IDP_EXTRA_CLIENTS=<json>       a JSON array of further client registrations (e.g. private_key_jwt clients
+//                                  with an inline public `jwks` the test generated)
+//   IDP_WORKLOAD_ISSUER=<url>      enable the token-exchange (RFC 8693) and jwt-bearer (RFC 7523) grants,
+//                                  trusting JWTs from this issuer (its /jwks; tests/idp/workload.mjs) with
+//                                  aud IDP_WORKLOAD_AUDIENCE (default mlflow-idp); a jwt-bearer assertion
+//                                  whose iss is the client itself is checked against the client's jwks
 //   IDP_TLS_CERT=<pem> IDP_TLS_KEY=<pem>
 //                                  serve HTTPS with this certificate chain and key: the issuer becomes
 //                                  https://HOST:PORT (mod_auth_openidc only fetches a JWKS over https)
@@ -13,7 +19,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import Provider, { interactionPolicy } from 'oidc-provider';
+import Provider, { errors, interactionPolicy } from 'oidc-provider';
+import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 
 const env = process.env;
 const HOST = env.IDP_HOST || '127.0.0.1';
@@ -39,6 +46,11 @@ if (Boolean(TLS_CERT) !== Boolean(TLS_KEY)) {
   console.error('[idp] IDP_TLS_CERT and IDP_TLS_KEY go together: set both or neither');
   process.exit(2);
 }
+const EXTRA_CLIENTS = env.IDP_EXTRA_CLIENTS ? JSON.parse(env.IDP_EXTRA_CLIENTS) : [];
+const WORKLOAD_ISSUER = env.IDP_WORKLOAD_ISSUER || '';
+const WORKLOAD_AUDIENCE = env.IDP_WORKLOAD_AUDIENCE || 'mlflow-idp';
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 let deviceSlowDown = Number(env.IDP_DEVICE_SLOW_DOWN || 0);    // remaining forced slow_down answers
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 
@@ -98,6 +110,7 @@ const configuration = {
       response_types: [],
       redirect_uris: [],
     },
+    ...EXTRA_CLIENTS,
   ],
   jwks: loadJwks(),
   cookies: { keys: [env.IDP_COOKIE_KEY || crypto.randomBytes(32).toString('hex')] },
@@ -138,6 +151,7 @@ const configuration = {
   // (offline_access is silently dropped unless the auth request also has prompt=consent).
   expiresWithSession: async () => false,
   async extraTokenClaims(ctx, token) {
+    if (ctx?.state?.exchangedSubject) return { exchanged_sub: ctx.state.exchangedSubject };
     if (token.accountId) return { preferred_username: token.accountId, email: `${token.accountId}@example.test` };
     return undefined;
   },
@@ -216,7 +230,17 @@ function logRequest(ctx, failedStatus) {
       client_id: body?.client_id || basic?.clientId,
     };
     if (ctx.method === 'POST' && (CLIENT_AUTH_ROUTES.has(route) || CLIENT_AUTH_PATHS.has(ctx.path))) {
-      entry.auth = ctx.get('authorization') ? 'basic' : body?.client_secret ? 'post' : 'none';
+      entry.auth = ctx.get('authorization') ? 'basic' : body?.client_secret ? 'post'
+        : body?.client_assertion ? 'private_key_jwt' : 'none';
+    }
+    // What the provider saw in JWTs it was sent: header (alg, kid, typ) and claims, never verified here.
+    for (const [field, param] of [['client_assertion', 'client_assertion'], ['subject_token', 'subject_token'],
+      ['assertion', 'assertion']]) {
+      if (typeof body?.[param] === 'string') {
+        try {
+          entry[field] = { header: decodeProtectedHeader(body[param]), claims: decodeJwt(body[param]) };
+        } catch { entry[field] = { invalid: true }; }
+      }
     }
     const resBody = ctx.body;
     if (ctx.status >= 400 && resBody && typeof resBody === 'object' && typeof resBody.error === 'string') {
@@ -281,8 +305,64 @@ server.listen(PORT, HOST, () => {
       ctx.body.interval = DEVICE_INTERVAL;
     }
   });
+  if (WORKLOAD_ISSUER) registerWorkloadGrants(provider);
   handler = provider.callback();
   if (env.IDP_READY_FILE) fs.writeFileSync(env.IDP_READY_FILE, `${issuer}\n`);
   console.log(`IDP_READY issuer=${issuer} pid=${process.pid}`);
 });
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { server.closeAllConnections(); process.exit(0); });
+
+// --- token exchange (RFC 8693) and JWT bearer (RFC 7523 §2.1), through registerGrantType --------------
+// Both issue a JWT access token for RESOURCE (aud AUDIENCE), as client credentials would, with the
+// subject of the exchanged token in `exchanged_sub`. Reasons for refusals go to the log (IDP_LOG=1).
+function registerWorkloadGrants(provider) {
+  const workloadKeys = createRemoteJWKSet(new URL(`${WORKLOAD_ISSUER}/jwks`));
+  const verifyWorkload = (jwt) => jwtVerify(jwt, workloadKeys, { issuer: WORKLOAD_ISSUER, audience: WORKLOAD_AUDIENCE });
+  async function issue(ctx, subject, tokenType) {
+    const { client } = ctx.oidc;
+    const info = await configuration.features.resourceIndicators.getResourceServerInfo(ctx, RESOURCE, client);
+    ctx.state.exchangedSubject = subject;
+    const token = new provider.ClientCredentials({ client, scope: RS_SCOPES });
+    token.resourceServer = { ...info, identifier: () => RESOURCE, scopes: new Set(info.scope.split(' ')) };
+    ctx.oidc.entity('ClientCredentials', token);
+    const value = await token.save();
+    ctx.body = {
+      access_token: value,
+      ...(tokenType ? { issued_token_type: tokenType } : {}),
+      token_type: 'Bearer',
+      expires_in: token.expiration,
+      scope: token.scope,
+    };
+  }
+  const refuse = (what, e) => {
+    if (LOG) console.error(`[idp] ${what} refused: ${e.message}`);
+    throw new errors.InvalidGrant(`${what} is invalid`);
+  };
+  provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+    const p = ctx.oidc.params;
+    if (p.subject_token_type !== 'urn:ietf:params:oauth:token-type:jwt'
+        && p.subject_token_type !== 'urn:ietf:params:oauth:token-type:id_token') {
+      throw new errors.InvalidRequest('unsupported subject_token_type');
+    }
+    let payload;
+    try { ({ payload } = await verifyWorkload(p.subject_token)); } catch (e) { refuse('subject_token', e); }
+    await issue(ctx, payload.sub, 'urn:ietf:params:oauth:token-type:access_token');
+  }, ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope',
+    'actor_token', 'actor_token_type'], ['audience', 'resource']);
+  provider.registerGrantType(JWT_BEARER, async (ctx) => {
+    const { assertion } = ctx.oidc.params;
+    const { client } = ctx.oidc;
+    let payload;
+    try {
+      if (decodeJwt(assertion).iss === client.clientId) {
+        // Self-issued with the client's own key (the one it authenticates with).
+        ({ payload } = await jwtVerify(assertion, createLocalJWKSet(client.jwks), {
+          issuer: client.clientId, audience: [provider.issuer, `${provider.issuer}${TOKEN_PATH}`],
+        }));
+      } else {
+        ({ payload } = await verifyWorkload(assertion));
+      }
+    } catch (e) { refuse('assertion', e); }
+    await issue(ctx, payload.sub);
+  }, ['assertion', 'audience', 'resource', 'scope'], ['audience', 'resource']);
+}

@@ -324,6 +324,41 @@ class AuthProvider(FakeBinaryCase):
         self.assertEqual([c[-1] for c in self.calls()], [registry, SERVER])
 
 
+class RejectedTokens(AuthProvider):
+    """A 401 from the tracking server is explained once, from the token's own claims (issue 16)."""
+
+    def test_a_401_is_explained_once_with_the_kind_issuer_and_audience_but_never_the_token(self):
+        import base64
+        import requests
+
+        def b64(obj):
+            return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+        exp = int(time.time()) + 600
+        jwt = f"{b64({'alg': 'RS256'})}.{b64({'iss': 'https://idp.test', 'aud': 'mlflow-cli', 'exp': exp})}.c2ln"
+        self.control(raw=json.dumps({"token": jwt, "token_type": "Bearer", "kind": "id_token",
+                                     "expires_at": None, "expires_in": 600, "server": SERVER}))
+        auth = plugin.OidcAuth(SERVER)
+        r = auth(self.prepared(f"{SERVER}/api/2.0/mlflow/experiments/search"))
+        resp = requests.Response()
+        resp.status_code = 401
+        with self.assertLogs("mlflow_oidc", level="WARNING") as logs:
+            for hook in r.hooks["response"]:
+                hook(resp)
+            for hook in r.hooks["response"]:
+                hook(resp)  # a second 401: no second line
+        self.assertEqual(len(logs.output), 1, logs.output)
+        line = logs.output[0]
+        for needle in ("HTTP 401", "id token", "https://idp.test", "mlflow-cli", "audience", "status --server"):
+            self.assertIn(needle, line)
+        self.assertNotIn(jwt, line)
+        ok = requests.Response()
+        ok.status_code = 200
+        with self.assertNoLogs("mlflow_oidc", level="WARNING"):
+            for hook in auth(self.prepared(f"{SERVER}/x")).hooks["response"]:
+                hook(ok)
+
+
 class MalformedAnswers(FakeBinaryCase):
     """What the binary prints is checked before its token goes into a header (issue 12)."""
 

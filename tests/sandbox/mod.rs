@@ -27,6 +27,23 @@ impl Sandbox {
         s
     }
 
+    /// A project for the scripted provider (tests/fake) at `issuer`, as `client_id` with scope `openid` (so a
+    /// nonce is sent and checked), the redirect `redirect`, the file store, and a `$BROWSER` that does nothing (the
+    /// test plays the browser).
+    pub fn for_fake(uri: &str, issuer: &str, client_id: &str, redirect: &str) -> Self {
+        let mut s = Sandbox::new();
+        s.write(
+            "proj/pyproject.toml",
+            &format!(
+                "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{uri}\"\nissuer = \"{issuer}\"\n\
+                 client-id = \"{client_id}\"\nscope = \"openid\"\nredirect-uri = \"{redirect}\"\n"
+            ),
+        );
+        s.set("MLFLOW_OIDC_STORE", "file");
+        s.set("BROWSER", "true");
+        s
+    }
+
     /// A project whose one server block names `uri` and `issuer`, a loopback redirect on any free port, and `lines`;
     /// logins go through the scripted curl browser (tests/idp/browser-curl.sh), which logs to `browser.log`.
     pub fn with_server(uri: &str, issuer: &str, lines: &str) -> Self {

@@ -60,6 +60,7 @@ const IDP_KNOBS: &[&str] = &[
     "IDP_DEVICE_CODE_TTL",
     "IDP_DEVICE_INTERVAL",
     "IDP_DEVICE_SLOW_DOWN",
+    "IDP_EXTRA_CLIENTS",
     "IDP_HOST",
     "IDP_ISSUER",
     "IDP_LOG",
@@ -71,6 +72,8 @@ const IDP_KNOBS: &[&str] = &[
     "IDP_RT_TTL",
     "IDP_TLS_CERT",
     "IDP_TLS_KEY",
+    "IDP_WORKLOAD_AUDIENCE",
+    "IDP_WORKLOAD_ISSUER",
 ];
 
 /// Serialises the first IdP start of a test binary while the cached signing key is missing.
@@ -513,4 +516,130 @@ pub fn run_browser(driver: &Path, url: &str, env: &[(&str, &str)]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The grant types the test provider registers with `IDP_WORKLOAD_ISSUER` (tests/idp/idp.mjs).
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The `aud` the test provider requires of workload tokens (`IDP_WORKLOAD_AUDIENCE`'s default).
+pub const WORKLOAD_AUDIENCE: &str = "mlflow-idp";
+/// The bearer token the workload issuer's `/token` wants, as `ACTIONS_ID_TOKEN_REQUEST_TOKEN`.
+pub const WORKLOAD_REQUEST_TOKEN: &str = "gh-request-token";
+
+/// A running `tests/idp/workload.mjs`: a stand-in for GitHub Actions' OIDC token service and the signer
+/// of Kubernetes- and GitLab-style workload tokens. Killed on drop.
+pub struct Workload {
+    /// `http://127.0.0.1:<port>`; tokens at `{issuer}/token?audience=…`.
+    pub issuer: String,
+    child: Child,
+    log: PathBuf,
+    dir: TempDir,
+}
+
+impl Workload {
+    pub fn start() -> Workload {
+        let dir = tempfile::Builder::new().prefix("mlflow-oidc-wl-").tempdir().expect("temp dir");
+        let ready = dir.path().join("ready");
+        let log = dir.path().join("requests.jsonl");
+        let out = fs::File::create(dir.path().join("wl.log")).expect("log file");
+        let child = node()
+            .arg(idp_dir().join("workload.mjs"))
+            .env("WL_READY_FILE", &ready)
+            .env("WL_REQUEST_LOG", &log)
+            .env("WL_EXIT_ON_STDIN_CLOSE", "1")
+            .env_remove("WL_REQUEST_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(out.try_clone().expect("clone"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| spawn_error("node", &e));
+        let mut w = Workload { issuer: String::new(), child, log, dir };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(text) = fs::read_to_string(&ready)
+                && text.ends_with('\n')
+            {
+                w.issuer = text.trim().to_owned();
+                return w;
+            }
+            if let Ok(Some(status)) = w.child.try_wait() {
+                panic!(
+                    "workload.mjs exited ({status}): {}",
+                    fs::read_to_string(w.dir.path().join("wl.log")).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "workload.mjs was not ready in time");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The GitHub-style token request URL (`ACTIONS_ID_TOKEN_REQUEST_URL`; it already has a query, as GitHub's).
+    pub fn request_url(&self) -> String {
+        format!("{}/token?api-version=2.0", self.issuer)
+    }
+
+    /// A freshly signed token; `query` adds `audience=…&sub=…&iss=…&ttl=…&exp_offset=…`.
+    pub fn mint(&self, query: &str) -> String {
+        let (status, body) = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {WORKLOAD_REQUEST_TOKEN}"),
+            &format!("{}&{query}", self.request_url()),
+        ]);
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        v["value"].as_str().expect("value").to_owned()
+    }
+
+    /// The public JWKS (`{"keys":[…]}`), to register with a client that is federated with this issuer.
+    pub fn jwks(&self) -> Value {
+        let (status, body) = curl(&[&format!("{}/jwks", self.issuer)]);
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).expect("JSON")
+    }
+
+    /// `/token` requests so far: `audience`, `authorized`.
+    pub fn requests(&self) -> Vec<Value> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client key pair made at test time: the private key as PEM at `pem`, the public JWK (with `kid` = its
+/// RFC 7638 thumbprint, as mlflow-oidc derives it) in `jwk`.
+pub struct ClientKey {
+    pub pem: PathBuf,
+    pub jwk: Value,
+}
+
+/// `kind`: `rsa` (PKCS#1 PEM), `rsa-pkcs8`, `ec` (SEC 1 PEM) or `ec-pkcs8`; the PEM is written to `pem`.
+pub fn client_key(kind: &str, pem: &Path) -> ClientKey {
+    let script = r#"
+const c = require('crypto');
+const kind = process.argv[1];
+const ec = kind.startsWith('ec');
+const { privateKey, publicKey } = ec
+  ? c.generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  : c.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const type = kind.endsWith('pkcs8') ? 'pkcs8' : (ec ? 'sec1' : 'pkcs1');
+const jwk = publicKey.export({ format: 'jwk' });
+const members = ec ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y } : { e: jwk.e, kty: jwk.kty, n: jwk.n };
+jwk.kid = c.createHash('sha256').update(JSON.stringify(members)).digest('base64url');
+jwk.use = 'sig';
+console.log(JSON.stringify({ pem: privateKey.export({ format: 'pem', type }), jwk }));
+"#;
+    let out = node().args(["-e", script, kind]).output().unwrap_or_else(|e| spawn_error("node", &e));
+    assert!(out.status.success(), "key generation failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    fs::write(pem, v["pem"].as_str().expect("pem")).expect("write the key");
+    ClientKey { pem: pem.to_owned(), jwk: v["jwk"].clone() }
 }

@@ -1,0 +1,97 @@
+//! Providers as they really are (issue 16): what the user is told when a provider does not redirect back. The
+//! provider here is the scripted one (tests/fake): a real provider that matches redirect URIs exactly shows its
+//! error page in the browser and never calls back, which is what a `$BROWSER` that does nothing reproduces.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod drive;
+mod fake;
+mod sandbox;
+mod support;
+
+use std::time::Duration;
+
+use drive::run_bounded;
+use sandbox::Sandbox;
+
+const SERVER: &str = "http://127.0.0.1:5998";
+
+fn fake_project(f: &fake::Fake, redirect: &str) -> Sandbox {
+    // The person's browser lands on the provider's error page: nothing ever reaches the listener.
+    Sandbox::for_fake(SERVER, &f.base, fake::CLIENT_ID, redirect)
+}
+
+#[test]
+fn a_login_that_times_out_on_a_random_port_says_the_provider_likely_refused_the_redirect_uri() {
+    let f = fake::Fake::start();
+    let s = fake_project(&f, "http://127.0.0.1:0/oauth2/callback");
+    let out = run_bounded(s.cmd("proj", &["login", "--timeout", "2"]), Duration::from_secs(30));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("timed out waiting for the browser login"), "{}", out.stderr);
+    assert!(out.stderr.contains("most likely refused the redirect URI"), "{}", out.stderr);
+    assert!(out.stderr.contains("redirect-ports"), "{}", out.stderr);
+
+    // With a fixed port the hint would mislead: it is not given.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let s = fake_project(&f, &format!("http://127.0.0.1:{port}/oauth2/callback"));
+    let out = run_bounded(s.cmd("proj", &["login", "--timeout", "2"]), Duration::from_secs(30));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(!out.stderr.contains("most likely refused"), "{}", out.stderr);
+}
+
+/// A certificate for `localhost` and 127.0.0.1, made now with openssl (scripts/test installs it).
+fn make_cert(s: &Sandbox) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (s.path("proj/tls/cert.pem"), s.path("proj/tls/key.pem"));
+    std::fs::create_dir_all(cert.parent().unwrap()).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed for this test (Debian: apt-get install openssl; ./scripts/test installs it)");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}
+
+#[test]
+fn an_https_loopback_redirect_is_served_with_the_users_certificate_and_shown_by_status() {
+    let f = fake::Fake::start();
+    let s = fake_project(&f, "https://localhost:0/oauth2/callback");
+    // Without TLS files: status resolves and shows the problem; login refuses with what to set.
+    let status = run_bounded(s.cmd("proj", &["status"]), Duration::from_secs(30));
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(status.stdout.contains("https://localhost:0/oauth2/callback (TLS not configured"), "{}", status.stdout);
+    let refused = run_bounded(s.cmd("proj", &["login", "--timeout", "5"]), Duration::from_secs(30));
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("redirect-tls-cert") && refused.stderr.contains("bundles none"),
+        "{}",
+        refused.stderr
+    );
+
+    let (cert, _) = make_cert(&s);
+    let mut text = std::fs::read_to_string(s.path("proj/pyproject.toml")).unwrap();
+    text.push_str("redirect-tls-cert = \"tls/cert.pem\"\nredirect-tls-key = \"tls/key.pem\"\nuse-id-token = false\n");
+    s.write("proj/pyproject.toml", &text);
+    let status = run_bounded(s.cmd("proj", &["status"]), Duration::from_secs(30));
+    assert!(status.stdout.contains("(TLS: ") && status.stdout.contains("cert.pem"), "{}", status.stdout);
+
+    let login = drive::start_login(&s, "proj", "30");
+    assert!(login.url.contains("redirect_uri=https%3A%2F%2Flocalhost%3A"), "{}", login.url);
+    // The browser: curl trusting exactly this certificate, over both loopback addresses `localhost` names.
+    let callback = format!("https://localhost:{}{}?code={}&state={}", login.port, login.path, fake::CODE, login.state);
+    let page = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&cert)
+        .arg(&callback)
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&page.stdout).into_owned() + &String::from_utf8_lossy(&page.stderr);
+    assert!(page.contains("You are logged in"), "{page}");
+    let out = login.finish(Duration::from_secs(30));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(run_bounded(s.cmd("proj", &["token"]), Duration::from_secs(30)).stdout.trim(), fake::AT_LOGIN);
+}
