@@ -36,6 +36,8 @@ pub struct Settings {
     /// The tracking server (origin and base path).
     pub upstream: url::Url,
     pub agent: ureq::Agent,
+    /// One without a connection pool: for streamed bodies, and the retry after a stale pooled connection.
+    pub fresh_agent: ureq::Agent,
     /// The access log, when asked for.
     pub log: Option<Log>,
 }
@@ -46,6 +48,7 @@ struct Shared {
     capability: Secret<String>,
     upstream: url::Url,
     agent: ureq::Agent,
+    fresh_agent: ureq::Agent,
     tokens: Arc<TokenCell>,
     log: Option<Log>,
     stopping: AtomicBool,
@@ -134,6 +137,7 @@ impl Proxy {
             capability,
             upstream: settings.upstream,
             agent: settings.agent,
+            fresh_agent: settings.fresh_agent,
             tokens,
             log: settings.log,
             stopping: AtomicBool::new(false),
