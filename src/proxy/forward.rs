@@ -149,7 +149,9 @@ fn forward(shared: &Shared, mut req: tiny_http::Request, forwarded: &str) -> (u1
             .into_iter()
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
             .collect();
-    let length = req.body_length();
+    // No Content-Length and no Transfer-Encoding: no body (RFC 9112 §6.3), which a replay can resend.
+    let chunked = req.headers().iter().any(|h| h.field.equiv("Transfer-Encoding"));
+    let length = req.body_length().or(if chunked { None } else { Some(0) });
     let mut lease = match shared.tokens.current() {
         Ok(l) => l,
         Err(f) => return failed(req, &f),

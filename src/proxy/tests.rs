@@ -250,9 +250,12 @@ fn requests_without_the_capability_are_refused_and_never_forwarded() {
 fn an_upstream_401_renews_once_and_replays_small_bodies() {
     let h = harness(None, Some("stale"), Some("good"));
     let threads: Vec<_> = (0..8)
-        .map(|_| {
+        .map(|i| {
             let uri = h.uri.clone();
-            std::thread::spawn(move || client().post(format!("{uri}api/x")).send("{}").unwrap().status())
+            std::thread::spawn(move || {
+                let url = format!("{uri}api/x");
+                if i % 2 == 0 { client().post(url).send("{}") } else { client().get(url).call() }.unwrap().status()
+            })
         })
         .collect();
     for t in threads {
