@@ -35,6 +35,7 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
             [CompletionResult]::new('logout', 'logout', [CompletionResultType]::ParameterValue, 'Forget the stored credentials of a server (or of all servers)')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the resolved configuration and who is logged in (no network unless --check)')
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set')
+            [CompletionResult]::new('proxy', 'proxy', [CompletionResultType]::ParameterValue, 'Serve the tracking server on a loopback port, adding a fresh token to every request (any MLflow client)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -108,6 +109,23 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]')
             [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]')
             [CompletionResult]::new('--no-login', '--no-login', [CompletionResultType]::ParameterName, 'Never start an interactive login; exit 3 when one would be needed')
+            [CompletionResult]::new('--proxy', '--proxy', [CompletionResultType]::ParameterName, 'Run a local proxy for the command instead: MLFLOW_TRACKING_URI is the proxy''s URI, tokens stay fresh for any run length and any MLflow client, and MLFLOW_TRACKING_TOKEN is not set')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'mlflow-oidc;proxy' {
+            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to listen on; port 0 picks a free one')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long to wait for a browser login if one is needed for the first token')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]')
+            [CompletionResult]::new('--allow-non-loopback', '--allow-non-loopback', [CompletionResultType]::ParameterName, 'Allow a listen address that is not a loopback one (other machines may then reach the proxy)')
+            [CompletionResult]::new('--no-login', '--no-login', [CompletionResultType]::ParameterName, 'Never start an interactive login for the first token')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -146,6 +164,7 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
             [CompletionResult]::new('logout', 'logout', [CompletionResultType]::ParameterValue, 'Forget the stored credentials of a server (or of all servers)')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the resolved configuration and who is logged in (no network unless --check)')
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set')
+            [CompletionResult]::new('proxy', 'proxy', [CompletionResultType]::ParameterValue, 'Serve the tracking server on a loopback port, adding a fresh token to every request (any MLflow client)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -164,6 +183,9 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
             break
         }
         'mlflow-oidc;help;exec' {
+            break
+        }
+        'mlflow-oidc;help;proxy' {
             break
         }
         'mlflow-oidc;help;completions' {

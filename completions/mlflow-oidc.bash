@@ -34,6 +34,9 @@ _mlflow__oidc() {
             mlflow__oidc,man)
                 cmd="mlflow__oidc__subcmd__man"
                 ;;
+            mlflow__oidc,proxy)
+                cmd="mlflow__oidc__subcmd__proxy"
+                ;;
             mlflow__oidc,status)
                 cmd="mlflow__oidc__subcmd__status"
                 ;;
@@ -58,6 +61,9 @@ _mlflow__oidc() {
             mlflow__oidc__subcmd__help,man)
                 cmd="mlflow__oidc__subcmd__help__subcmd__man"
                 ;;
+            mlflow__oidc__subcmd__help,proxy)
+                cmd="mlflow__oidc__subcmd__help__subcmd__proxy"
+                ;;
             mlflow__oidc__subcmd__help,status)
                 cmd="mlflow__oidc__subcmd__help__subcmd__status"
                 ;;
@@ -71,7 +77,7 @@ _mlflow__oidc() {
 
     case "${cmd}" in
         mlflow__oidc)
-            opts="-v -h -V --server --config --store --verbose --help --version login token logout status exec completions man help"
+            opts="-v -h -V --server --config --store --verbose --help --version login token logout status exec proxy completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -123,7 +129,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__exec)
-            opts="-v -h -V --warn-within --min-valid --no-login --timeout --server --config --store --verbose --help --version"
+            opts="-v -h -V --warn-within --min-valid --no-login --timeout --proxy --server --config --store --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -161,7 +167,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__help)
-            opts="login token logout status exec completions man help"
+            opts="login token logout status exec proxy completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -245,6 +251,20 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mlflow__subcmd__oidc__subcmd__help__subcmd__proxy)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -353,6 +373,40 @@ _mlflow__oidc() {
                 return 0
             fi
             case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -W "auto keyring file memory" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mlflow__subcmd__oidc__subcmd__proxy)
+            opts="-v -h -V --listen --allow-non-loopback --no-login --timeout --server --config --store --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --server)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -32,6 +32,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
             cand logout 'Forget the stored credentials of a server (or of all servers)'
             cand status 'Show the resolved configuration and who is logged in (no network unless --check)'
             cand exec 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set'
+            cand proxy 'Serve the tracking server on a loopback port, adding a fresh token to every request (any MLflow client)'
             cand completions 'Print a shell completion script'
             cand man 'Print the man page (roff)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -100,6 +101,22 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
             cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
             cand --store 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]'
             cand --no-login 'Never start an interactive login; exit 3 when one would be needed'
+            cand --proxy 'Run a local proxy for the command instead: MLFLOW_TRACKING_URI is the proxy''s URI, tokens stay fresh for any run length and any MLflow client, and MLFLOW_TRACKING_TOKEN is not set'
+            cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'mlflow-oidc;proxy'= {
+            cand --listen 'Address to listen on; port 0 picks a free one'
+            cand --timeout 'How long to wait for a browser login if one is needed for the first token'
+            cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
+            cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --store 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]'
+            cand --allow-non-loopback 'Allow a listen address that is not a loopback one (other machines may then reach the proxy)'
+            cand --no-login 'Never start an interactive login for the first token'
             cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
             cand -h 'Print help'
@@ -135,6 +152,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
             cand logout 'Forget the stored credentials of a server (or of all servers)'
             cand status 'Show the resolved configuration and who is logged in (no network unless --check)'
             cand exec 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set'
+            cand proxy 'Serve the tracking server on a loopback port, adding a fresh token to every request (any MLflow client)'
             cand completions 'Print a shell completion script'
             cand man 'Print the man page (roff)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -148,6 +166,8 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
         &'mlflow-oidc;help;status'= {
         }
         &'mlflow-oidc;help;exec'= {
+        }
+        &'mlflow-oidc;help;proxy'= {
         }
         &'mlflow-oidc;help;completions'= {
         }

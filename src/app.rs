@@ -20,6 +20,7 @@ use crate::token::{TokenKind, TokenSet};
 
 mod login;
 mod logout;
+mod proxy;
 mod status;
 mod token;
 
@@ -119,7 +120,9 @@ pub fn run(cli: Cli, deps: &mut Deps) -> Result<()> {
         Some(Command::Login(args)) => login::login(&flags, &args, deps),
         Some(Command::Token(args)) => token::token(&flags, &args, deps),
         Some(Command::Logout(args)) => logout::logout(&flags, &args, deps),
+        Some(Command::Exec(args)) if args.proxy => proxy::exec(&flags, &args, deps),
         Some(Command::Exec(args)) => token::exec(&flags, &args, deps),
+        Some(Command::Proxy(args)) => proxy::proxy(&flags, &args, deps),
         Some(Command::Completions { shell }) => {
             let mut buf = Vec::new();
             crate::cli::completions(shell, &mut buf);

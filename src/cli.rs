@@ -63,9 +63,14 @@ pub enum Command {
     Status(StatusArgs),
     /// Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set
     #[command(
-        after_help = "Examples:\n  mlflow-oidc exec -- mlflow experiments search\n  mlflow-oidc exec --server https://mlflow.example.com -- python train.py\n\nThe token is fixed for the life of the command; for runs longer than a token's lifetime use the\nMLflow plugin (pip install mlflow-oidc; MLFLOW_TRACKING_AUTH=oidc)."
+        after_help = "Examples:\n  mlflow-oidc exec -- mlflow experiments search\n  mlflow-oidc exec --proxy -- java -jar train.jar\n  mlflow-oidc exec --server https://mlflow.example.com -- python train.py\n\nThe token is fixed for the life of the command; for runs longer than a token's lifetime use --proxy\n(any MLflow client: a local proxy renews tokens) or the MLflow plugin (pip install mlflow-oidc;\nMLFLOW_TRACKING_AUTH=oidc)."
     )]
     Exec(ExecArgs),
+    /// Serve the tracking server on a loopback port, adding a fresh token to every request (any MLflow client)
+    #[command(
+        after_help = "Examples:\n  mlflow-oidc exec --proxy -- java -jar train.jar\n  read -r MLFLOW_TRACKING_URI < <(mlflow-oidc proxy) && export MLFLOW_TRACKING_URI\n\nPrints the tracking URI to use (http://127.0.0.1:PORT/<capability>/) on one line, then serves until\nSIGINT or SIGTERM. The URI is a secret: whoever has it acts as you on the tracking server."
+    )]
+    Proxy(ProxyArgs),
     /// Print a shell completion script
     #[command(hide = true)]
     Completions {
@@ -134,9 +139,29 @@ pub struct ExecArgs {
     /// How long to wait for a browser login if one is needed
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub timeout: u64,
+    /// Run a local proxy for the command instead: MLFLOW_TRACKING_URI is the proxy's URI, tokens stay fresh for
+    /// any run length and any MLflow client, and MLFLOW_TRACKING_TOKEN is not set
+    #[arg(long, conflicts_with = "warn_within")]
+    pub proxy: bool,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND", num_args = 1..)]
     pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address to listen on; port 0 picks a free one
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// Allow a listen address that is not a loopback one (other machines may then reach the proxy)
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+    /// Never start an interactive login for the first token
+    #[arg(long)]
+    pub no_login: bool,
+    /// How long to wait for a browser login if one is needed for the first token
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: u64,
 }
 
 pub use crate::config::parse_duration;

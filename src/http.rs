@@ -152,7 +152,7 @@ impl Http {
 }
 
 /// 127.0.0.0/8, ::1 and `localhost` (a host as `http::Uri` gives it, IPv6 in brackets).
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
@@ -231,7 +231,7 @@ fn describe_error(url: &str, e: &ureq::Error, timeout: Duration) -> Error {
 }
 
 /// The OS trust store plus `SSL_CERT_FILE` plus the server's `ca-bundle`.
-fn trust_anchors(extra: &[Certificate<'static>]) -> Vec<Certificate<'static>> {
+pub(crate) fn trust_anchors(extra: &[Certificate<'static>]) -> Vec<Certificate<'static>> {
     // A partially readable OS store still yields its readable certificates; errors are not fatal here.
     let native = rustls_native_certs::load_native_certs();
     let mut roots: Vec<Certificate<'static>> =
@@ -252,7 +252,7 @@ fn extra_anchors(settings: &HttpSettings) -> Result<Vec<Certificate<'static>>> {
     Ok(certs)
 }
 
-fn read_pem(path: &Path, what: &str) -> Result<Vec<Certificate<'static>>> {
+pub(crate) fn read_pem(path: &Path, what: &str) -> Result<Vec<Certificate<'static>>> {
     let bytes = std::fs::read(path).map_err(|e| {
         Error::config(format!("cannot read {what} {}: {}", path.display(), crate::fsutil::io_reason(&e)))
     })?;

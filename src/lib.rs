@@ -22,5 +22,6 @@ pub mod loopback;
 pub mod output;
 pub mod paths;
 pub mod progress;
+pub mod proxy;
 pub mod store;
 pub mod token;

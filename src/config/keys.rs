@@ -156,6 +156,12 @@ settings! {
         "Overall timeout of one request to the provider.";
     SSL_CERT_FILE = "", "SSL_CERT_FILE", "", Kind::Path, Env, "none",
         "PEM file of CA certificates trusted in addition to the OS store.";
+    MLFLOW_TRACKING_SERVER_CERT_PATH = "", "MLFLOW_TRACKING_SERVER_CERT_PATH", "", Kind::Path, Env, "none",
+        "MLflow's variable, read by `proxy`: PEM file of CA certificates trusted for the tracking server.";
+    MLFLOW_TRACKING_CLIENT_CERT_PATH = "", "MLFLOW_TRACKING_CLIENT_CERT_PATH", "", Kind::Path, Env, "none",
+        "MLflow's variable, read by `proxy`: PEM file with the client certificate and key shown to the tracking server.";
+    MLFLOW_TRACKING_INSECURE_TLS = "", "MLFLOW_TRACKING_INSECURE_TLS", "", Kind::Bool, Env, "false",
+        "MLflow's variable: `proxy` refuses to start when it is true (it never sends tokens without TLS verification).";
 }
 
 /// Variables read to understand the environment (not settings of ours); listed in the reference so that it

@@ -158,6 +158,7 @@ def start_mlflow(args, env):
                 "--backend-store-uri", f"sqlite:///{data}/mlflow.db",
                 "--artifacts-destination", f"{data}/artifacts",
                 "--workers", "1",
+                "--serve-artifacts",  # mlflow-artifacts:/ through the tracking server (the proxy tests)
             ],
             log_path,
             env,

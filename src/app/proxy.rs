@@ -1,0 +1,234 @@
+//! `proxy` and `exec --proxy`: start the reverse proxy (src/proxy.rs) for the configured tracking server and
+//! keep its token fresh with the `token` logic ([`valid_token`]: cache → refresh under the lock → machine
+//! grant), on this thread, until a signal or the command's exit stops it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::{Deps, ValidToken, Want, setup, valid_token, write_out};
+use crate::cli::{ExecArgs, ProxyArgs};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Flags, keys};
+use crate::error::{Error, Result};
+use crate::proxy::{self, Failure, FailureKind, Fresh, Proxy, TokenCell, upstream};
+
+/// In-flight requests get this long to finish when the proxy stops.
+const GRACE: Duration = Duration::from_secs(10);
+
+pub(super) fn proxy(flags: &Flags, args: &ProxyArgs, deps: &mut Deps) -> Result<()> {
+    let want = Want { min_valid: None, no_login: args.no_login, login_timeout: args.timeout };
+    // A first token before the URI is printed (a login when one is needed and possible); without one the proxy
+    // still starts, and answers clients with what to do until a token can be had.
+    let first = match valid_token(flags, &want, deps) {
+        Ok(got) => Some(got),
+        Err(e @ (Error::Config(_) | Error::NoServer(_))) => return Err(e),
+        Err(e) => {
+            deps.note(format!("warning: {e}; the proxy starts anyway and tells MLflow clients so"));
+            None
+        }
+    };
+    let running = start(flags, args.listen, args.allow_non_loopback, first, deps)?;
+    let stop = on_signals(&running.cell)?;
+    write_out(deps, format!("{}\n", running.proxy.uri().expose()).as_bytes())?;
+    deps.note(format!(
+        "mlflow-oidc: proxy for {} on {}; stop it with Ctrl-C",
+        running.upstream,
+        running.proxy.local_addr()
+    ));
+    renew_until_closed(&running.cell, &running.server, flags, deps);
+    let _ = stop;
+    deps.debug("proxy: stopping");
+    if !running.proxy.shutdown(GRACE) {
+        deps.note(format!("warning: requests still running after {} s were cut off", GRACE.as_secs()));
+    }
+    Ok(())
+}
+
+/// `exec --proxy -- COMMAND`: the command gets `MLFLOW_TRACKING_URI` = the proxy's URI and no
+/// `MLFLOW_TRACKING_TOKEN`; the proxy stops when it exits, with its exit code.
+pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()> {
+    let want = Want { min_valid: args.min_valid, no_login: args.no_login, login_timeout: args.timeout };
+    let got = valid_token(flags, &want, deps)?;
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let running = start(flags, listen, false, Some(got), deps)?;
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| Error::config("no command given: mlflow-oidc exec --proxy -- COMMAND [ARGS...]"))?;
+    let mut cmd = std::process::Command::new(program);
+    // The capability travels in the environment only, never in argv (which every local user can read).
+    cmd.args(rest).env("MLFLOW_TRACKING_URI", running.proxy.uri().expose()).env_remove("MLFLOW_TRACKING_TOKEN");
+    let _ = deps.out.flush();
+    let _ = deps.err.flush();
+    let mut child = cmd.spawn().map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound { ": not found on PATH" } else { "" };
+        Error::io(format!("cannot run `{}`{hint}", program.to_string_lossy()), e)
+    })?;
+    // Ctrl-C reaches the command through the terminal's process group: we stay up to serve it until it exits.
+    // A SIGTERM sent to us alone is passed on to it, as `exec` (which becomes the command) would get it.
+    let (interrupted, terminated) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    for (sig, flag) in [(signal_hook::consts::SIGINT, &interrupted), (signal_hook::consts::SIGTERM, &terminated)] {
+        signal_hook::flag::register(sig, flag.clone())
+            .map_err(|e| Error::io("cannot install the signal handlers", e))?;
+    }
+    let (cell, pid) = (running.cell.clone(), child.id());
+    std::thread::spawn(move || {
+        while !cell.is_closed() {
+            if terminated.swap(false, Ordering::SeqCst) {
+                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let cell = running.cell.clone();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        cell.close();
+        status
+    });
+    renew_until_closed(&running.cell, &running.server, flags, deps);
+    let status = waiter.join().map_err(|_| Error::config("the command's waiter thread panicked"))?;
+    let status = status.map_err(|e| Error::io(format!("cannot wait for `{}`", program.to_string_lossy()), e))?;
+    running.proxy.shutdown(GRACE);
+    let _ = deps.out.flush();
+    let _ = deps.err.flush();
+    std::process::exit(exit_code(&status));
+}
+
+fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            return 128 + sig;
+        }
+    }
+    status.code().unwrap_or(1)
+}
+
+struct Running {
+    proxy: Proxy,
+    /// The server's name, for messages.
+    server: String,
+    cell: Arc<TokenCell>,
+    upstream: url::Url,
+}
+
+fn start(
+    flags: &Flags,
+    listen: SocketAddr,
+    allow_remote: bool,
+    first: Option<ValidToken>,
+    deps: &mut Deps,
+) -> Result<Running> {
+    let insecure = deps.env.get(keys::MLFLOW_TRACKING_INSECURE_TLS.env)?.unwrap_or_default();
+    if matches!(insecure.to_ascii_lowercase().as_str(), "true" | "1" | "yes") {
+        // The proxy adds the user's bearer token to every request: without verification anyone on the path
+        // takes it. MLflow's own client honours the variable; we do not (docs/proxy.md).
+        return Err(Error::config(
+            "MLFLOW_TRACKING_INSECURE_TLS is set: the proxy never sends tokens without TLS verification; trust \
+             the server's CA with MLFLOW_TRACKING_SERVER_CERT_PATH (or SSL_CERT_FILE) and unset it",
+        ));
+    }
+    if !proxy::is_loopback(&listen) {
+        if !allow_remote {
+            return Err(Error::config(format!(
+                "refusing to listen on {listen}: not a loopback address (anyone who can reach it and learns the \
+                 URI acts as you); pass --allow-non-loopback to do it anyway"
+            )));
+        }
+        deps.note(format!(
+            "warning: listening on {listen}, which other machines may reach: whoever learns the printed URI \
+             acts as you on the tracking server"
+        ));
+    }
+    let config = match &first {
+        Some(got) => got.config.clone(),
+        None => setup(flags, deps)?.0.server,
+    };
+    let uri = config.uri.clone().ok_or_else(|| {
+        Error::config(format!(
+            "no tracking server URI for {}: set `uri` in its block, MLFLOW_TRACKING_URI or --server",
+            config.display_name()
+        ))
+    })?;
+    let upstream = url::Url::parse(&uri)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| Error::config(format!("the tracking URI {uri} is not an http(s) URL")))?;
+    let tls = upstream::UpstreamTls {
+        ssl_cert_file: deps.env.path(keys::SSL_CERT_FILE.env),
+        server_cert: deps.env.path(keys::MLFLOW_TRACKING_SERVER_CERT_PATH.env),
+        client_cert: deps.env.path(keys::MLFLOW_TRACKING_CLIENT_CERT_PATH.env),
+        connect_timeout: crate::config::http_settings(None, &deps.env)?.connect_timeout,
+    };
+    let agent = upstream::agent(&upstream, &tls, true)?;
+    let fresh_agent = upstream::agent(&upstream, &tls, false)?;
+    let cell = Arc::new(TokenCell::new(|| SystemClock.now()));
+    if let Some(got) = first
+        && let Some(fresh) = fresh_of(got)
+    {
+        cell.seed(fresh);
+    }
+    let log: Option<proxy::Log> = deps.verbose.then(|| {
+        Arc::new(|line: &str| {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "mlflow-oidc: {line}");
+        }) as proxy::Log
+    });
+    let proxy =
+        Proxy::start(proxy::Settings { listen, upstream: upstream.clone(), agent, fresh_agent, log }, cell.clone())?;
+    Ok(Running { proxy, server: config.display_name().to_owned(), cell, upstream })
+}
+
+/// Close the token cell on SIGINT or SIGTERM (a watcher polls the flag the handler sets).
+fn on_signals(cell: &Arc<TokenCell>) -> Result<std::thread::JoinHandle<()>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone())
+            .map_err(|e| Error::io("cannot install the signal handlers", e))?;
+    }
+    let cell = cell.clone();
+    Ok(std::thread::spawn(move || {
+        while !flag.load(Ordering::SeqCst) && !cell.is_closed() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cell.close();
+    }))
+}
+
+/// The renewer: `valid_token` with the held token's remaining life as `min_valid`, never a login.
+fn renew_until_closed(cell: &TokenCell, server: &str, flags: &Flags, deps: &mut Deps) {
+    cell.serve_renewals(&mut |min_valid| {
+        let want = Want { min_valid, no_login: true, login_timeout: 0 };
+        match valid_token(flags, &want, deps) {
+            Ok(got) => {
+                deps.debug(format!("proxy: token renewed, valid for {} s", got.expires_at - deps.now()));
+                fresh_of(got).ok_or_else(|| Failure { kind: FailureKind::Other, message: "no token".into() })
+            }
+            Err(e) => {
+                deps.debug(format!("proxy: no token: {e}"));
+                Err(failure_of(&e, server))
+            }
+        }
+    });
+}
+
+fn fresh_of(got: ValidToken) -> Option<Fresh> {
+    let token = got.tokens.token(got.kind)?.clone();
+    Some(Fresh { token, expires_at: got.expires_at })
+}
+
+/// What an MLflow client is told when there is no token.
+fn failure_of(e: &Error, server: &str) -> Failure {
+    match e {
+        // Already "not logged in to …: run `mlflow-oidc login --server …`".
+        Error::LoginRequired { .. } => Failure { kind: FailureKind::LoginRequired, message: e.to_string() },
+        Error::Network(_) => {
+            Failure { kind: FailureKind::Unavailable, message: format!("cannot get a token for {server}: {e}") }
+        }
+        _ => Failure { kind: FailureKind::Other, message: format!("cannot get a token for {server}: {e}") },
+    }
+}
