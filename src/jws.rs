@@ -60,6 +60,17 @@ impl SigningKey {
                 crate::fsutil::io_reason(&e)
             ))
         })?;
+        // A signing key is a credential: one that another user owns or may rewrite could be theirs (issue 12's
+        // rule for every file we trust, as ssh's StrictModes does for identity files).
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(path)
+            && let Some(why) = crate::fsutil::distrust(&meta, true)
+        {
+            return Err(Error::config(format!(
+                "refusing the client assertion key {name} (`client-assertion-key`): it is {why}; make it yours \
+                 with mode 0600 (`chmod 600 {name}`)"
+            )));
+        }
         let key = SigningKey::parse(&text, kid)
             .map_err(|why| Error::config(format!("the client assertion key {name} (`client-assertion-key`) {why}")))?;
         Ok(key)

@@ -983,6 +983,11 @@ fn workload_identity_cases() {
     let no_key = f("no-key.toml", "client-assertion-key = \"/nonexistent/key.pem\"");
     let fed = f("fed.toml", &format!("client-assertion = \"file:{live_file}\""));
     let pk = f("pk.toml", &format!("client-assertion-key = \"{}\"", key.pem.display()));
+    // A copy of the key others may rewrite: refused like ssh refuses such an identity file.
+    let loose_key = w.s.path("cfg/loose.pem");
+    std::fs::copy(&key.pem, &loose_key).unwrap();
+    std::fs::set_permissions(&loose_key, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let loose = f("loose.toml", &format!("client-assertion-key = \"{}\"", loose_key.display()));
     let exch = f("exch.toml", &format!("subject-token = \"file:{live_file}\""));
     w.file("cmdproj/pyproject.toml", block(&base, "client-assertion = \"command:cat /etc/hostname\""));
     let echo = |what: &str, token: &str| {
@@ -1015,6 +1020,9 @@ fn workload_identity_cases() {
         c("workload: an encrypted key", &enc).fails(2, &[&encrypted, "encrypted", "openssl pkcs8"]),
         c("workload: an OpenSSH key", &ssh).fails(2, &[&openssh, "OPENSSH PRIVATE KEY", "not a private key"]),
         c("workload: key file missing", &no_key).fails(2, &["/nonexistent/key.pem", "client-assertion-key"]),
+        c("workload: a key file other users may write", &loose)
+            .fails(2, &["refusing the client assertion key", "writable by other users", "chmod 600"])
+            .after(never_requested(TOKEN)),
         case("workload: a command from a project's pyproject.toml", &tok)
             .cwd("cfg/cmdproj")
             .fails(2, &["cfg/cmdproj/pyproject.toml", "may not", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION"]),

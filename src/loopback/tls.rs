@@ -32,6 +32,13 @@ pub(super) fn server_config(files: &TlsFiles<'_>) -> Result<Arc<rustls::ServerCo
     if certs.is_empty() {
         return Err(bad("cert", files.cert, "holds no PEM certificate".into()));
     }
+    // The key decides who can serve this login's redirect: not one another user owns or may rewrite.
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(files.key)
+        && let Some(why) = crate::fsutil::distrust(&meta, true)
+    {
+        return Err(bad("key", files.key, format!("refused: it is {why}; make it yours with mode 0600")));
+    }
     let key = PrivateKeyDer::from_pem_file(files.key)
         .map_err(|e| bad("key", files.key, format!("no unencrypted PEM private key in it ({e})")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
