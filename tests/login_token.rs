@@ -135,6 +135,10 @@ fn expiry_refreshes_with_one_request_and_rotates_the_refresh_token() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("rejected the stored refresh token"), "{}", out.stderr);
     assert_eq!(out.stdout, "");
+    // The dead refresh token is dropped (issue 16); whose login it was stays.
+    let entry = stored_entry(&s);
+    assert!(entry["tokens"].get("refresh_token").is_none(), "{entry}");
+    assert_eq!(entry["client_id"], PUBLIC_CLIENT_ID);
 }
 
 #[test]
