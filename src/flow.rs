@@ -414,7 +414,7 @@ pub fn check_endpoint(name: &str, url: &str) -> Result<()> {
         url::Url::parse(url).map_err(|e| Error::provider(format!("the provider's {name} {url} is not a URL ({e})")))?;
     match (parsed.scheme(), parsed.host()) {
         ("https", Some(_)) => Ok(()),
-        ("http", Some(h)) if crate::config::is_loopback_host(&h) => Ok(()),
+        ("http", Some(h)) if crate::http::is_loopback_host(&h) => Ok(()),
         _ => Err(Error::provider(format!(
             "the provider's {name} {url} must use https:// (plain http is accepted only on loopback hosts): \
              refusing to send credentials there"

@@ -151,10 +151,19 @@ impl Http {
     }
 }
 
-/// 127.0.0.0/8, ::1 and `localhost` (a host as `http::Uri` gives it, IPv6 in brackets).
+/// Loopback per RFC 8252 §8.3: 127.0.0.0/8, [::1] and `localhost`. The one rule for issuers, redirects,
+/// endpoints and proxy bypass.
+pub fn is_loopback_host<S: AsRef<str>>(host: &url::Host<S>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.as_ref().eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+/// [`is_loopback_host`] for a host as `http::Uri` or `Url::host_str` gives it (IPv6 in brackets).
 pub(crate) fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    url::Host::parse(host).is_ok_and(|h| is_loopback_host(&h))
 }
 
 fn agent(settings: &HttpSettings, tls: TlsConfig, proxy: bool) -> ureq::Agent {
@@ -273,6 +282,16 @@ pub(crate) fn read_pem(path: &Path, what: &str) -> Result<Vec<Certificate<'stati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts_in_every_spelling() {
+        for host in ["127.0.0.1", "127.8.9.1", "[::1]", "localhost", "LocalHost"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["example.com", "127.0.0.1.example.com", "[::2]", "10.0.0.1", ""] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
 
     #[test]
     fn basic_auth_form_encodes_before_base64() {

@@ -1,19 +1,9 @@
 //! Validators for values whose shape matters for security or interoperability: issuer and redirect URIs,
 //! resource indicators, authorization parameters, booleans and durations.
 
-use std::net::IpAddr;
-
 use super::DEFAULT_REDIRECT_URI;
 use crate::error::{Error, Result};
-
-/// Loopback per RFC 8252 §8.3: 127.0.0.0/8, [::1] and `localhost`.
-pub fn is_loopback_host(host: &url::Host<&str>) -> bool {
-    match host {
-        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-        url::Host::Ipv4(ip) => IpAddr::V4(*ip).is_loopback(),
-        url::Host::Ipv6(ip) => IpAddr::V6(*ip).is_loopback(),
-    }
-}
+use crate::http::is_loopback_host;
 
 /// The issuer must be an absolute https URL; plain http only on a loopback host.
 pub fn validate_issuer(issuer: &str, what: &str) -> Result<()> {
