@@ -127,7 +127,7 @@ fn read_cache(cache_dir: Option<&Path>, issuer: &str, now: i64) -> (Option<Metad
     };
     #[cfg(unix)]
     if let Ok(meta) = f.metadata()
-        && let Some(why) = crate::fsutil::distrust(&meta, true)
+        && let Some(why) = crate::fsutil::distrust(&meta)
     {
         return (None, Some(format!("ignoring the discovery cache {}: {why}; refetching", path.display())));
     }

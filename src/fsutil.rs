@@ -144,14 +144,14 @@ pub fn describe_uid(uid: u32) -> String {
 }
 
 /// Why a file or directory must not be trusted (ssh StrictModes, git's `safe.directory` for CVE-2022-24765):
-/// owned by someone other than us (or root, when `root_ok`), or writable by group or others. `None` when it is
+/// owned by someone other than us or root, or writable by group or others. `None` when it is
 /// trustworthy. The reason names the owner and the mode, for a message that already names the path.
 #[cfg(unix)]
-pub fn distrust(meta: &std::fs::Metadata, root_ok: bool) -> Option<String> {
+pub fn distrust(meta: &std::fs::Metadata) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let (uid, mode) = (meta.uid(), meta.mode() & 0o7777);
     let me = current_uid();
-    let foreign = me.is_some_and(|me| uid != me && !(root_ok && uid == 0));
+    let foreign = me.is_some_and(|me| uid != me && uid != 0);
     // A symlink's own mode is always 0777 and means nothing; only its owner counts.
     let writable = !meta.file_type().is_symlink() && mode & 0o022 != 0;
     if !foreign && !writable {

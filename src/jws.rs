@@ -64,7 +64,7 @@ impl SigningKey {
         // rule for every file we trust, as ssh's StrictModes does for identity files).
         #[cfg(unix)]
         if let Ok(meta) = std::fs::metadata(path)
-            && let Some(why) = crate::fsutil::distrust(&meta, true)
+            && let Some(why) = crate::fsutil::distrust(&meta)
         {
             return Err(Error::config(format!(
                 "refusing the client assertion key {name} (`client-assertion-key`): it is {why}; make it yours \

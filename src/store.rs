@@ -234,7 +234,7 @@ impl Store {
         };
         #[cfg(unix)]
         if let Ok(meta) = f.metadata()
-            && let Some(why) = crate::fsutil::distrust(&meta, true)
+            && let Some(why) = crate::fsutil::distrust(&meta)
         {
             self.warnings.borrow_mut().push(format!("ignoring {}: {why}; delete it", path.display()));
             return None;

@@ -182,7 +182,7 @@ fn read_trusted(
             return read_optional(path);
         }
         let listed = path.parent().is_some_and(|d| safe.lists(d));
-        if let Some(why) = crate::fsutil::distrust(&meta, true)
+        if let Some(why) = crate::fsutil::distrust(&meta)
             && !listed
         {
             skipped.push(skip_record(path, why, user_config));

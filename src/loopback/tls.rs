@@ -35,7 +35,7 @@ pub(super) fn server_config(files: &TlsFiles<'_>) -> Result<Arc<rustls::ServerCo
     // The key decides who can serve this login's redirect: not one another user owns or may rewrite.
     #[cfg(unix)]
     if let Ok(meta) = std::fs::metadata(files.key)
-        && let Some(why) = crate::fsutil::distrust(&meta, true)
+        && let Some(why) = crate::fsutil::distrust(&meta)
     {
         return Err(bad("key", files.key, format!("refused: it is {why}; make it yours with mode 0600")));
     }

@@ -46,14 +46,14 @@ impl FileStore {
     fn check_file(&self, file: &File, path: &Path) -> Result<()> {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         if let Ok(meta) = std::fs::metadata(&self.dir)
-            && let Some(why) = crate::fsutil::distrust(&meta, true)
+            && let Some(why) = crate::fsutil::distrust(&meta)
             && crate::fsutil::current_uid().is_some_and(|me| meta.uid() != me && meta.uid() != 0)
         {
             return Err(untrusted_error(&self.dir, &why));
         }
         let meta =
             file.metadata().map_err(|e| Error::store(format!("cannot read {}: {}", path.display(), io_reason(&e))))?;
-        if let Some(why) = crate::fsutil::distrust(&meta, true) {
+        if let Some(why) = crate::fsutil::distrust(&meta) {
             return Err(untrusted_error(path, &why));
         }
         let mode = meta.mode() & 0o7777;
@@ -159,7 +159,7 @@ impl TokenStore for FileStore {
         // is reported, not silently overwritten (StrictModes). Our own symlink there is replaced by the rename.
         #[cfg(unix)]
         if let Ok(meta) = std::fs::symlink_metadata(self.path(key))
-            && let Some(why) = crate::fsutil::distrust(&meta, true)
+            && let Some(why) = crate::fsutil::distrust(&meta)
         {
             return Err(untrusted_error(&self.path(key), &why));
         }
