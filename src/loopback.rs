@@ -47,6 +47,9 @@ pub struct Listener {
     pub notes: Vec<String>,
     /// For an `https://` redirect URI: the server side of TLS.
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The configured redirect URI when it asked for any free port (port 0): a wait that times out then most
+    /// likely met a provider that matches redirect URIs exactly (issue 16), and says so.
+    random_port: Option<String>,
 }
 
 /// What the callback carried.
@@ -116,12 +119,13 @@ pub fn bind(redirect_uri: &str, tls: Option<TlsFiles<'_>>) -> Result<Listener> {
         vec![bind_one(redirect_uri, ip, port)?]
     };
     let actual = sockets[0].local_addr().map_err(|e| Error::interaction(format!("listener has no address: {e}")))?;
+    let random_port = (port == 0).then(|| redirect_uri.to_string());
     let redirect_uri = if port == 0 { with_port(redirect_uri, &u, actual.port()) } else { redirect_uri.to_string() };
     for s in &sockets {
         s.set_nonblocking(true).map_err(|e| Error::interaction(format!("cannot configure the listener: {e}")))?;
     }
     let hosts = allowed_hosts(&sockets, localhost, actual.port());
-    Ok(Listener { sockets, redirect_uri, path: u.path().to_string(), hosts, notes, tls })
+    Ok(Listener { sockets, redirect_uri, path: u.path().to_string(), hosts, notes, tls, random_port })
 }
 
 /// The TLS server side an `https://` redirect needs, or the error saying what to set.
@@ -276,9 +280,7 @@ impl Listener {
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::interaction(
-                    "timed out waiting for the browser login: run `mlflow-oidc login` again (`--timeout` waits longer)",
-                ));
+                return Err(self.timed_out());
             }
             if now.duration_since(last_tick) >= Duration::from_secs(1) {
                 tick(deadline - now);
@@ -309,6 +311,18 @@ impl Listener {
             if idle {
                 std::thread::sleep(Duration::from_millis(25));
             }
+        }
+    }
+
+    fn timed_out(&self) -> Error {
+        let m = "timed out waiting for the browser login: run `mlflow-oidc login` again (`--timeout` waits longer)";
+        match &self.random_port {
+            None => Error::interaction(m),
+            Some(configured) => Error::interaction(format!(
+                "{m}. With port 0 in redirect-uri ({configured}) the provider most likely refused the redirect URI \
+                 because it matches them exactly (its page in the browser says so): register the exact URI with a \
+                 fixed port at the provider, set that port in `redirect-uri`, and list fallbacks in `redirect-ports`"
+            )),
         }
     }
 

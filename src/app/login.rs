@@ -287,7 +287,7 @@ fn browser_login(
     for why in rejections {
         deps.note(format!("The pasted URL was refused: {why}"));
     }
-    let (callback, reply) = callback.map_err(|e| timeout_hint(e, c))?;
+    let (callback, reply) = callback?;
     match callback {
         Callback::Error { error, description } => {
             let error = crate::error::printable(&error);
@@ -327,21 +327,6 @@ fn check_iss(c: &ServerConfig, meta: &discovery::Metadata, iss: Option<&str>) ->
             c.issuer
         ))),
         _ => Ok(()),
-    }
-}
-
-/// A login that timed out with a random port (port 0) most likely met a provider that matches redirect URIs
-/// exactly: it showed the person an error page and never redirected (issue 16). Say so.
-fn timeout_hint(e: Error, c: &ServerConfig) -> Error {
-    let random_port = url::Url::parse(&c.redirect_uri).ok().and_then(|u| u.port()) == Some(0);
-    match e {
-        Error::Interaction(m) if random_port => Error::Interaction(format!(
-            "{m}. With port 0 in redirect-uri ({}) the provider most likely refused the redirect URI because it \
-             matches them exactly (its page in the browser says so): register the exact URI with a fixed port at \
-             the provider, set that port in `redirect-uri`, and list fallbacks in `redirect-ports`",
-            c.redirect_uri
-        )),
-        other => other,
     }
 }
 
