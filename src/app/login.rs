@@ -18,8 +18,9 @@ pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<
     let (resolved, store) = setup(flags, deps)?;
     let c = &resolved.server;
     let key = store::server_key(c);
+    let opts = opts(args);
     // An https redirect without TLS files cannot work: say so before asking the provider anything.
-    let device = opts(args).flow.unwrap_or(c.flow) == FlowChoice::Device;
+    let device = opts.flow.unwrap_or(c.flow) == FlowChoice::Device;
     if !c.is_machine() && !device {
         loopback::preflight(&c.redirect_uri, c.redirect_tls_files())?;
     }
@@ -33,7 +34,7 @@ pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<
         ));
         machine_grant(c, &provider, deps.now())?
     } else {
-        interactive_login(c, &provider, opts(args), deps)?
+        interactive_login(c, &provider, opts, deps)?
     };
     let set = require_kind(c, set)?;
     let lock = store.lock(&key, LOCK_TIMEOUT)?;
