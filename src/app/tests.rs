@@ -4,8 +4,7 @@
 //! the real `oidc-provider` stay in tests/.
 
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -67,41 +66,24 @@ struct ScriptedIdp {
 
 impl ScriptedIdp {
     fn start(script: impl Fn(&str, &str) -> (u16, String) + Send + 'static) -> ScriptedIdp {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        // tiny_http (the proxy's server) speaks the HTTP; the script only decides the answers.
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let issuer = format!("http://{}", server.server_addr().to_ip().unwrap());
         let seen: Seen = Arc::default();
         let (log, base) = (seen.clone(), issuer.clone());
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line);
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                let mut len = 0;
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = reader.read_exact(&mut body);
-                let body = String::from_utf8_lossy(&body).into_owned();
+            for mut req in server.incoming_requests() {
+                let path = req.url().to_string();
+                let mut body = String::new();
+                let _ = req.as_reader().read_to_string(&mut body);
                 let (status, reply) = if path == "/.well-known/openid-configuration" {
                     (200, discovery(&base))
                 } else {
                     log.lock().unwrap().push((path.clone(), body.clone()));
                     script(&path, &body)
                 };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                    reply.len()
-                );
+                let json = tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap();
+                let _ = req.respond(tiny_http::Response::from_string(reply).with_status_code(status).with_header(json));
             }
         });
         ScriptedIdp { issuer, seen }
