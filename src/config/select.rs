@@ -110,8 +110,18 @@ pub fn resolve(files: &[ConfigFile], env: &Env, flags: &Flags) -> Result<Resolve
         }
     };
 
-    let server = build::build_server(block, env, uri, uri_source)?;
-    Ok(Resolved { server, warnings, skipped: Vec::new() })
+    let untrusted = block
+        .filter(|b| !b.untrusted.is_empty())
+        .map(|b| Untrusted { file: b.file.clone(), keys: b.untrusted.clone() });
+    if let Some(u) = &untrusted {
+        warnings.push(u.warning());
+    }
+    // A key ignored for want of trust may be why the rest does not add up (a grant without its subject token).
+    let server = build::build_server(block, env, uri, uri_source).map_err(|e| match (e, &untrusted) {
+        (Error::Config(m), Some(u)) => Error::config(format!("{m}. Note: {}", u.warning())),
+        (e, _) => e,
+    })?;
+    Ok(Resolved { server, warnings, skipped: Vec::new(), untrusted })
 }
 
 fn no_match_error(target: &str, source: &Source, files: &[ConfigFile], known: &[String]) -> Error {
