@@ -989,7 +989,8 @@ fn workload_identity_cases() {
     std::fs::set_permissions(&loose_key, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let loose = f("loose.toml", &format!("client-assertion-key = \"{}\"", loose_key.display()));
     let exch = f("exch.toml", &format!("subject-token = \"file:{live_file}\""));
-    w.file("cmdproj/pyproject.toml", block(&base, "client-assertion = \"command:cat /etc/hostname\""));
+    let ran = w.s.path("cfg/command-ran");
+    w.file("cmdproj/pyproject.toml", block(&base, &format!("client-assertion = \"command:touch {}\"", ran.display())));
     let echo = |what: &str, token: &str| {
         let body = serde_json::json!({"error": what, "error_description": format!("rejected {token} {ESCAPE}")});
         Reply::json(if what == "invalid_client" { 401 } else { 400 }, body.to_string())
@@ -1023,10 +1024,12 @@ fn workload_identity_cases() {
         c("workload: a key file other users may write", &loose)
             .fails(2, &["refusing the client assertion key", "writable by other users", "chmod 600"])
             .after(never_requested(TOKEN)),
-        // Issue 21: ignored until trusted, so the client is a public one that needs a login.
+        // Issue 21: ignored until trusted, so the block is the public client already logged in: it refreshes,
+        // and the command never runs.
         case("workload: a command from a project's pyproject.toml", &tok)
             .cwd("cfg/cmdproj")
-            .fails(3, &["cfg/cmdproj/pyproject.toml", "`client-assertion`", "mlflow-oidc trust"]),
+            .succeeds(AT_NEW, &["cfg/cmdproj/pyproject.toml", "`client-assertion`", "mlflow-oidc trust"])
+            .after(move |_: &World, _: &Out| assert!(!ran.exists(), "the project's command ran")),
         c("workload: the provider rejects a federated assertion and echoes it", &fed)
             .setup(move |w: &World| w.fake.set(TOKEN, echo("invalid_client", &live2)))
             .fails(1, &["invalid_client", "federated credential", &live_file])
