@@ -326,6 +326,8 @@ fn a_command_source_runs_from_the_user_config_and_from_a_project_only_once_trust
     trust(&s);
     let token = s.mo(&["token"]).ok().trim().to_owned();
     support::verify_jwt(&idp.issuer, &token, AUDIENCE);
+    // A fresh platform token for the user config's client: the provider refuses a replayed assertion.
+    std::fs::write(token_file.path(), wl.mint(&format!("audience={}&iss=fed&sub=fed", idp.issuer))).unwrap();
 
     let s = Sandbox::new();
     s.write(
