@@ -72,9 +72,7 @@ pub enum Command {
     )]
     Proxy(ProxyArgs),
     /// Trust a project's pyproject.toml as it is now, so that it may use your key files, variables and commands
-    #[command(
-        after_help = "Examples:\n  mlflow-oidc trust                  trust the pyproject.toml found from here up\n  mlflow-oidc trust ../other/pyproject.toml\n  mlflow-oidc trust --list\n  mlflow-oidc trust --revoke\n\nA project file's keys that read, run, sign with or send something of yours (client-assertion-key,\nclient-assertion, subject-token, redirect-tls-cert, redirect-tls-key) are ignored until you trust that\nfile; a changed file must be trusted again. In CI, run `mlflow-oidc trust` as a step after the checkout."
-    )]
+    #[command(after_help = TRUST_AFTER_HELP)]
     Trust(TrustArgs),
     /// Print a shell completion script
     #[command(hide = true)]
@@ -181,6 +179,9 @@ pub struct LogoutArgs {
     #[arg(long)]
     pub end_session: bool,
 }
+
+/// `trust --help`'s epilogue; a test holds its list of keys to the settings table's `needs_trust` column.
+pub const TRUST_AFTER_HELP: &str = "Examples:\n  mlflow-oidc trust                  trust the pyproject.toml found from here up\n  mlflow-oidc trust ../other/pyproject.toml\n  mlflow-oidc trust --list\n  mlflow-oidc trust --revoke\n\nA project file's keys that read, run, sign with or send something of yours (client-assertion-key,\nclient-assertion, subject-token, redirect-tls-cert, redirect-tls-key) are ignored until you trust that\nfile; a changed file must be trusted again. In CI, run `mlflow-oidc trust` as a step after the checkout.";
 
 #[derive(Debug, Args)]
 pub struct TrustArgs {

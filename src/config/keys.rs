@@ -296,6 +296,8 @@ mod tests {
             ["client-assertion-key", "client-assertion", "subject-token", "redirect-tls-cert", "redirect-tls-key"]
         );
         assert!(SETTINGS.iter().filter(|s| s.scope != Scope::Block).all(|s| !s.needs_trust));
+        let help = crate::cli::TRUST_AFTER_HELP.replace('\n', " ");
+        assert!(marked.iter().all(|k| help.contains(&format!("{k},")) || help.contains(&format!("{k})"))), "{help}");
     }
 
     #[test]
