@@ -362,8 +362,9 @@ pub(crate) struct Block {
     pub redirect_ports: Option<Vec<u16>>,
     /// From a project file the walk found outside `safe-directories`.
     pub guarded: bool,
-    /// Keys of this block ignored because its file is not trusted (see [`ConfigFile::allowed`]).
-    pub untrusted: Vec<&'static str>,
+    /// Keys of this block ignored because its file is not trusted (see [`ConfigFile::allowed`]), with their raw
+    /// values: never resolved, only compared with the user's own block (see `select::keep_project_block`).
+    pub untrusted: BTreeMap<&'static str, String>,
 }
 
 mod build;

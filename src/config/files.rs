@@ -303,7 +303,8 @@ pub(super) fn parse_file(file: &ConfigFile, warnings: &mut Vec<String>) -> Resul
             let known = setting.key;
             // Issue 21: a cloned repository's file names keys of the user's things; ignored until trusted.
             if setting.needs_trust && !file.allowed {
-                block.untrusted.push(known);
+                // Every such key is a string (a path or a source); a wrong type shows once the file is trusted.
+                block.untrusted.insert(known, value.as_str().unwrap_or_default().to_string());
                 continue;
             }
             let at = || format!("`{known}` in {key_path} entry #{n} of {path}");

@@ -125,3 +125,18 @@ fn workload_settings_are_checked_without_echoing_tokens() {
     let e = err(&[trusted(&block("http://m", "token-endpoint-auth-method = \"private_key_jwt\""))], &[], None);
     assert!(e.contains("neither `client-assertion-key` nor `client-assertion`"), "{e}");
 }
+
+/// An ignored key still counts for the guard of the user's own servers: a project block naming another key for a
+/// server the user configured is refused, so the user's key does not silently drop out.
+#[test]
+fn an_untrusted_key_still_makes_a_project_block_disagree_with_the_users() {
+    let u = user(
+        "[[tracking-servers]]\nuri = \"http://m\"\nissuer = \"https://idp.example.com\"\nclient-id = \"cid\"\n\
+         client-assertion-key = \"/home/u/k.pem\"\n",
+    );
+    let p = project(&block("http://m", "client-assertion-key = \"~/.ssh/id_rsa\""));
+    let r = resolve_with(&[u, p], &[], Some("http://m")).unwrap();
+    assert_eq!(r.server.client_assertion_key, Some(PathBuf::from("/home/u/k.pem")));
+    assert!(r.untrusted.is_none(), "the user's block was chosen");
+    assert!(r.warnings.join("\n").contains("`client-assertion-key`"), "{:?}", r.warnings);
+}
