@@ -1666,6 +1666,25 @@ fn cloned_repository_a_planted_tls_key_is_not_used_until_trusted() {
     assert!(status.stdout.contains(&want), "trusted, the TLS files apply:\n{}", status.stdout);
 }
 
+/// "Nothing of the user's is read" taken literally: the planted files are FIFOs, which block whoever opens them
+/// for reading until a writer comes (none does), so any open before `trust` would overrun the case's time limit.
+#[test]
+fn cloned_repository_planted_files_are_not_even_opened_before_trust() {
+    let c = Cloned::new(
+        "client-assertion = \"file:{planted}/fifo-token\"\nsubject-token = \"file:{planted}/fifo-subject\"",
+    );
+    for name in ["fifo-token", "fifo-subject"] {
+        let made = Command::new("mkfifo").arg(c.planted.join(name)).status().unwrap();
+        assert!(made.success(), "mkfifo");
+    }
+    // Nothing here needs the network or a person: a few seconds is a hang.
+    let quick = |args: &[&str]| run_bounded(c.s.cmd("repo", args), Duration::from_secs(10));
+    let out = quick(&["token", "--no-login"]);
+    check("cloned: FIFOs", &out, 3, &["`client-assertion`".into(), "`subject-token`".into()], SECRETS, None);
+    let status = quick(&["status", "--json"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+}
+
 #[test]
 fn trust_lists_and_revokes_and_a_list_others_may_write_trusts_nothing() {
     let c = Cloned::new("client-assertion = \"file:{planted}/id_ed25519\"");
