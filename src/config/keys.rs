@@ -116,15 +116,16 @@ settings! {
     CLIENT_ASSERTION_KID = "client-assertion-kid", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION_KID", "client_assertion_kid",
         Kind::Str, Block, "a `kid:` line in the key file, else the RFC 7638 thumbprint",
         "The `kid` header of signed client assertions.";
-    CLIENT_ASSERTION = "client-assertion", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION", "client_assertion", Kind::Str, Block + TRUST,
-        "none", "A platform token sent as a federated client assertion: `file:PATH`, `env:NAME`, `github-actions` or `command:CMD`.";
+    CLIENT_ASSERTION = "client-assertion", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION", "client_assertion", Kind::Str,
+        Block + TRUST, "none", "A platform token sent as a federated client assertion: `file:PATH`, `env:NAME`, `github-actions` or `command:CMD`.";
     GITHUB_ACTIONS_AUDIENCE = "github-actions-audience", "MLFLOW_TRACKING_OIDC_GITHUB_ACTIONS_AUDIENCE",
         "github_actions_audience", Kind::Str, Block, "GitHub's default (the repository owner's URL)",
         "The `audience` asked of GitHub Actions' OIDC token service for `github-actions` sources.";
     GRANT = "grant", "MLFLOW_TRACKING_OIDC_GRANT", "grant",
         Kind::Choice(&["auto", "client-credentials", "token-exchange", "jwt-bearer"]), Block, "auto",
         "The grant of a machine client: `auto` is token-exchange with a `subject-token`, else client-credentials.";
-    SUBJECT_TOKEN = "subject-token", "MLFLOW_TRACKING_OIDC_SUBJECT_TOKEN", "subject_token", Kind::Str, Block + TRUST, "none",
+    SUBJECT_TOKEN = "subject-token", "MLFLOW_TRACKING_OIDC_SUBJECT_TOKEN", "subject_token", Kind::Str, Block + TRUST,
+        "none",
         "The token to exchange (RFC 8693) or assert (jwt-bearer): `file:PATH`, `env:NAME`, `github-actions` or `command:CMD`.";
     SUBJECT_TOKEN_TYPE = "subject-token-type", "MLFLOW_TRACKING_OIDC_SUBJECT_TOKEN_TYPE", "subject_token_type", Kind::Str,
         Block, "urn:ietf:params:oauth:token-type:jwt", "RFC 8693 `subject_token_type` of the subject token.";
