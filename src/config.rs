@@ -376,6 +376,16 @@ mod validate;
 mod view;
 
 pub use files::{Loaded, Skipped, load_sources, store_setting};
+
+/// The keys of a project file's blocks that wait for `mlflow-oidc trust` (for `trust` to say what it unlocks).
+pub fn keys_needing_trust(path: PathBuf, text: String) -> Result<Vec<&'static str>, crate::error::Error> {
+    let file = ConfigFile::new(path, FileKind::Project, text);
+    let mut keys: Vec<&'static str> =
+        files::parse_file(&file, &mut Vec::new())?.into_iter().flat_map(|b| b.untrusted.into_keys()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(keys)
+}
 pub use runtime::{StoreChoice, http_settings, keyring_timeout, store_choice};
 pub use select::{normalize_uri, resolve};
 pub use validate::{parse_bool, parse_duration, validate_issuer, validate_redirect_uri};

@@ -1569,7 +1569,7 @@ impl Cloned {
     /// `trust`, then the same file works: the provider issues a token to whatever it was sent.
     fn works_after_trust(&self) -> Out {
         let out = self.run(&["trust"]);
-        check("cloned: trust", &out, 0, &["trusted".into(), self.project()], SECRETS, None);
+        check("cloned: trust", &out, 0, &["trusted".into(), self.project(), "now apply".into()], SECRETS, None);
         self.fake.set(
             TOKEN,
             Reply::json(200, format!(r#"{{"access_token":"{AT_CC}","token_type":"Bearer","expires_in":3600}}"#)),

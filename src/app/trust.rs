@@ -52,11 +52,20 @@ pub(super) fn trust(flags: &Flags, args: &TrustArgs, deps: &mut Deps) -> Result<
     }
     let bytes = std::fs::read(&path)
         .map_err(|e| Error::config(format!("cannot read {}: {}", path.display(), crate::fsutil::io_reason(&e))))?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| Error::config(format!("{} is not valid UTF-8: not a pyproject.toml", path.display())))?;
+    // A file that does not parse is refused rather than trusted blind: what it would unlock is unknown.
+    let keys = config::keys_needing_trust(path.clone(), text)?;
     let entry = list.add(&path, &bytes);
     list.save()?;
+    let unlocks = if keys.is_empty() {
+        "it names none of the keys that need trust, so nothing changes yet".to_string()
+    } else {
+        format!("{} now apply", keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))
+    };
     deps.note(format!(
-        "trusted {} (sha256 {}): its settings that use your files, variables and keys now apply. \
-         A change to the file needs `mlflow-oidc trust` again; `mlflow-oidc trust --revoke` undoes this",
+        "trusted {} as it is now (sha256 {}): {unlocks}. A change to the file needs `mlflow-oidc trust` again; \
+         `mlflow-oidc trust --revoke` undoes this",
         entry.path.display(),
         &entry.sha256[..16]
     ));
