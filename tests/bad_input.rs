@@ -1810,3 +1810,18 @@ fn a_provider_echoing_basic_credentials_gets_them_redacted() {
     let out = w.run(&case("echo", &["-v", "token", "--no-login"]).arg(conf.to_str().unwrap()).arg("--config"));
     check("basic echo", &out, 1, &["invalid_client".into(), "<redacted>".into()], &[&b64, &url_safe], None);
 }
+
+/// A token stored before tokens were checked on arrival (or by hand) is checked again where it is printed.
+#[test]
+fn hostile_token_a_stored_token_with_cr_lf_is_not_printed() {
+    let w = World::new();
+    w.edit_entry(|v| {
+        v["tokens"]["access_token"] = "x\r\nX-Injected: yes".into();
+        v["tokens"]["access_expires_at"] = 4_000_000_000i64.into();
+    });
+    let out = w.run(&case("stored", &[]).arg("--no-login").arg("header").arg("--format").arg("token"));
+    check("a stored token with CR LF", &out, 1, &["not a valid bearer token".into(), "logout".into()], SECRETS, None);
+    assert!(!out.all().contains("X-Injected"), "{:?}", out.all());
+    w.restore();
+    w.credential_still_works("a stored token with CR LF");
+}
