@@ -36,6 +36,7 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the resolved configuration and who is logged in (no network unless --check)')
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set')
             [CompletionResult]::new('proxy', 'proxy', [CompletionResultType]::ParameterValue, 'Serve the tracking server on a loopback port, adding a fresh token to every request (any MLflow client)')
+            [CompletionResult]::new('trust', 'trust', [CompletionResultType]::ParameterValue, 'Trust a project''s pyproject.toml as it is now, so that it may use your key files, variables and commands')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -134,6 +135,20 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'mlflow-oidc;trust' {
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]')
+            [CompletionResult]::new('--store', '--store', [CompletionResultType]::ParameterName, 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]')
+            [CompletionResult]::new('--list', '--list', [CompletionResultType]::ParameterName, 'List the trusted files, and whether each still has the content that was trusted')
+            [CompletionResult]::new('--revoke', '--revoke', [CompletionResultType]::ParameterName, 'Stop trusting the file')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Explain what happens on stderr (tokens and secrets are never logged)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'mlflow-oidc;completions' {
             [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]')
@@ -165,6 +180,7 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the resolved configuration and who is logged in (no network unless --check)')
             [CompletionResult]::new('exec', 'exec', [CompletionResultType]::ParameterValue, 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set')
             [CompletionResult]::new('proxy', 'proxy', [CompletionResultType]::ParameterValue, 'Serve the tracking server on a loopback port, adding a fresh token to every request (any MLflow client)')
+            [CompletionResult]::new('trust', 'trust', [CompletionResultType]::ParameterValue, 'Trust a project''s pyproject.toml as it is now, so that it may use your key files, variables and commands')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -186,6 +202,9 @@ Register-ArgumentCompleter -Native -CommandName 'mlflow-oidc' -ScriptBlock {
             break
         }
         'mlflow-oidc;help;proxy' {
+            break
+        }
+        'mlflow-oidc;help;trust' {
             break
         }
         'mlflow-oidc;help;completions' {

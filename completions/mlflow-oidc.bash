@@ -43,6 +43,9 @@ _mlflow__oidc() {
             mlflow__oidc,token)
                 cmd="mlflow__oidc__subcmd__token"
                 ;;
+            mlflow__oidc,trust)
+                cmd="mlflow__oidc__subcmd__trust"
+                ;;
             mlflow__oidc__subcmd__help,completions)
                 cmd="mlflow__oidc__subcmd__help__subcmd__completions"
                 ;;
@@ -70,6 +73,9 @@ _mlflow__oidc() {
             mlflow__oidc__subcmd__help,token)
                 cmd="mlflow__oidc__subcmd__help__subcmd__token"
                 ;;
+            mlflow__oidc__subcmd__help,trust)
+                cmd="mlflow__oidc__subcmd__help__subcmd__trust"
+                ;;
             *)
                 ;;
         esac
@@ -77,7 +83,7 @@ _mlflow__oidc() {
 
     case "${cmd}" in
         mlflow__oidc)
-            opts="-v -h -V --server --config --store --verbose --help --version login token logout status exec proxy completions man help"
+            opts="-v -h -V --server --config --store --verbose --help --version login token logout status exec proxy trust completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -167,7 +173,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__help)
-            opts="login token logout status exec proxy completions man help"
+            opts="login token logout status exec proxy trust completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -293,6 +299,20 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__help__subcmd__token)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mlflow__subcmd__oidc__subcmd__help__subcmd__trust)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -471,6 +491,32 @@ _mlflow__oidc() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -W "auto keyring file memory" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mlflow__subcmd__oidc__subcmd__trust)
+            opts="-v -h -V --list --revoke --server --config --store --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --server)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -33,6 +33,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
             cand status 'Show the resolved configuration and who is logged in (no network unless --check)'
             cand exec 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set'
             cand proxy 'Serve the tracking server on a loopback port, adding a fresh token to every request (any MLflow client)'
+            cand trust 'Trust a project''s pyproject.toml as it is now, so that it may use your key files, variables and commands'
             cand completions 'Print a shell completion script'
             cand man 'Print the man page (roff)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -124,6 +125,19 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'mlflow-oidc;trust'= {
+            cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
+            cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
+            cand --store 'Where credentials are kept: auto (keyring, else file), keyring, file or memory [env: MLFLOW_OIDC_STORE]'
+            cand --list 'List the trusted files, and whether each still has the content that was trusted'
+            cand --revoke 'Stop trusting the file'
+            cand -v 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand --verbose 'Explain what happens on stderr (tokens and secrets are never logged)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'mlflow-oidc;completions'= {
             cand --server 'Tracking server URI to work on [default: MLFLOW_TRACKING_URI, or the only configured server]'
             cand --config 'Configuration file (pyproject.toml style or user config style) [env: MLFLOW_OIDC_CONFIG]'
@@ -153,6 +167,7 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
             cand status 'Show the resolved configuration and who is logged in (no network unless --check)'
             cand exec 'Run a command with MLFLOW_TRACKING_TOKEN and MLFLOW_TRACKING_URI set'
             cand proxy 'Serve the tracking server on a loopback port, adding a fresh token to every request (any MLflow client)'
+            cand trust 'Trust a project''s pyproject.toml as it is now, so that it may use your key files, variables and commands'
             cand completions 'Print a shell completion script'
             cand man 'Print the man page (roff)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -168,6 +183,8 @@ set edit:completion:arg-completer[mlflow-oidc] = {|@words|
         &'mlflow-oidc;help;exec'= {
         }
         &'mlflow-oidc;help;proxy'= {
+        }
+        &'mlflow-oidc;help;trust'= {
         }
         &'mlflow-oidc;help;completions'= {
         }

@@ -23,6 +23,7 @@ mod logout;
 mod proxy;
 mod status;
 mod token;
+mod trust;
 
 pub use login::LoginOpts;
 pub use token::{ValidToken, Want, valid_token};
@@ -75,13 +76,14 @@ impl Deps {
 
     /// A progress or warning line on stderr. Failing to write one is not worth failing the command for.
     pub fn note(&mut self, msg: impl AsRef<str>) {
-        let _ = writeln!(self.err, "{}", msg.as_ref());
+        // Warnings quote file names, claims and provider text: nothing in them may drive the terminal.
+        let _ = writeln!(self.err, "{}", crate::error::printable_lines(msg.as_ref()));
     }
 
     /// A `--verbose` line.
     pub fn debug(&mut self, msg: impl AsRef<str>) {
         if self.verbose {
-            let _ = writeln!(self.err, "mlflow-oidc: {}", msg.as_ref());
+            let _ = writeln!(self.err, "mlflow-oidc: {}", crate::error::printable_lines(msg.as_ref()));
         }
     }
 }
@@ -103,7 +105,7 @@ pub fn main_with(cli: Cli, deps: &mut Deps) -> u8 {
                 let _ = deps.out.flush();
             }
             let prefix = if deps.color_err { "\x1b[1;31merror:\x1b[0m" } else { "error:" };
-            let _ = writeln!(deps.err, "{prefix} {e}");
+            let _ = writeln!(deps.err, "{prefix} {}", crate::error::printable_lines(&e.to_string()));
             e.exit_code()
         }
     }
@@ -123,6 +125,7 @@ pub fn run(cli: Cli, deps: &mut Deps) -> Result<()> {
         Some(Command::Exec(args)) if args.proxy => proxy::exec(&flags, &args, deps),
         Some(Command::Exec(args)) => token::exec(&flags, &args, deps),
         Some(Command::Proxy(args)) => proxy::proxy(&flags, &args, deps),
+        Some(Command::Trust(args)) => trust::trust(&flags, &args, deps),
         Some(Command::Completions { shell }) => {
             let mut buf = Vec::new();
             crate::cli::completions(shell, &mut buf);
@@ -167,12 +170,14 @@ fn setup(flags: &Flags, deps: &mut Deps) -> Result<(Resolved, Store)> {
     Ok((resolved, store))
 }
 
-/// The config files, with one warning for each file skipped because another user could have written it.
+/// The config files, with one warning for each file skipped because another user could have written it, and
+/// each project file marked with whether the user trusted its content (issue 21).
 fn load_config(flags: &Flags, deps: &mut Deps) -> Result<config::Loaded> {
-    let loaded = config::load_sources(flags, &deps.env, deps.paths.user_config.as_deref())?;
+    let mut loaded = config::load_sources(flags, &deps.env, deps.paths.user_config.as_deref())?;
     for s in &loaded.skipped {
         deps.note(format!("warning: {}", s.warning));
     }
+    trust::mark_allowed(&mut loaded.files, deps)?;
     Ok(loaded)
 }
 

@@ -71,6 +71,9 @@ pub enum Command {
         after_help = "Examples:\n  mlflow-oidc exec --proxy -- java -jar train.jar\n  read -r MLFLOW_TRACKING_URI < <(mlflow-oidc proxy) && export MLFLOW_TRACKING_URI\n\nPrints the tracking URI to use (http://127.0.0.1:PORT/<capability>/) on one line, then serves until\nSIGINT or SIGTERM. The URI is a secret: whoever has it acts as you on the tracking server."
     )]
     Proxy(ProxyArgs),
+    /// Trust a project's pyproject.toml as it is now, so that it may use your key files, variables and commands
+    #[command(after_help = TRUST_AFTER_HELP)]
+    Trust(TrustArgs),
     /// Print a shell completion script
     #[command(hide = true)]
     Completions {
@@ -175,6 +178,22 @@ pub struct LogoutArgs {
     /// Also open the provider's end-session page to end the browser session (RP-initiated logout)
     #[arg(long)]
     pub end_session: bool,
+}
+
+/// `trust --help`'s epilogue; a test holds its list of keys to the settings table's `needs_trust` column.
+pub const TRUST_AFTER_HELP: &str = "Examples:\n  mlflow-oidc trust                  trust the pyproject.toml found from here up\n  mlflow-oidc trust ../other/pyproject.toml\n  mlflow-oidc trust --list\n  mlflow-oidc trust --revoke\n\nA project file's keys that read, run, sign with or send something of yours (client-assertion-key,\nclient-assertion, subject-token, redirect-tls-cert, redirect-tls-key) are ignored until you trust that\nfile; a changed file must be trusted again. In CI, run `mlflow-oidc trust` as a step after the checkout.";
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// The pyproject.toml (or its directory) [default: the one found walking up from the current directory]
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// List the trusted files, and whether each still has the content that was trusted
+    #[arg(long, conflicts_with_all = ["path", "revoke"])]
+    pub list: bool,
+    /// Stop trusting the file
+    #[arg(long)]
+    pub revoke: bool,
 }
 
 #[derive(Debug, Args)]

@@ -269,6 +269,10 @@ pub struct ConfigFile {
     /// A project file in a directory the user listed in `safe-directories`: its blocks may redirect a URI the
     /// user config also configures (see [`resolve`]).
     pub trusted: bool,
+    /// The user trusted this content (`mlflow-oidc trust`): its settings marked `needs_trust` are used. Always
+    /// true for the user config and `--config` files, which the user chose; a project file found by the walk
+    /// may be a repository just cloned (issue 21, as `direnv allow` and `mise trust`).
+    pub allowed: bool,
     /// The text parsed once: the walk, the servers and the store setting all read it (parsing is most of
     /// the cached `token` path's work on a typical pyproject.toml).
     parsed: std::cell::OnceCell<std::result::Result<toml::Table, toml::de::Error>>,
@@ -276,7 +280,13 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     pub fn new(path: PathBuf, kind: FileKind, text: String) -> Self {
-        ConfigFile { path, kind, text, trusted: false, parsed: std::cell::OnceCell::new() }
+        let allowed = kind != FileKind::Project;
+        ConfigFile { path, kind, text, trusted: false, allowed, parsed: std::cell::OnceCell::new() }
+    }
+
+    pub fn allowed(mut self, allowed: bool) -> Self {
+        self.allowed = allowed;
+        self
     }
 
     pub fn trusted(mut self, trusted: bool) -> Self {
@@ -310,14 +320,40 @@ pub struct Resolved {
     pub warnings: Vec<String>,
     /// Config files found but not used (filled by the caller from [`Loaded`]; `status` lists them).
     pub skipped: Vec<Skipped>,
+    /// The chosen block's file when it sets keys that wait for `mlflow-oidc trust` (ignored until then).
+    pub untrusted: Option<Untrusted>,
+}
+
+/// A project file whose settings that reach the user's files, variables or keys were ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untrusted {
+    pub file: PathBuf,
+    /// The keys ignored, in key order.
+    pub keys: Vec<&'static str>,
+}
+
+impl Untrusted {
+    /// The command that trusts the file.
+    pub fn command(&self) -> String {
+        format!("mlflow-oidc trust {}", crate::error::shell_word(&self.file.display().to_string()))
+    }
+
+    /// The one warning printed for it.
+    pub fn warning(&self) -> String {
+        format!(
+            "ignoring {} in {}: a project file may not use your files, variables or keys until you trust it. \
+             If you trust this file as it is now, run `{}`",
+            self.keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+            self.file.display(),
+            self.command()
+        )
+    }
 }
 
 /// One `tracking-servers` block, parsed and type-checked, values still raw.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Block {
     pub file: PathBuf,
-    /// What the file is: a project file may not name commands to run (`command:` sources).
-    pub kind: Option<FileKind>,
     pub uri: Option<String>,
     pub strings: BTreeMap<&'static str, String>,
     pub bools: BTreeMap<&'static str, bool>,
@@ -326,6 +362,9 @@ pub(crate) struct Block {
     pub redirect_ports: Option<Vec<u16>>,
     /// From a project file the walk found outside `safe-directories`.
     pub guarded: bool,
+    /// Keys of this block ignored because its file is not trusted (see [`ConfigFile::allowed`]), with their raw
+    /// values: never resolved, only compared with the user's own block (see `select::keep_project_block`).
+    pub untrusted: BTreeMap<&'static str, String>,
 }
 
 mod build;
@@ -337,6 +376,16 @@ mod validate;
 mod view;
 
 pub use files::{Loaded, Skipped, load_sources, store_setting};
+
+/// The keys of a project file's blocks that wait for `mlflow-oidc trust` (for `trust` to say what it unlocks).
+pub fn keys_needing_trust(path: PathBuf, text: String) -> Result<Vec<&'static str>, crate::error::Error> {
+    let file = ConfigFile::new(path, FileKind::Project, text);
+    let mut keys: Vec<&'static str> =
+        files::parse_file(&file, &mut Vec::new())?.into_iter().flat_map(|b| b.untrusted.into_keys()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(keys)
+}
 pub use runtime::{StoreChoice, http_settings, keyring_timeout, store_choice};
 pub use select::{normalize_uri, resolve};
 pub use validate::{parse_bool, parse_duration, validate_issuer, validate_redirect_uri};

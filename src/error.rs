@@ -118,7 +118,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Text from a provider or a request, made safe to print: control characters (terminal escapes) dropped,
 /// at most 300 characters.
 pub fn printable(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(300).collect()
+    s.chars().filter(|c| !unprintable(*c)).take(300).collect()
+}
+
+/// THE rule of what never reaches a terminal (issue 21): C0 and C1 controls (ESC, BEL, CR, LF, the 8-bit CSI
+/// and OSC introducers) and the Unicode bidirectional and invisible formatting characters that make a terminal
+/// show text other than what is there (CVE-2021-42574, "Trojan Source").
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// A message of ours for stderr, which may quote file names, claims and provider text: line breaks kept (our
+/// messages have some), everything else [`printable`] drops, dropped.
+pub fn printable_lines(s: &str) -> String {
+    s.chars().filter(|c| *c == '\n' || !unprintable(*c)).collect()
 }
 
 /// A short, lower-case reason for an I/O error, for messages that already name the file.
@@ -139,9 +153,9 @@ pub fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// `s` without control characters (terminal escapes, line breaks), whatever its length.
+/// `s` without control characters (terminal escapes, line breaks), whatever its length: [`printable`] untruncated.
 pub fn strip_controls(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).collect()
+    s.chars().filter(|c| !unprintable(*c)).collect()
 }
 
 /// What is wrong with a JSON document, without its values: serde's messages quote what they found
@@ -193,6 +207,14 @@ mod tests {
             e.to_string(),
             "not logged in to https://mlflow.example.com: run `mlflow-oidc login --server https://mlflow.example.com`"
         );
+    }
+
+    #[test]
+    fn nothing_a_terminal_obeys_is_printed() {
+        let hostile = "a\u{1b}]8;;https://evil\u{7}b\r\nc\u{9b}31m\u{202e}d\u{200b}e\u{85}f";
+        assert_eq!(printable(hostile), "a]8;;https://evilbc31mdef");
+        assert_eq!(strip_controls(hostile), "a]8;;https://evilbc31mdef");
+        assert_eq!(printable_lines(hostile), "a]8;;https://evilb\nc31mdef");
     }
 
     #[test]

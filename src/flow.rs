@@ -174,7 +174,7 @@ impl<'a> Flows<'a> {
             req = req.add_extra_param(*k, v.expose().clone());
         }
         let resp = req.request(http).map_err(|e| self.grant_error(http, "authorization code", e, &[code]))?;
-        let set = to_token_set(resp, now);
+        let set = to_token_set(resp, now, &self.config.issuer)?;
         self.check_id_token(&set, now, auth.nonce.as_deref(), None)?;
         Ok(set)
     }
@@ -202,7 +202,7 @@ impl<'a> Flows<'a> {
         }
         let shown: Vec<&str> = assertion.iter().map(|(_, v)| v.expose().as_str()).collect();
         let resp = req.request(http).map_err(|e| self.grant_error(http, "client credentials", e, &shown))?;
-        let set = to_token_set(resp, now);
+        let set = to_token_set(resp, now, &self.config.issuer)?;
         self.check_id_token(&set, now, None, None)?;
         Ok(set)
     }
@@ -227,7 +227,7 @@ impl<'a> Flows<'a> {
         }
         match req.request(http) {
             Ok(resp) => {
-                let mut set = to_token_set(resp, now);
+                let mut set = to_token_set(resp, now, &self.config.issuer)?;
                 self.check_id_token(&set, now, None, previous_id.map(|p| p.expose().as_str()))?;
                 // Providers that do not rotate return no refresh token (or an empty one): keep using the old one.
                 if set.refresh_token.is_none() {
@@ -397,10 +397,12 @@ pub fn auth_method(config: &ServerConfig, metadata: &Metadata) -> AuthMethod {
 /// Keep provider-supplied text printable and short.
 /// Provider text made printable, with our secrets (client secret, `extra`) redacted should it echo them.
 pub(crate) fn sanitize_with(config: &ServerConfig, s: &str, extra: &[&str]) -> String {
-    let mut secrets: Vec<&str> = extra.to_vec();
+    let mut forms: Vec<String> = extra.iter().flat_map(|x| crate::http::wire_forms(None, x)).collect();
     if let Some(secret) = &config.client_secret {
-        secrets.push(secret.expose());
+        forms.extend(crate::http::wire_forms(Some(&config.client_id), secret.expose()));
     }
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    let secrets: Vec<&str> = forms.iter().map(String::as_str).collect();
     crate::error::printable(&crate::error::redact(s, &secrets))
 }
 
@@ -422,13 +424,35 @@ pub fn check_endpoint(name: &str, url: &str) -> Result<()> {
     }
 }
 
-pub(crate) fn to_token_set(resp: TokenResponse, now: i64) -> TokenSet {
-    TokenSet {
+/// The tokens of a token response, each checked where it arrives (issue 21): an access, ID or refresh token
+/// that is not an RFC 6750 §2.1 `b64token` (visible ASCII letters, digits and `-._~+/`, then `=` padding) is
+/// refused, before anything is stored. A CR/LF would split `token --format header` into two headers, an ESC or
+/// BEL would reach the terminal that prints the token.
+pub(crate) fn to_token_set(resp: TokenResponse, now: i64, issuer: &str) -> Result<TokenSet> {
+    let set = TokenSet {
         access_token: Some(Secret::new(resp.access_token().secret().clone())),
         access_expires_at: resp.expires_in().map(|d| now.saturating_add(d.as_secs().min(10 * 365 * 86_400) as i64)),
         id_token: resp.extra_fields().id_token.clone().filter(|t| !t.is_empty()).map(Secret::new),
         refresh_token: resp.refresh_token().filter(|r| !r.secret().is_empty()).map(|r| Secret::new(r.secret().clone())),
         scope: resp.scopes().map(|s| s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")),
         obtained_at: now,
+    };
+    for (what, token) in [
+        ("an access token", &set.access_token),
+        ("an ID token", &set.id_token),
+        ("a refresh token", &set.refresh_token),
+    ] {
+        if let Some(t) = token
+            && !crate::token::is_b64token(t.expose())
+        {
+            return Err(Error::provider(format!(
+                "the provider {} returned {what} with characters a bearer token may not hold (RFC 6750 \
+                 §2.1: only visible ASCII letters, digits and -._~+/ then =; this one has spaces, line breaks, \
+                 control characters or non-ASCII text): refused, nothing was stored. Ask the provider's \
+                 administrator to check its token format",
+                crate::error::printable(issuer)
+            )));
+        }
     }
+    Ok(set)
 }

@@ -193,6 +193,29 @@ pub fn basic_auth(id: &str, secret: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(id), enc(secret))))
 }
 
+/// Every form `secret` takes on the wire, to redact from anything a provider echoes (issue 21): itself,
+/// form-urlencoded and percent-encoded (a form body), and with `client_id` the Basic credentials — base64 of
+/// `id:secret` with and without RFC 6749 §2.3.1's urlencoding, in the standard and URL-safe alphabets, padded
+/// or not. Longest first, so that no form is left half-redacted by a shorter one.
+pub fn wire_forms(client_id: Option<&str>, secret: &str) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let form = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>();
+    let percent = form.replace('+', "%20");
+    let mut out = vec![secret.to_string(), form.clone(), percent];
+    if let Some(id) = client_id {
+        let id_form = url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>();
+        for pair in [format!("{id}:{secret}"), format!("{id_form}:{form}")] {
+            for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+                out.push(engine.encode(&pair));
+            }
+        }
+    }
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
 impl oauth2::SyncHttpClient for Http {
     type Error = HttpError;
     fn call(&self, req: oauth2::HttpRequest) -> std::result::Result<oauth2::HttpResponse, HttpError> {
@@ -282,6 +305,21 @@ pub(crate) fn read_pem(path: &Path, what: &str) -> Result<Vec<Certificate<'stati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_wire_form_of_a_secret_is_known() {
+        let forms = wire_forms(Some("svc"), "S3C R3T-CLIENT=");
+        for f in ["S3C R3T-CLIENT=", "S3C+R3T-CLIENT%3D", "S3C%20R3T-CLIENT%3D"] {
+            assert!(forms.iter().any(|x| x == f), "{f}: {forms:?}");
+        }
+        // Basic credentials as sent (urlencoded first, RFC 6749 §2.3.1) and as a sloppier provider encodes them.
+        let sent = basic_auth("svc", "S3C R3T-CLIENT=");
+        assert!(forms.iter().any(|x| sent.ends_with(x.as_str())), "{sent}: {forms:?}");
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD.encode("svc:S3C R3T-CLIENT=");
+        assert!(forms.contains(&raw), "{raw}");
+        assert!(forms.windows(2).all(|w| w[0].len() >= w[1].len()), "longest first");
+    }
 
     #[test]
     fn loopback_hosts_in_every_spelling() {

@@ -70,7 +70,8 @@ pub fn config_text(c: &ServerConfig) -> String {
     let src = |k: &str| c.sources.get(k).map(|s| format!("  ({s})")).unwrap_or_default();
     let mut s = String::new();
     let mut line = |label: &str, value: &str, key: &str| {
-        s.push_str(&format!("{label:<15}{value}{}\n", src(key)));
+        // Values come from files a cloned repository may have written: printed through the one filter.
+        s.push_str(&format!("{label:<15}{}{}\n", strip_controls(value), strip_controls(&src(key))));
     };
     line("server:", c.uri.as_deref().unwrap_or("(none: environment-only configuration)"), "uri");
     line("issuer:", &c.issuer, "issuer");
@@ -119,7 +120,29 @@ pub fn skipped_json(skipped: &[Skipped]) -> Value {
 
 /// One `skipped: <file> (<why>)` line per config file found but not used.
 pub fn skipped_text(skipped: &[Skipped]) -> String {
-    skipped.iter().map(|s| format!("skipped: {} ({})\n", s.path.display(), s.why)).collect()
+    skipped.iter().map(|s| strip_controls(&format!("skipped: {} ({})", s.path.display(), s.why)) + "\n").collect()
+}
+
+/// The `untrusted` member of `status --json`: the project file whose keys wait for `mlflow-oidc trust`, or null.
+pub fn untrusted_json(u: Option<&crate::config::Untrusted>) -> Value {
+    u.map_or(
+        Value::Null,
+        |u| json!({ "file": u.file.display().to_string(), "ignored_keys": u.keys, "trust_command": u.command() }),
+    )
+}
+
+/// `untrusted: <file> ignores <keys>: run `mlflow-oidc trust <file>``, when a project file waits for trust.
+pub fn untrusted_text(u: Option<&crate::config::Untrusted>) -> String {
+    u.map_or(String::new(), |u| {
+        let line = format!(
+            "{:<15}{} ignores {} until you run `{}`",
+            "untrusted:",
+            u.file.display(),
+            u.keys.join(", "),
+            u.command()
+        );
+        strip_controls(&line) + "\n"
+    })
 }
 
 /// One token in the requested format. The token type is always `Bearer` (the plugin copied `bearer` verbatim).
@@ -211,9 +234,9 @@ impl LoginState {
             "token_kind": self.kind.as_str(),
             "expires_at": self.expires_at.map(rfc3339),
             "expires_in": self.expires_in,
-            "subject": c.and_then(|c| c.sub.clone()),
-            "username": c.and_then(|c| c.preferred_username.clone()),
-            "email": c.and_then(|c| c.email.clone()),
+            "subject": c.and_then(|c| c.sub.as_deref().map(strip_controls)),
+            "username": c.and_then(|c| c.preferred_username.as_deref().map(strip_controls)),
+            "email": c.and_then(|c| c.email.as_deref().map(strip_controls)),
             "refresh_token": self.refresh_token,
             "token_claims": self.sent.as_ref().map(|t| json!({
                 "iss": t.iss.as_deref().map(strip_controls),
@@ -232,7 +255,7 @@ impl LoginState {
             s.push_str(&store);
             return s;
         }
-        let who = self.claims.as_ref().and_then(Claims::who).unwrap_or("(unknown subject)");
+        let who = self.claims.as_ref().and_then(Claims::who).unwrap_or_else(|| "(unknown subject)".into());
         s.push_str(&format!("{:<15}{}\n", "logged in as:", who));
         if let (Some(at), Some(left)) = (self.expires_at, self.expires_in) {
             let state = if left > 0 { format!("valid for {}", human_duration(left)) } else { "expired".to_string() };

@@ -169,8 +169,13 @@ impl Claims {
     }
 
     /// The best human name for the subject: preferred_username, else email, else sub.
-    pub fn who(&self) -> Option<&str> {
-        self.preferred_username.as_deref().or(self.email.as_deref()).or(self.sub.as_deref())
+    /// Who the token is for, as printed: provider-chosen text, so through [`crate::error::printable`].
+    pub fn who(&self) -> Option<String> {
+        self.preferred_username
+            .as_deref()
+            .or(self.email.as_deref())
+            .or(self.sub.as_deref())
+            .map(crate::error::printable)
     }
 }
 
@@ -211,6 +216,13 @@ pub fn rfc3339(unix: i64) -> String {
 }
 
 /// Compare without an early exit, so timing does not reveal how much of a guessed state was right.
+/// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`. Every token we
+/// accept from a provider is one, so none can carry a line break into a header or an escape into a terminal.
+pub fn is_b64token(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -304,9 +316,19 @@ mod tests {
         let c = Claims::peek(&jwt(r#"{"exp":1.7e9,"sub":5,"preferred_username":"alice"}"#)).unwrap();
         assert_eq!(c.exp, Some(1_700_000_000));
         assert_eq!(c.sub, None);
-        assert_eq!(c.who(), Some("alice"));
+        assert_eq!(c.who().as_deref(), Some("alice"));
         assert!(Claims::peek("not-a-jwt").is_none());
         assert!(Claims::peek("a.!!!.c").is_none());
+    }
+
+    #[test]
+    fn only_b64tokens_pass() {
+        for ok in ["eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "a-b_c~d+e/f==", "2YotnFZFEjr1zCsicMWpAA"] {
+            assert!(is_b64token(ok), "{ok}");
+        }
+        for bad in ["", "===", "x\r\nX-Injected: yes", "a b", "a\u{1b}]52;c;x\u{7}", "tök", "a=b", "a\t"] {
+            assert!(!is_b64token(bad), "{bad:?}");
+        }
     }
 
     #[test]

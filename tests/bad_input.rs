@@ -989,7 +989,8 @@ fn workload_identity_cases() {
     std::fs::set_permissions(&loose_key, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let loose = f("loose.toml", &format!("client-assertion-key = \"{}\"", loose_key.display()));
     let exch = f("exch.toml", &format!("subject-token = \"file:{live_file}\""));
-    w.file("cmdproj/pyproject.toml", block(&base, "client-assertion = \"command:cat /etc/hostname\""));
+    let ran = w.s.path("cfg/command-ran");
+    w.file("cmdproj/pyproject.toml", block(&base, &format!("client-assertion = \"command:touch {}\"", ran.display())));
     let echo = |what: &str, token: &str| {
         let body = serde_json::json!({"error": what, "error_description": format!("rejected {token} {ESCAPE}")});
         Reply::json(if what == "invalid_client" { 401 } else { 400 }, body.to_string())
@@ -1023,9 +1024,12 @@ fn workload_identity_cases() {
         c("workload: a key file other users may write", &loose)
             .fails(2, &["refusing the client assertion key", "writable by other users", "chmod 600"])
             .after(never_requested(TOKEN)),
+        // Issue 21: ignored until trusted, so the block is the public client already logged in: it refreshes,
+        // and the command never runs.
         case("workload: a command from a project's pyproject.toml", &tok)
             .cwd("cfg/cmdproj")
-            .fails(2, &["cfg/cmdproj/pyproject.toml", "may not", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION"]),
+            .succeeds(AT_NEW, &["cfg/cmdproj/pyproject.toml", "`client-assertion`", "mlflow-oidc trust"])
+            .after(move |_: &World, _: &Out| assert!(!ran.exists(), "the project's command ran")),
         c("workload: the provider rejects a federated assertion and echoes it", &fed)
             .setup(move |w: &World| w.fake.set(TOKEN, echo("invalid_client", &live2)))
             .fails(1, &["invalid_client", "federated credential", &live_file])
@@ -1485,4 +1489,339 @@ fn callback_cases() {
     }
     assert!(failed.is_empty(), "{} of {n} callback cases failed (details above): {failed:#?}", failed.len());
     eprintln!("callback cases: {n}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A repository you cloned (issue 21). Its pyproject.toml is yours by owner and mode, so the file-trust rule lets it
+// through; what it may not do is spend your files, variables or keys until you run `mlflow-oidc trust` for its
+// content. The provider is the scripted one: it logs every request whole, which is how a test sees that a planted
+// marker was never sent (a real provider would refuse the unknown client first and keep no such log).
+
+/// What a planted key file holds (a platform-token-shaped string, so that it would be sent if read).
+const PLANTED_FILE: &str = "PLANTEDkeyfile7a1c";
+/// What a planted variable holds.
+const PLANTED_VAR: &str = "PLANTEDvariable3e9d";
+
+/// A sandbox with a cloned repository `repo/` whose block names the scripted provider, as the machine client
+/// [`CLIENT_ID_CONF`], plus `extra` lines (`{planted}` stands for the directory of the planted files).
+struct Cloned {
+    s: Sandbox,
+    fake: Fake,
+    planted: PathBuf,
+}
+
+impl Cloned {
+    fn new(extra: &str) -> Cloned {
+        let mut s = Sandbox::new();
+        let fake = Fake::start();
+        let planted = s.path("home/planted");
+        std::fs::create_dir_all(&planted).unwrap();
+        std::fs::write(planted.join("id_ed25519"), PLANTED_FILE).unwrap();
+        let extra = extra.replace("{planted}", planted.to_str().unwrap());
+        s.write(
+            "repo/pyproject.toml",
+            &format!(
+                "[project]\nname = \"cloned\"\n\n[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\n\
+                 issuer = \"{}\"\nclient-id = \"{CLIENT_ID_CONF}\"\nscope = \"openid\"\nuse-id-token = false\n{extra}\n",
+                fake.base
+            ),
+        );
+        s.set("MLFLOW_OIDC_STORE", "file");
+        s.set("BROWSER", "true");
+        s.set("MLFLOW_OIDC_HTTP_TIMEOUT", "5s");
+        s.set(PLANTED_VAR_NAME, PLANTED_VAR);
+        Cloned { s, fake, planted }
+    }
+
+    fn project(&self) -> String {
+        self.s.path("repo/pyproject.toml").to_str().unwrap().to_string()
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        run_bounded(self.s.cmd("repo", args), LIMIT)
+    }
+
+    /// Every byte the provider was sent, for marker searches.
+    fn sent(&self) -> String {
+        self.fake.requests().iter().map(|r| format!("{}\n{}\n{}\n", r.target, r.head, r.body)).collect()
+    }
+
+    /// Before `trust`: `token` runs without the planted keys (a public client with no login: exit 3), the warning
+    /// names the file, each key and the command, and nothing planted reached the provider or the output.
+    fn refuses_before_trust(&self, keys: &[&str], markers: &[&str]) {
+        let out = self.run(&["token", "--no-login"]);
+        let mut needles = vec![self.project(), format!("run `mlflow-oidc trust {}`", self.project())];
+        needles.extend(keys.iter().map(|k| format!("`{k}`")));
+        check("cloned: before trust", &out, 3, &needles, &[markers, SECRETS].concat(), None);
+        assert_eq!(out.stderr.matches("mlflow-oidc trust").count(), 1, "one warning:\n{}", out.stderr);
+        let sent = self.sent();
+        for m in markers {
+            assert!(!sent.contains(m), "the planted {m} reached the provider before `trust`:\n{sent}");
+        }
+        let status = self.run(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+        assert_eq!(v["untrusted"]["file"], self.project(), "{v}");
+        assert_eq!(v["untrusted"]["ignored_keys"], serde_json::json!(keys), "{v}");
+        let text = self.run(&["status"]);
+        assert!(text.stdout.contains("untrusted:") && text.stdout.contains(&self.project()), "{}", text.stdout);
+    }
+
+    /// `trust`, then the same file works: the provider issues a token to whatever it was sent.
+    fn works_after_trust(&self) -> Out {
+        let out = self.run(&["trust"]);
+        check("cloned: trust", &out, 0, &["trusted".into(), self.project(), "now apply".into()], SECRETS, None);
+        self.fake.set(
+            TOKEN,
+            Reply::json(200, format!(r#"{{"access_token":"{AT_CC}","token_type":"Bearer","expires_in":3600}}"#)),
+        );
+        let out = self.run(&["token", "--no-login"]);
+        check("cloned: after trust", &out, 0, &[], SECRETS, Some(AT_CC));
+        assert!(!out.stderr.contains("mlflow-oidc trust"), "no warning once trusted:\n{}", out.stderr);
+        out
+    }
+
+    /// A changed file is distrusted again: the warning is back and a renewal sends nothing planted.
+    fn distrusts_a_changed_file(&self, markers: &[&str]) {
+        let p = self.s.path("repo/pyproject.toml");
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        text.push_str("# a commit pulled later\n");
+        std::fs::write(&p, text).unwrap();
+        self.fake.clear();
+        let out = self.run(&["token", "--no-login", "--min-valid", "2h"]);
+        check("cloned: changed file", &out, 3, &[format!("run `mlflow-oidc trust {}`", self.project())], SECRETS, None);
+        let sent = self.sent();
+        for m in markers {
+            assert!(!sent.contains(m), "the planted {m} reached the provider from a changed file:\n{sent}");
+        }
+        let list = self.run(&["trust", "--list"]);
+        assert_eq!(list.stdout, format!("changed  {}\n", self.project()), "{}", list.stderr);
+    }
+}
+
+const PLANTED_VAR_NAME: &str = "AWS_SECRET_ACCESS_KEY";
+
+#[test]
+fn cloned_repository_a_planted_key_file_is_not_sent_until_trusted() {
+    let c = Cloned::new("client-assertion = \"file:{planted}/id_ed25519\"");
+    c.refuses_before_trust(&["client-assertion"], &[PLANTED_FILE]);
+    c.works_after_trust();
+    let sent = c.fake.requests().into_iter().filter_map(|r| r.form("client_assertion")).collect::<Vec<_>>();
+    assert_eq!(sent, [PLANTED_FILE], "trusted, the file is the client assertion");
+    c.distrusts_a_changed_file(&[PLANTED_FILE]);
+}
+
+#[test]
+fn cloned_repository_a_planted_variable_is_not_sent_until_trusted() {
+    let c = Cloned::new(&format!("subject-token = \"env:{PLANTED_VAR_NAME}\""));
+    c.refuses_before_trust(&["subject-token"], &[PLANTED_VAR]);
+    c.works_after_trust();
+    let sent = c.fake.requests().into_iter().filter_map(|r| r.form("subject_token")).collect::<Vec<_>>();
+    assert_eq!(sent, [PLANTED_VAR], "trusted, the variable is exchanged");
+    c.distrusts_a_changed_file(&[PLANTED_VAR]);
+}
+
+#[test]
+fn cloned_repository_a_planted_pem_key_signs_nothing_until_trusted() {
+    let c = Cloned::new("client-assertion-key = \"{planted}/id_rsa.pem\"");
+    let key = support::client_key("rsa", &c.planted.join("id_rsa.pem"));
+    let body = std::fs::read_to_string(&key.pem).unwrap().lines().nth(1).unwrap().to_owned();
+    c.refuses_before_trust(&["client-assertion-key"], &[&body]);
+    assert!(c.fake.requests().iter().all(|r| r.form("client_assertion").is_none()), "nothing signed before trust");
+    let out = c.works_after_trust();
+    assert!(!out.all().contains(&body), "the key was printed");
+    let signed = c.fake.requests().into_iter().filter_map(|r| r.form("client_assertion")).count();
+    assert_eq!(signed, 1, "trusted, the key signs the client assertion");
+    c.distrusts_a_changed_file(&[&body]);
+}
+
+#[test]
+fn cloned_repository_a_planted_tls_key_is_not_used_until_trusted() {
+    let c = Cloned::new(
+        "interactive = true\nredirect-uri = \"https://127.0.0.1:0/oauth2/callback\"\n\
+         redirect-tls-cert = \"{planted}/cert.pem\"\nredirect-tls-key = \"{planted}/key.pem\"",
+    );
+    std::fs::write(
+        c.planted.join("key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nPLANTEDtlskey\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let status = c.run(&["status"]);
+    check("cloned: tls status", &status, 0, &["redirect-tls-cert".into()], SECRETS, None);
+    assert!(status.stdout.contains("TLS not configured"), "the TLS files are ignored:\n{}", status.stdout);
+    let login = c.run(&["login", "--timeout", "5"]);
+    check(
+        "cloned: tls login",
+        &login,
+        2,
+        &["redirect-tls-cert".into(), format!("run `mlflow-oidc trust {}`", c.project())],
+        &["PLANTEDtlskey"],
+        None,
+    );
+    assert!(c.fake.requests().is_empty() || !c.sent().contains("PLANTED"), "{}", c.sent());
+    let v: serde_json::Value = serde_json::from_str(&c.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(v["untrusted"]["ignored_keys"], serde_json::json!(["redirect-tls-cert", "redirect-tls-key"]));
+    assert_eq!(c.run(&["trust"]).code, 0);
+    let status = c.run(&["status"]);
+    let want = format!("(TLS: {}/cert.pem + {}/key.pem)", c.planted.display(), c.planted.display());
+    assert!(status.stdout.contains(&want), "trusted, the TLS files apply:\n{}", status.stdout);
+}
+
+/// "Nothing of the user's is read" taken literally: the planted files are FIFOs, which block whoever opens them
+/// for reading until a writer comes (none does), so any open before `trust` would overrun the case's time limit.
+#[test]
+fn cloned_repository_planted_files_are_not_even_opened_before_trust() {
+    let c = Cloned::new(
+        "client-assertion = \"file:{planted}/fifo-token\"\nsubject-token = \"file:{planted}/fifo-subject\"",
+    );
+    for name in ["fifo-token", "fifo-subject"] {
+        let made = Command::new("mkfifo").arg(c.planted.join(name)).status().unwrap();
+        assert!(made.success(), "mkfifo");
+    }
+    // Nothing here needs the network or a person: a few seconds is a hang.
+    let quick = |args: &[&str]| run_bounded(c.s.cmd("repo", args), Duration::from_secs(10));
+    let out = quick(&["token", "--no-login"]);
+    check("cloned: FIFOs", &out, 3, &["`client-assertion`".into(), "`subject-token`".into()], SECRETS, None);
+    let status = quick(&["status", "--json"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+}
+
+#[test]
+fn trust_lists_and_revokes_and_a_list_others_may_write_trusts_nothing() {
+    let c = Cloned::new("client-assertion = \"file:{planted}/id_ed25519\"");
+    let none = c.run(&["trust", "--list"]);
+    check("trust --list empty", &none, 0, &["no project file is trusted".into()], SECRETS, None);
+    assert_eq!(c.run(&["trust"]).code, 0);
+    assert_eq!(c.run(&["trust", "--list"]).stdout, format!("trusted  {}\n", c.project()));
+    // The list is the user's alone: one other users may write is refused and trusts nothing.
+    let list = c.s.data_dir().join("trusted-projects.json");
+    std::fs::set_permissions(&list, PermissionsExt::from_mode(0o666)).unwrap();
+    let out = c.run(&["token", "--no-login"]);
+    check(
+        "trust list writable by others",
+        &out,
+        3,
+        &[list.to_str().unwrap().into(), "writable by other users".into()],
+        &[PLANTED_FILE],
+        None,
+    );
+    std::fs::set_permissions(&list, PermissionsExt::from_mode(0o600)).unwrap();
+    let out = c.run(&["trust", "--revoke"]);
+    check("trust --revoke", &out, 0, &["no longer trusting".into(), c.project()], SECRETS, None);
+    let out = c.run(&["token", "--no-login"]);
+    check("after revoke", &out, 3, &[format!("run `mlflow-oidc trust {}`", c.project())], &[PLANTED_FILE], None);
+    assert!(!c.sent().contains(PLANTED_FILE), "{}", c.sent());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Token text checked where it arrives (issue 21): a token that is not an RFC 6750 b64token would split a header
+// (`token --format header`) or drive the terminal that prints it. The scripted provider sends what no real one
+// will on demand. Each case: refused naming the provider, nothing stored, nothing raw on stdout or stderr.
+
+fn hostile_refresh(name: &'static str, field: &str, value: &str) {
+    let w = World::new();
+    let mut body = serde_json::json!({"access_token": AT_NEW, "token_type": "Bearer", "expires_in": 3600});
+    body[field] = value.into();
+    w.fake.set(TOKEN, Reply::json(200, body.to_string()));
+    let out = w.run(&case(name, &[]).arg("--no-login").arg("header").arg("--format").arg("token"));
+    check(name, &out, 1, &[w.fake.base.clone(), "RFC 6750".into(), "nothing was stored".into()], SECRETS, None);
+    for c in ['\r', '\u{1b}', '\u{7}'] {
+        assert!(!out.all().contains(c), "{name}: {c:?} printed: {:?}", out.all());
+    }
+    assert!(!out.all().contains("X-Injected") && !out.all().contains("pwned"), "{name}: {:?}", out.all());
+    assert_eq!(std::fs::read(&w.entry_path).unwrap(), w.entry, "{name}: the store was not touched");
+    w.restore();
+    w.credential_still_works(name);
+}
+
+#[test]
+fn hostile_token_an_access_token_with_cr_lf_is_refused() {
+    hostile_refresh("access token with CR LF", "access_token", "x\r\nX-Injected: yes");
+}
+
+#[test]
+fn hostile_token_an_id_token_with_an_osc_52_escape_is_refused() {
+    hostile_refresh("ID token with ESC and BEL", "id_token", "eyJ.\u{1b}]52;c;cHduZWQ=\u{7}.sig");
+}
+
+#[test]
+fn hostile_token_a_refresh_token_with_a_bel_is_refused() {
+    hostile_refresh("refresh token with BEL", "refresh_token", "rt\u{7}pwned");
+}
+
+#[test]
+fn hostile_token_an_access_token_with_a_space_is_refused() {
+    hostile_refresh("access token with a space", "access_token", "at pwned");
+}
+
+#[test]
+fn hostile_token_an_access_token_with_non_ascii_is_refused() {
+    hostile_refresh("access token with non-ASCII", "access_token", "at-pwned-\u{e9}\u{202e}");
+}
+
+#[test]
+fn hostile_token_a_client_credentials_token_with_lf_is_refused_and_nothing_stored() {
+    let w = World::new();
+    let conf = w.s.path("conf/pyproject.toml");
+    w.fake.set(TOKEN, Reply::json(200, r#"{"access_token":"a\nX-Injected: yes","token_type":"Bearer"}"#));
+    // Token entries only: taking the refresh lock leaves a `.lock` file, which holds nothing.
+    let entries = || {
+        let mut v: Vec<_> = std::fs::read_dir(w.s.tokens_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = entries();
+    let out = w.run(&case("cc", &["token", "--no-login"]).arg(conf.to_str().unwrap()).arg("--config"));
+    check("client credentials with LF", &out, 1, &[w.fake.base.clone(), "RFC 6750".into()], SECRETS, None);
+    assert_eq!(before, entries(), "nothing stored");
+}
+
+#[test]
+fn a_claim_with_an_osc_8_hyperlink_is_printed_without_its_escapes() {
+    let w = World::new();
+    w.fake.refresh_id_token(
+        serde_json::json!({"preferred_username": "\u{1b}]8;;https://evil.test\u{7}me\u{1b}]8;;\u{7}"}),
+    );
+    assert_eq!(w.run(&case("refresh", &["token", "--no-login"])).code, 0);
+    let out = w.run(&case("status", &["status"]));
+    check("status with an OSC 8 claim", &out, 0, &[], SECRETS, None);
+    assert!(out.stdout.contains("logged in as:  ]8;;https://evil.testme]8;;\n"), "{:?}", out.stdout);
+    assert!(!out.all().contains('\u{1b}') && !out.all().contains('\u{7}'), "{:?}", out.all());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Redaction covers encodings (issue 21): a provider echoing the request's Authorization header prints the client's
+// Basic credentials unless base64(`id:secret`) is redacted too.
+
+#[test]
+fn a_provider_echoing_basic_credentials_gets_them_redacted() {
+    use base64::Engine;
+    let w = World::new();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID_CONF}:{CLIENT_SECRET}"));
+    let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{CLIENT_ID_CONF}:{CLIENT_SECRET}"));
+    let desc = format!("bad credentials: Authorization: Basic {b64} ({url_safe})");
+    let body = serde_json::json!({"error": "invalid_client", "error_description": desc});
+    w.fake.set(TOKEN, Reply::json(401, body.to_string()));
+    let conf = w.s.path("conf/pyproject.toml");
+    let out = w.run(&case("echo", &["-v", "token", "--no-login"]).arg(conf.to_str().unwrap()).arg("--config"));
+    check("basic echo", &out, 1, &["invalid_client".into(), "<redacted>".into()], &[&b64, &url_safe], None);
+}
+
+/// A token stored before tokens were checked on arrival (or by hand) is checked again where it is printed.
+#[test]
+fn hostile_token_a_stored_token_with_cr_lf_is_not_printed() {
+    let w = World::new();
+    w.edit_entry(|v| {
+        v["tokens"]["access_token"] = "x\r\nX-Injected: yes".into();
+        v["tokens"]["access_expires_at"] = 4_000_000_000i64.into();
+    });
+    let out = w.run(&case("stored", &[]).arg("--no-login").arg("header").arg("--format").arg("token"));
+    check("a stored token with CR LF", &out, 1, &["not a valid bearer token".into(), "logout".into()], SECRETS, None);
+    assert!(!out.all().contains("X-Injected"), "{:?}", out.all());
+    w.restore();
+    w.credential_still_works("a stored token with CR LF");
 }

@@ -76,6 +76,9 @@ fn an_https_loopback_redirect_is_served_with_the_users_certificate_and_shown_by_
     let mut text = std::fs::read_to_string(s.path("proj/pyproject.toml")).unwrap();
     text.push_str("redirect-tls-cert = \"tls/cert.pem\"\nredirect-tls-key = \"tls/key.pem\"\nuse-id-token = false\n");
     s.write("proj/pyproject.toml", &text);
+    // The TLS files are the user's: a project file may name them once its user trusts it (issue 21).
+    let trusted = run_bounded(s.cmd("proj", &["trust"]), Duration::from_secs(30));
+    assert_eq!(trusted.code, 0, "{}", trusted.stderr);
     let status = run_bounded(s.cmd("proj", &["status"]), Duration::from_secs(30));
     assert!(status.stdout.contains("(TLS: ") && status.stdout.contains("cert.pem"), "{}", status.stdout);
 

@@ -339,8 +339,13 @@ fn status_json_login_and_store_members_are_pinned() {
         k.join(",")
     };
     let before: serde_json::Value = serde_json::from_str(s.mo(&["status", "--json"]).ok()).unwrap();
-    assert_eq!(keys(&before), "config,login,skipped,store");
+    assert_eq!(keys(&before), "config,login,skipped,store,untrusted");
     assert_eq!(before["skipped"], serde_json::json!([]), "config files not used (tests/security.rs fills it)");
+    assert_eq!(
+        before["untrusted"],
+        serde_json::Value::Null,
+        "a project file waiting for trust (bad_input.rs fills it)"
+    );
     assert_eq!(
         keys(&before["login"]),
         "email,expires_at,expires_in,logged_in,refresh_token,subject,token_claims,token_kind,username"

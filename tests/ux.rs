@@ -30,7 +30,7 @@ fn snapshot(name: &str, actual: &str) {
 #[test]
 fn help_of_every_subcommand_is_snapshotted() {
     let s = Sandbox::new();
-    for sub in ["", "login", "token", "exec", "logout", "status"] {
+    for sub in ["", "login", "token", "exec", "logout", "status", "trust"] {
         let mut args: Vec<&str> = if sub.is_empty() { vec![] } else { vec![sub] };
         args.push("--help");
         let out = s.mo(&args);

@@ -41,10 +41,18 @@ fn idp(clients: &[Value], workload: Option<&Workload>) -> Idp {
     Idp::start_with(&env)
 }
 
+/// A project whose block names a key or platform token source, trusted by its user (`mlflow-oidc trust`, issue
+/// 21) as anyone configuring workload identity in their own project does once.
 fn project(idp: &Idp, lines: &str) -> Sandbox {
     let mut s = Sandbox::with_server(SERVER, &idp.issuer, &format!("audience = \"{AUDIENCE}\"\n{lines}"));
     s.set("MLFLOW_OIDC_STORE", "file");
+    trust(&s);
     s
+}
+
+fn trust(s: &Sandbox) {
+    let out = s.mo(&["trust"]);
+    assert_eq!(out.code, 0, "trust: {}", out.stderr);
 }
 
 fn last_token_request(idp: &Idp) -> Value {
@@ -247,6 +255,7 @@ fn github_actions_stand_in_for_token_exchange_and_jwt_bearer() {
             idp.issuer
         ),
     );
+    trust(&s); // the file changed
     let token = s.mo(&["token", "--min-valid", "2h"]).ok().trim().to_owned();
     support::verify_jwt(&idp.issuer, &token, AUDIENCE);
     assert_eq!(last_token_request(&idp)["grant_type"], JWT_BEARER_GRANT);
@@ -301,17 +310,24 @@ fn token_exchange_of_an_env_variable_and_jwt_bearer_signed_with_the_clients_key(
 }
 
 #[test]
-fn a_command_source_runs_from_the_user_config_but_never_from_a_project() {
+fn a_command_source_runs_from_the_user_config_and_from_a_project_only_once_trusted() {
     let wl = Workload::start();
     let idp = idp(&[machine_client("fed", wl.jwks(), &["client_credentials"])], Some(&wl));
     let token_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token_file.path(), wl.mint(&format!("audience={}&iss=fed&sub=fed", idp.issuer))).unwrap();
     let lines = format!("client-id = \"fed\"\nclient-assertion = \"command:cat {}\"", token_file.path().display());
-    let s = project(&idp, &lines);
-    let out = s.mo(&["token"]);
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("pyproject.toml") && out.stderr.contains("may not"), "{}", out.stderr);
+    let mut s = Sandbox::with_server(SERVER, &idp.issuer, &format!("audience = \"{AUDIENCE}\"\n{lines}"));
+    s.set("MLFLOW_OIDC_STORE", "file");
+    // A cloned repository's command is not run: ignored with the command that trusts the file.
+    let out = s.mo(&["token", "--no-login"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("`client-assertion`") && out.stderr.contains("mlflow-oidc trust"), "{}", out.stderr);
     assert!(idp.token_requests().is_empty());
+    trust(&s);
+    let token = s.mo(&["token"]).ok().trim().to_owned();
+    support::verify_jwt(&idp.issuer, &token, AUDIENCE);
+    // A fresh platform token for the user config's client: the provider refuses a replayed assertion.
+    std::fs::write(token_file.path(), wl.mint(&format!("audience={}&iss=fed&sub=fed", idp.issuer))).unwrap();
 
     let s = Sandbox::new();
     s.write(

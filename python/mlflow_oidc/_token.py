@@ -323,6 +323,8 @@ class TokenSource:
                 code, problem = 1, str(e)
             if problem:
                 _logger.warning("mlflow-oidc plugin inactive for %s: %s", server, problem)
+            elif code == 0:
+                _warn_untrusted(server, out)
             self._configured[server] = code == 0
             return code == 0
 
@@ -388,3 +390,20 @@ def _failure_message(server: str, code: int, stderr: str) -> str:
 
 # The process-wide cache shared by the MLflow plugins and get_token().
 SOURCE = TokenSource()
+
+
+def _warn_untrusted(server: str, status_json: str) -> None:
+    """Say once that the project's pyproject.toml waits for `mlflow-oidc trust` (issue 21): in a notebook the
+    binary's own warning on stderr is never seen, and the keys it ignores are why a machine login fails."""
+    try:
+        untrusted = json.loads(status_json).get("untrusted")
+    except (ValueError, AttributeError):
+        return
+    if isinstance(untrusted, dict):
+        _logger.warning(
+            "mlflow-oidc for %s: %s ignores %s until you trust it: run `%s`",
+            server,
+            untrusted.get("file"),
+            ", ".join(str(k) for k in untrusted.get("ignored_keys") or []),
+            untrusted.get("trust_command"),
+        )

@@ -47,7 +47,7 @@ pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<
         .as_ref()
         .or(set.access_token.as_ref())
         .and_then(|t| Claims::peek(t.expose()))
-        .and_then(|cl| cl.who().map(str::to_string));
+        .and_then(|cl| cl.who());
     let until = set
         .expires_at(token_kind(c))
         .map(|e| format!(" (token valid until {})", crate::token::rfc3339(e)))

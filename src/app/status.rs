@@ -40,13 +40,17 @@ pub(super) fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Resul
             "login": login.json(),
             "store": login.store_json(),
             "skipped": output::skipped_json(&resolved.skipped),
+            "untrusted": output::untrusted_json(resolved.untrusted.as_ref()),
         });
         if let Some(checks) = &checks {
             v["checks"] = output::checks_json(checks);
         }
         write_out(deps, format!("{v}\n").as_bytes())?;
     } else {
-        let mut text = output::config_text(c) + &output::skipped_text(&resolved.skipped) + &login.text(c);
+        let mut text = output::config_text(c)
+            + &output::skipped_text(&resolved.skipped)
+            + &output::untrusted_text(resolved.untrusted.as_ref())
+            + &login.text(c);
         if let Some(checks) = &checks {
             text.push_str(&output::checks_text(checks, deps.color_out));
         }

@@ -16,6 +16,13 @@ pub(super) fn token(flags: &Flags, args: &TokenArgs, deps: &mut Deps) -> Result<
     let want = Want { min_valid: args.min_valid, no_login: args.no_login, login_timeout: args.timeout };
     let got = valid_token(flags, &want, deps)?;
     let token = got.tokens.token(got.kind).ok_or_else(|| Error::provider("no token to print"))?;
+    // Checked on arrival since issue 21; a token stored by an older version is checked here, where it is printed.
+    if !crate::token::is_b64token(token.expose()) {
+        return Err(Error::store(format!(
+            "the stored token for {} is not a valid bearer token (RFC 6750 §2.1): run `mlflow-oidc logout` and log in again",
+            got.config.display_name()
+        )));
+    }
     let text = output::render_token(
         args.format,
         token.expose(),

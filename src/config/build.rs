@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use super::keys::{self, Setting};
 use super::validate::{check_auth_param, check_resource, parse_bool, validate_issuer, validate_redirect_uri};
 use super::{
-    AuthMethod, Block, DEFAULT_REDIRECT_URI, DEFAULT_SCOPE, DEFAULT_SUBJECT_TOKEN_TYPE, FileKind, FlowChoice,
-    GrantChoice, ServerConfig, Source, TokenSource,
+    AuthMethod, Block, DEFAULT_REDIRECT_URI, DEFAULT_SCOPE, DEFAULT_SUBJECT_TOKEN_TYPE, FlowChoice, GrantChoice,
+    ServerConfig, Source, TokenSource,
 };
 use crate::env::Env;
 use crate::error::{Error, Result};
@@ -285,8 +285,9 @@ fn relative_to_file(p: String, src: &Source, block: Option<&Block>) -> PathBuf {
     }
 }
 
-/// `file:PATH`, `env:NAME`, `github-actions` or `command:CMD`. A command may come only from the user's own
-/// configuration or environment: a cloned repository's pyproject.toml must not run commands on `token`.
+/// `file:PATH`, `env:NAME`, `github-actions` or `command:CMD`. From a project file these arrive only once the
+/// user trusted it (issue 21; `needs_trust` in the settings table): a cloned repository's pyproject.toml must not
+/// read the user's files or variables, or run commands, on `mlflow-oidc token`.
 fn token_source(v: &str, src: &Source, block: Option<&Block>, env: &Env, s: &Setting) -> Result<TokenSource> {
     let at = describe(src, s);
     let v = v.trim();
@@ -310,15 +311,6 @@ fn token_source(v: &str, src: &Source, block: Option<&Block>, env: &Env, s: &Set
         });
     }
     if let Some(cmd) = v.strip_prefix("command:") {
-        if let (Source::File(file), Some(FileKind::Project)) = (src, block.and_then(|b| b.kind)) {
-            return Err(Error::config(format!(
-                "{at} names a command, which a project's pyproject.toml may not do ({}: a cloned repository must \
-                 not run commands on `mlflow-oidc token`); put this block in your user config \
-                 (~/.config/mlflow-oidc/config.toml) or set {}",
-                file.display(),
-                s.env
-            )));
-        }
         if cmd.trim().is_empty() {
             return Err(Error::config(format!("{at} is `command:` without a command: write command:CMD")));
         }

@@ -293,7 +293,7 @@ pub(super) fn parse_file(file: &ConfigFile, warnings: &mut Vec<String>) -> Resul
         let table = item.as_table().ok_or_else(|| {
             Error::config(format!("{key_path} entry #{n} in {path} must be a table, not {}", type_name(item)))
         })?;
-        let mut block = Block { file: file.path.clone(), kind: Some(file.kind), ..Block::default() };
+        let mut block = Block { file: file.path.clone(), ..Block::default() };
         for (key, value) in table {
             let Some(setting) = keys::block_setting(key) else {
                 let hint = keys::nearest_key(key).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
@@ -301,6 +301,12 @@ pub(super) fn parse_file(file: &ConfigFile, warnings: &mut Vec<String>) -> Resul
                 continue;
             };
             let known = setting.key;
+            // Issue 21: a cloned repository's file names keys of the user's things; ignored until trusted.
+            if setting.needs_trust && !file.allowed {
+                // Every such key is a string (a path or a source); a wrong type shows once the file is trusted.
+                block.untrusted.insert(known, value.as_str().unwrap_or_default().to_string());
+                continue;
+            }
             let at = || format!("`{known}` in {key_path} entry #{n} of {path}");
             match setting.kind {
                 Kind::Bool => {

@@ -64,16 +64,22 @@ pub struct Setting {
     pub kind: Kind,
     pub default: &'static str,
     pub scope: Scope,
+    /// From a project file, used only once the user trusts that file (`mlflow-oidc trust`): the setting makes
+    /// the binary read, run, sign with or send something of the user's (a file, a variable, a key, a command).
+    pub needs_trust: bool,
     pub doc: &'static str,
 }
 
 macro_rules! settings {
-    ($($name:ident = $key:literal, $env:literal, $field:literal, $kind:expr, $scope:ident, $default:literal, $doc:literal;)*) => {
-        $(pub const $name: &Setting =
-            &Setting { key: $key, env: $env, field: $field, kind: $kind, default: $default, scope: Scope::$scope, doc: $doc };)*
+    ($($name:ident = $key:literal, $env:literal, $field:literal, $kind:expr, $scope:ident $(+ $trust:ident)?, $default:literal, $doc:literal;)*) => {
+        $(pub const $name: &Setting = &Setting {
+            key: $key, env: $env, field: $field, kind: $kind, default: $default, scope: Scope::$scope,
+            needs_trust: false $(|| settings!(@trust $trust))?, doc: $doc,
+        };)*
         /// Every setting, in the order of the reference.
         pub const SETTINGS: &[&Setting] = &[$($name),*];
     };
+    (@trust TRUST) => { true };
 }
 
 settings! {
@@ -105,20 +111,21 @@ settings! {
         Block, "private_key_jwt with a key or assertion; else client_secret_basic, unless the provider lists only client_secret_post",
         "How a confidential client authenticates at the token endpoint.";
     CLIENT_ASSERTION_KEY = "client-assertion-key", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION_KEY", "client_assertion_key",
-        Kind::Path, Block, "none",
+        Kind::Path, Block + TRUST, "none",
         "PEM private key (RSA or EC P-256, unencrypted) signing private_key_jwt client assertions (RFC 7523); relative to the file.";
     CLIENT_ASSERTION_KID = "client-assertion-kid", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION_KID", "client_assertion_kid",
         Kind::Str, Block, "a `kid:` line in the key file, else the RFC 7638 thumbprint",
         "The `kid` header of signed client assertions.";
-    CLIENT_ASSERTION = "client-assertion", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION", "client_assertion", Kind::Str, Block,
-        "none", "A platform token sent as a federated client assertion: `file:PATH`, `env:NAME`, `github-actions` or `command:CMD` (`command:` not from a project file).";
+    CLIENT_ASSERTION = "client-assertion", "MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION", "client_assertion", Kind::Str,
+        Block + TRUST, "none", "A platform token sent as a federated client assertion: `file:PATH`, `env:NAME`, `github-actions` or `command:CMD`.";
     GITHUB_ACTIONS_AUDIENCE = "github-actions-audience", "MLFLOW_TRACKING_OIDC_GITHUB_ACTIONS_AUDIENCE",
         "github_actions_audience", Kind::Str, Block, "GitHub's default (the repository owner's URL)",
         "The `audience` asked of GitHub Actions' OIDC token service for `github-actions` sources.";
     GRANT = "grant", "MLFLOW_TRACKING_OIDC_GRANT", "grant",
         Kind::Choice(&["auto", "client-credentials", "token-exchange", "jwt-bearer"]), Block, "auto",
         "The grant of a machine client: `auto` is token-exchange with a `subject-token`, else client-credentials.";
-    SUBJECT_TOKEN = "subject-token", "MLFLOW_TRACKING_OIDC_SUBJECT_TOKEN", "subject_token", Kind::Str, Block, "none",
+    SUBJECT_TOKEN = "subject-token", "MLFLOW_TRACKING_OIDC_SUBJECT_TOKEN", "subject_token", Kind::Str, Block + TRUST,
+        "none",
         "The token to exchange (RFC 8693) or assert (jwt-bearer): `file:PATH`, `env:NAME`, `github-actions` or `command:CMD`.";
     SUBJECT_TOKEN_TYPE = "subject-token-type", "MLFLOW_TRACKING_OIDC_SUBJECT_TOKEN_TYPE", "subject_token_type", Kind::Str,
         Block, "urn:ietf:params:oauth:token-type:jwt", "RFC 8693 `subject_token_type` of the subject token.";
@@ -137,9 +144,9 @@ settings! {
     RESOURCE = "resource", "MLFLOW_TRACKING_OIDC_RESOURCE", "resource", Kind::List, Block, "none",
         "RFC 8707 resource indicators (absolute URIs), sent on authorization and token requests.";
     REDIRECT_TLS_CERT = "redirect-tls-cert", "MLFLOW_TRACKING_OIDC_REDIRECT_TLS_CERT", "redirect_tls_cert", Kind::Path,
-        Block, "none", "PEM certificate (chain) the loopback listener serves for an `https://` redirect URI.";
+        Block + TRUST, "none", "PEM certificate (chain) the loopback listener serves for an `https://` redirect URI.";
     REDIRECT_TLS_KEY = "redirect-tls-key", "MLFLOW_TRACKING_OIDC_REDIRECT_TLS_KEY", "redirect_tls_key", Kind::Path,
-        Block, "none", "The unencrypted PEM private key of `redirect-tls-cert`.";
+        Block + TRUST, "none", "The unencrypted PEM private key of `redirect-tls-cert`.";
     REDIRECT_PORTS = "redirect-ports", "MLFLOW_TRACKING_OIDC_REDIRECT_PORTS", "redirect_ports", Kind::Ports, Block,
         "none", "Loopback ports to try in order when the redirect URI's port is in use.";
     STORE = "store", "MLFLOW_OIDC_STORE", "", Kind::Choice(&["auto", "keyring", "file", "memory"]), User, "auto",
@@ -231,16 +238,28 @@ pub fn reference_markdown() -> String {
          `[[tool.mlflow-oidc-client.tracking-servers]]` block (a project's `pyproject.toml`, `--config`, or the user \
          config's `[[tracking-servers]]`), then the default. See [configuration](../configuration.md).\n\n\
          ## Server settings (in a block, or by environment variable)\n\n\
-         | key | variable | type | default | meaning |\n|---|---|---|---|---|\n",
+         A key marked **trust** makes mlflow-oidc read, run, sign with or send something of yours (a file, a \
+         variable, a key, a command). In a project's `pyproject.toml` it is ignored, with a warning, until you run \
+         `mlflow-oidc trust` for that file's current content; the environment, `--config` and the user config \
+         are always trusted. See [configuration](../configuration.md#trusting-a-project).\n\n\
+         | key | variable | type | default | project file | meaning |\n|---|---|---|---|---|---|\n",
     );
+    for st in block_settings() {
+        let trust = if st.needs_trust { "**trust**" } else { "yes" };
+        s.push_str(&format!(
+            "| `{}` | `{}` | {} | {} | {trust} | {} |\n",
+            st.key,
+            st.env,
+            st.kind.describe(),
+            st.default,
+            st.doc
+        ));
+    }
     let row = |s: &mut String, st: &Setting| {
         let key = if st.key.is_empty() { "—".to_string() } else { format!("`{}`", st.key) };
         let var = if st.env.is_empty() { "—".to_string() } else { format!("`{}`", st.env) };
         s.push_str(&format!("| {key} | {var} | {} | {} | {} |\n", st.kind.describe(), st.default, st.doc));
     };
-    for st in block_settings() {
-        row(&mut s, st);
-    }
     s.push_str(
         "\n## Process settings (user config top level, flag, or environment)\n\n\
          | key | variable | type | default | meaning |\n|---|---|---|---|---|\n",
@@ -268,6 +287,18 @@ mod tests {
             let want = format!("MLFLOW_TRACKING_OIDC_{}", s.key.to_ascii_uppercase().replace('-', "_"));
             assert_eq!(s.env, want, "{}", s.key);
         }
+    }
+
+    #[test]
+    fn keys_that_reach_the_users_things_need_trust() {
+        let marked: Vec<&str> = block_settings().filter(|s| s.needs_trust).map(|s| s.key).collect();
+        assert_eq!(
+            marked,
+            ["client-assertion-key", "client-assertion", "subject-token", "redirect-tls-cert", "redirect-tls-key"]
+        );
+        assert!(SETTINGS.iter().filter(|s| s.scope != Scope::Block).all(|s| !s.needs_trust));
+        let help = crate::cli::TRUST_AFTER_HELP.replace('\n', " ");
+        assert!(marked.iter().all(|k| help.contains(&format!("{k},")) || help.contains(&format!("{k})"))), "{help}");
     }
 
     #[test]

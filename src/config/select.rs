@@ -38,7 +38,8 @@ fn keep_project_block(b: &Block, user_blocks: &[Block], warnings: &mut Vec<Strin
     let differ: Vec<&str> = GUARDED_KEYS
         .iter()
         .copied()
-        .filter(|k| b.strings.get(k).is_some_and(|v| user.strings.get(k) != Some(v)))
+        // A key ignored for want of trust still counts: the user's own key must not silently drop out.
+        .filter(|k| b.strings.get(k).or(b.untrusted.get(k)).is_some_and(|v| user.strings.get(k) != Some(v)))
         .collect();
     if differ.is_empty() {
         return true;
@@ -110,8 +111,18 @@ pub fn resolve(files: &[ConfigFile], env: &Env, flags: &Flags) -> Result<Resolve
         }
     };
 
-    let server = build::build_server(block, env, uri, uri_source)?;
-    Ok(Resolved { server, warnings, skipped: Vec::new() })
+    let untrusted = block
+        .filter(|b| !b.untrusted.is_empty())
+        .map(|b| Untrusted { file: b.file.clone(), keys: b.untrusted.keys().copied().collect() });
+    if let Some(u) = &untrusted {
+        warnings.push(u.warning());
+    }
+    // A key ignored for want of trust may be why the rest does not add up (a grant without its subject token).
+    let server = build::build_server(block, env, uri, uri_source).map_err(|e| match (e, &untrusted) {
+        (Error::Config(m), Some(u)) => Error::config(format!("{m}. Note: {}", u.warning())),
+        (e, _) => e,
+    })?;
+    Ok(Resolved { server, warnings, skipped: Vec::new(), untrusted })
 }
 
 fn no_match_error(target: &str, source: &Source, files: &[ConfigFile], known: &[String]) -> Error {

@@ -113,7 +113,7 @@ impl Flows<'_> {
                 crate::error::parse_error(&e)
             ))
         })?;
-        let set = to_token_set(tr, now);
+        let set = to_token_set(tr, now, &self.config.issuer)?;
         self.check_id_token(&set, now, None, None)?;
         Ok(set)
     }

@@ -304,10 +304,14 @@ pub fn invocations(log: &Path) -> Vec<String> {
 
 /// A project whose block names `client_id` and `lines` and no secret, trusting the test CA, for access
 /// tokens with the proxy's audience.
+/// A project configuring workload identity, trusted by its user (`mlflow-oidc trust`, issue 21).
 pub fn workload_project(client_id: &str, lines: &str) -> Sandbox {
-    project(&format!(
+    let s = project(&format!(
         "client-id = \"{client_id}\"\naudience = \"{}\"\nca-bundle = \"{}\"\n{lines}",
         crate::support::AUDIENCE,
         stack().ca.display()
-    ))
+    ));
+    let out = s.mo(&["trust"]);
+    assert_eq!(out.code, 0, "trust: {}", out.stderr);
+    s
 }

@@ -42,7 +42,7 @@ FAKE = textwrap.dedent(
             print(json.dumps({{"error": {{"kind": kind, "message": msg, "exit_code": code}}}}))
             print("error: " + msg, file=sys.stderr)
         else:
-            print("{{}}")
+            print(json.dumps(ctl.get("status_json", {{}})))
         sys.exit(code)
     code = ctl.get("exit", 0)
     if "raw" in ctl:
@@ -258,6 +258,17 @@ class HeaderProvider(FakeBinaryCase):
             self.assertFalse(self.provider.in_context())
             self.assertFalse(self.provider.in_context())
         self.assertEqual(len(self.calls()), 1)
+
+    def test_a_project_file_waiting_for_trust_is_reported_once_with_the_command(self):
+        untrusted = {"file": "/p/pyproject.toml", "ignored_keys": ["subject-token"],
+                     "trust_command": "mlflow-oidc trust /p/pyproject.toml"}
+        self.control(status_json={"untrusted": untrusted})
+        with self.uri(SERVER), self.assertLogs("mlflow_oidc", logging.WARNING) as logs:
+            self.assertTrue(self.provider.in_context())
+            self.assertTrue(self.provider.in_context())
+        self.assertEqual(len(logs.output), 1)
+        self.assertIn("subject-token", logs.output[0])
+        self.assertIn("run `mlflow-oidc trust /p/pyproject.toml`", logs.output[0])
 
     def test_a_broken_configuration_is_reported_once(self):
         self.control(status_exit=2, status_kind="config",

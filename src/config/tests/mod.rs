@@ -10,6 +10,10 @@ const U: &str = "/home/u/.config/mlflow-oidc/config.toml";
 fn project(text: &str) -> ConfigFile {
     ConfigFile::new(PathBuf::from(P), FileKind::Project, text.to_string())
 }
+/// A project file the user trusted as it is (`mlflow-oidc trust`): its keys that reach the user's things apply.
+fn trusted(text: &str) -> ConfigFile {
+    project(text).allowed(true)
+}
 fn user(text: &str) -> ConfigFile {
     ConfigFile::new(PathBuf::from(U), FileKind::User, text.to_string())
 }
