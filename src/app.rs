@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use crate::browser::{Browser, SystemBrowser};
-use crate::cli::{Cli, Command, StatusArgs};
+use crate::cli::{Cli, Command, Format, StatusArgs, TokenArgs};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Flags, Resolved, ServerConfig};
 use crate::discovery::{self, Discovered};
@@ -89,7 +89,10 @@ impl Deps {
 /// Run one invocation and report its outcome; returns the process exit code.
 pub fn main_with(cli: Cli, deps: &mut Deps) -> u8 {
     // With --check, the JSON report is already on stdout when a check fails; the error goes to stderr only.
-    let json_errors = matches!(&cli.command, Some(Command::Status(StatusArgs { json: true, check: false })));
+    // `token --format json` too: the Python plugin reads its failures from this object, not from stderr (issue 24).
+    let json_errors = matches!(&cli.command, Some(Command::Status(StatusArgs { json: true, check: false })))
+        || matches!(&cli.command, Some(Command::Token(TokenArgs { format: Format::Json, .. })));
+    let server = cli.global.server.clone();
     match run(cli, deps) {
         // A closed stdout (`| head`) is the reader's choice, not our failure.
         Ok(()) => {
@@ -98,7 +101,7 @@ pub fn main_with(cli: Cli, deps: &mut Deps) -> u8 {
         }
         Err(e) => {
             if json_errors {
-                let obj = serde_json::json!({"error": {"kind": e.kind(), "message": e.to_string(), "exit_code": e.exit_code()}});
+                let obj = e.to_json(server.as_deref());
                 let _ = writeln!(deps.out, "{obj}");
                 let _ = deps.out.flush();
             }

@@ -407,3 +407,24 @@ fn an_unconfigured_server_has_its_own_error_kind() {
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "config");
 }
+
+/// The Python plugin's contract (issue 24): a failing `token --format json` prints the same JSON error object as
+/// `status --json`, with the kind, the exit code, the binary's message and the command to run next.
+#[test]
+fn a_failing_token_in_json_format_prints_the_error_object() {
+    let s = Sandbox::new();
+    s.write("proj/pyproject.toml", &pyproject("https://mlflow.example.com", ""));
+    let o = s.run("proj", &["token", "--format", "json", "--no-login"], &[]);
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    let v: serde_json::Value =
+        serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {}", o.stdout));
+    assert_eq!(v["error"]["kind"], "login_required");
+    assert_eq!(v["error"]["exit_code"], 3);
+    assert_eq!(v["error"]["hint"], "mlflow-oidc login --server https://mlflow.example.com");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(o.stderr.contains(message), "the same message on stderr: {}", o.stderr);
+
+    // The raw format keeps stdout for the token alone.
+    let o = s.run("proj", &["token", "--no-login"], &[]);
+    assert_eq!((o.code, o.stdout.as_str()), (3, ""), "{}", o.stderr);
+}
