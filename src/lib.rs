@@ -25,3 +25,4 @@ pub mod progress;
 pub mod proxy;
 pub mod store;
 pub mod token;
+pub mod warnings;
