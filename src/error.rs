@@ -79,6 +79,28 @@ impl Error {
             Error::PortInUse { .. } => "port_in_use",
         }
     }
+
+    /// The command that gets the caller past this error, when there is one (the message says it too).
+    /// `server` is the `--server` the command was given, which the command to run next repeats.
+    pub fn hint(&self, server: Option<&str>) -> Option<String> {
+        let arg = |s: &str| if s.is_empty() { String::new() } else { format!(" --server {}", shell_word(s)) };
+        match self {
+            Error::LoginRequired { server, .. } => Some(format!("mlflow-oidc login{}", arg(server))),
+            Error::Config(_) | Error::NoServer(_) => Some(format!("mlflow-oidc status{}", arg(server.unwrap_or("")))),
+            _ => None,
+        }
+    }
+
+    /// The error as `status --json` and `token --format json` print it on stdout: the contract the Python
+    /// plugin reads instead of scraping stderr (issue 24). Fields are only ever added.
+    pub fn to_json(&self, server: Option<&str>) -> serde_json::Value {
+        serde_json::json!({"error": {
+            "kind": self.kind(),
+            "exit_code": self.exit_code(),
+            "message": self.to_string(),
+            "hint": self.hint(server),
+        }})
+    }
 }
 
 impl fmt::Display for Error {
@@ -215,6 +237,23 @@ mod tests {
         assert_eq!(printable(hostile), "a]8;;https://evilbc31mdef");
         assert_eq!(strip_controls(hostile), "a]8;;https://evilbc31mdef");
         assert_eq!(printable_lines(hostile), "a]8;;https://evilb\nc31mdef");
+    }
+
+    #[test]
+    fn the_json_error_object_is_the_plugins_contract() {
+        let e = Error::login_required("https://m.example.com", "");
+        assert_eq!(
+            e.to_json(Some("m")).to_string(),
+            r#"{"error":{"exit_code":3,"hint":"mlflow-oidc login --server https://m.example.com","kind":"login_required","message":"not logged in to https://m.example.com: run `mlflow-oidc login --server https://m.example.com`"}}"#
+        );
+        assert_eq!(
+            Error::config("bad").to_json(Some("https://m.example.com")).to_string(),
+            r#"{"error":{"exit_code":2,"hint":"mlflow-oidc status --server https://m.example.com","kind":"config","message":"bad"}}"#
+        );
+        assert_eq!(
+            Error::network("cannot reach x").to_json(None).to_string(),
+            r#"{"error":{"exit_code":1,"hint":null,"kind":"network","message":"cannot reach x"}}"#
+        );
     }
 
     #[test]

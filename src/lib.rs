@@ -26,3 +26,4 @@ pub mod proxy;
 pub mod store;
 pub mod token;
 pub mod trust;
+pub mod warnings;

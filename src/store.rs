@@ -132,6 +132,8 @@ pub struct StoreSettings {
     /// Whether a session bus could exist (Linux without one skips the keyring at once).
     pub bus_available: bool,
     pub now: i64,
+    /// Where the store's warnings go (the command's one sink).
+    pub warnings: crate::warnings::Warnings,
 }
 
 /// The store the commands use: entries in 0600 files, refresh tokens in the keyring when it answers.
@@ -140,7 +142,7 @@ pub struct Store {
     settings: StoreSettings,
     secrets: Box<dyn SecretStore>,
     chosen: std::cell::OnceCell<(Backend, String)>,
-    warnings: std::cell::RefCell<Vec<String>>,
+    warnings: crate::warnings::Warnings,
     memory: std::cell::RefCell<std::collections::BTreeMap<String, Entry>>,
 }
 
@@ -149,20 +151,18 @@ use crate::keyring_store::SecretStore;
 impl Store {
     pub fn new(settings: StoreSettings, secrets: Box<dyn SecretStore>) -> Store {
         Store {
-            files: FileStore::new(settings.data_dir.join("tokens")),
+            files: FileStore::new(settings.data_dir.join("tokens"), settings.warnings.clone()),
+            warnings: settings.warnings.clone(),
             settings,
             secrets,
             chosen: std::cell::OnceCell::new(),
-            warnings: std::cell::RefCell::new(Vec::new()),
             memory: std::cell::RefCell::new(Default::default()),
         }
     }
 
-    /// Warnings produced so far (printed once by the caller).
+    /// Warnings not yet printed (the command's sink prints them; tests read them here).
     pub fn take_warnings(&self) -> Vec<String> {
-        let mut all = std::mem::take(&mut *self.files.notes.borrow_mut());
-        all.append(&mut self.warnings.borrow_mut());
-        all
+        self.warnings.take()
     }
 
     fn choice_path(&self) -> PathBuf {
@@ -227,7 +227,7 @@ impl Store {
         let mut f = match crate::fsutil::open_nofollow(&path) {
             Ok(f) => f,
             Err(e) if crate::fsutil::is_symlink_refusal(&e) => {
-                self.warnings.borrow_mut().push(format!("ignoring {}: a symbolic link, not followed", path.display()));
+                self.warnings.push(format!("ignoring {}: a symbolic link, not followed", path.display()));
                 return None;
             }
             Err(_) => return None,
@@ -236,7 +236,7 @@ impl Store {
         if let Ok(meta) = f.metadata()
             && let Some(why) = crate::fsutil::distrust(&meta)
         {
-            self.warnings.borrow_mut().push(format!("ignoring {}: {why}; delete it", path.display()));
+            self.warnings.push(format!("ignoring {}: {why}; delete it", path.display()));
             return None;
         }
         let mut bytes = Vec::new();
@@ -246,7 +246,7 @@ impl Store {
 
     fn fall_back(&self, reason: String) -> (Backend, String) {
         let dir = self.files.dir.display().to_string();
-        self.warnings.borrow_mut().push(format!(
+        self.warnings.push(format!(
             "the OS keyring is unavailable ({reason}); keeping credentials in {dir} (mode 0600) instead. \
              The keyring is asked again in a day; `--store keyring` switches back now"
         ));
@@ -269,14 +269,14 @@ impl Store {
             Ok(Some(text)) => match serde_json::from_str::<KeyringValue>(&text) {
                 Ok(v) => Ok(Some(v.refresh_token)),
                 Err(_) => {
-                    self.warnings.borrow_mut().push("the keyring entry is not ours or is corrupt; ignoring it".into());
+                    self.warnings.push("the keyring entry is not ours or is corrupt; ignoring it");
                     Ok(None)
                 }
             },
             Ok(None) => Ok(None),
             Err(e) if self.settings.mode == StoreMode::Keyring => Err(e),
             Err(e) => {
-                self.warnings.borrow_mut().push(format!("{e}; the refresh token there cannot be used now"));
+                self.warnings.push(format!("{e}; the refresh token there cannot be used now"));
                 Ok(None)
             }
         }
@@ -362,7 +362,7 @@ impl TokenStore for Store {
             match self.secrets.delete(&e.account(key)) {
                 Ok(d) => deleted |= d,
                 Err(err) if self.settings.mode == StoreMode::Keyring => return Err(err),
-                Err(err) => self.warnings.borrow_mut().push(format!("{err}; the keyring entry may remain")),
+                Err(err) => self.warnings.push(format!("{err}; the keyring entry may remain")),
             }
         }
         deleted |= self.files.delete(key, lock)?;

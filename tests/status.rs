@@ -407,3 +407,34 @@ fn an_unconfigured_server_has_its_own_error_kind() {
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "config");
 }
+
+/// The Python plugin's contract (issue 24): a failing `token --format json` prints the same JSON error object as
+/// `status --json`, with the kind, the exit code, the binary's message and the command to run next.
+#[test]
+fn a_failing_token_in_json_format_prints_the_error_object() {
+    let s = Sandbox::new();
+    s.write("proj/pyproject.toml", &pyproject("https://mlflow.example.com", ""));
+    let json = |o: &Out| -> serde_json::Value {
+        serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {}", o.stdout))
+    };
+
+    // The provider cannot be reached (example.com's issuer does not resolve here): a network error, no hint.
+    let o = s.run("proj", &["token", "--format", "json", "--no-login"], &[]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let v = json(&o);
+    assert_eq!((v["error"]["kind"].as_str(), v["error"]["exit_code"].as_i64()), (Some("network"), Some(1)));
+    assert!(v["error"]["hint"].is_null(), "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(o.stderr.contains(message), "the same message on stderr: {}", o.stderr);
+
+    // No server for the URI: the hint repeats the --server it was given.
+    let o = s.run("proj", &["--server", "https://other.example.com", "token", "--format", "json"], &[]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    let v = json(&o);
+    assert_eq!(v["error"]["kind"], "no_server");
+    assert_eq!(v["error"]["hint"], "mlflow-oidc status --server https://other.example.com");
+
+    // The raw format keeps stdout for the token alone.
+    let o = s.run("proj", &["token", "--no-login"], &[]);
+    assert_eq!((o.code, o.stdout.as_str()), (1, ""), "{}", o.stderr);
+}

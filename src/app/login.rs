@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::{Deps, LOCK_TIMEOUT, Provider, flush_store_warnings, machine_grant, require_kind, setup, token_kind};
+use super::Deps;
+use super::LOCK_TIMEOUT;
+use super::session::{Provider, Session, require_kind};
 use crate::cli::{FlowArg, LoginArgs};
 use crate::config::{Flags, FlowChoice, ServerConfig};
 use crate::discovery;
@@ -11,20 +13,18 @@ use crate::error::{Error, Result};
 use crate::flow::{DevicePoll, Flows};
 use crate::loopback::{self, Callback};
 use crate::progress::Countdown;
-use crate::store::{self, Entry, TokenStore};
+use crate::store::{Entry, TokenStore};
 use crate::token::{Claims, TokenSet};
 
 pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<()> {
-    let (resolved, store) = setup(flags, deps)?;
-    let c = &resolved.server;
-    let key = store::server_key(c);
+    let mut session = Session::open(flags, deps)?;
     let opts = opts(args);
+    let c = &session.server;
     // An https redirect without TLS files cannot work: say so before asking the provider anything.
     let device = opts.flow.unwrap_or(c.flow) == FlowChoice::Device;
     if !c.is_machine() && !device {
         loopback::preflight(&c.redirect_uri, c.redirect_tls_files())?;
     }
-    let provider = Provider::connect(c, deps)?;
     let set = if c.is_machine() {
         deps.note(format!(
             "Logging in to {} as client {} ({})…",
@@ -32,16 +32,16 @@ pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<
             c.client_id,
             c.machine_grant().as_str()
         ));
-        machine_grant(c, &provider, deps.now())?
+        session.machine_grant(deps)?
     } else {
-        interactive_login(c, &provider, opts, deps)?
+        let (c, provider) = session.connected(deps)?;
+        let set = interactive_login(c, provider, opts, deps)?;
+        require_kind(c, set)?
     };
-    let set = require_kind(c, set)?;
-    let lock = store.lock(&key, LOCK_TIMEOUT)?;
-    let saved = store.save(&key, &Entry::new(c, set.clone()), &lock);
+    let (c, store) = (&session.server, &session.store);
+    let lock = store.lock(&session.key, LOCK_TIMEOUT)?;
+    store.save(&session.key, &Entry::new(c, set.clone()), &lock)?;
     drop(lock);
-    flush_store_warnings(&store, deps);
-    saved?;
     let who = set
         .id_token
         .as_ref()
@@ -49,7 +49,7 @@ pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<
         .and_then(|t| Claims::peek(t.expose()))
         .and_then(|cl| cl.who());
     let until = set
-        .expires_at(token_kind(c))
+        .expires_at(session.kind())
         .map(|e| format!(" (token valid until {})", crate::token::rfc3339(e)))
         .unwrap_or_default();
     let refresh = match (set.refresh_token.is_some(), c.is_machine()) {

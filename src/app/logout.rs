@@ -1,26 +1,25 @@
 //! `logout`: revoke the refresh token (best effort, RFC 7009), point at the provider's end-session page, and
 //! forget the credentials locally whatever the provider says.
 
-use super::{Deps, LOCK_TIMEOUT, flush_store_warnings, http_for, load_config, open_store, setup};
+use super::session::{Session, http_for, store_only};
+use super::{Deps, LOCK_TIMEOUT};
 use crate::cli::LogoutArgs;
 use crate::config::{Flags, ServerConfig};
 use crate::discovery;
 use crate::error::Result;
 use crate::flow::ClientAuth;
-use crate::store::{self, Entry, LockGuard, Store, TokenStore};
+use crate::store::{Entry, LockGuard, Store, TokenStore};
 use crate::token::Secret;
 
 pub(super) fn logout(flags: &Flags, args: &LogoutArgs, deps: &mut Deps) -> Result<()> {
     if args.all {
-        let loaded = load_config(flags, deps)?;
-        let store = open_store(flags, &loaded.files, deps)?;
+        let store = store_only(flags, deps)?;
         let mut n = 0;
         for key in store.keys() {
             if logout_one(None, &store, &key, args, deps)? {
                 n += 1;
             }
         }
-        flush_store_warnings(&store, deps);
         deps.note(if n == 0 {
             "Not logged in to any server.".to_string()
         } else {
@@ -28,12 +27,9 @@ pub(super) fn logout(flags: &Flags, args: &LogoutArgs, deps: &mut Deps) -> Resul
         });
         return Ok(());
     }
-    let (resolved, store) = setup(flags, deps)?;
-    let c = &resolved.server;
-    let key = store::server_key(c);
-    let was = logout_one(Some(c), &store, &key, args, deps);
-    flush_store_warnings(&store, deps);
-    if was? {
+    let session = Session::open(flags, deps)?;
+    let c = &session.server;
+    if logout_one(Some(c), &session.store, &session.key, args, deps)? {
         deps.note(format!("Logged out of {}.", c.display_name()));
     } else {
         deps.note(format!("Not logged in to {}: nothing to do.", c.display_name()));
@@ -47,13 +43,13 @@ fn logout_one(c: Option<&ServerConfig>, store: &Store, key: &str, args: &LogoutA
     let entry = match store.load(key) {
         Ok(e) => e,
         Err(e) => {
-            deps.note(format!("warning: {e}"));
+            deps.warn(e.to_string());
             None
         }
     };
     if let Some(entry) = &entry {
         let rt = store.refresh_token(key, entry).unwrap_or_else(|e| {
-            deps.note(format!("warning: {e}"));
+            deps.warn(e.to_string());
             None
         });
         let issuer = c.map(|c| c.issuer.clone()).unwrap_or_else(|| entry.issuer.clone());
@@ -87,7 +83,7 @@ fn logout_one(c: Option<&ServerConfig>, store: &Store, key: &str, args: &LogoutA
                     }
                 }
             }
-            Err(e) => deps.note(format!("warning: {e}; the credentials are deleted locally anyway")),
+            Err(e) => deps.warn(format!("{e}; the credentials are deleted locally anyway")),
         }
     }
     store.delete(key, &lock)
@@ -119,8 +115,8 @@ fn revoke_and_find_end_session(
         (None, None) => discovery::authorization_server_metadata(&http, issuer).and_then(|m| m.revocation_endpoint),
     };
     let Some(endpoint) = endpoint else {
-        deps.note(format!(
-            "warning: the provider {issuer} advertises no revocation endpoint (set `revocation-endpoint` in the server \
+        deps.warn(format!(
+            "the provider {issuer} advertises no revocation endpoint (set `revocation-endpoint` in the server \
              block if it has one); the refresh token stays valid at the provider until it expires"
         ));
         return Ok((false, end_session));

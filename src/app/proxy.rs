@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::{Deps, ValidToken, Want, setup, valid_token, write_out};
+use super::session::Session;
+use super::{Deps, ValidToken, Want, valid_token, write_out};
 use crate::cli::{ExecArgs, ProxyArgs};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Flags, keys};
@@ -19,17 +20,19 @@ const GRACE: Duration = Duration::from_secs(10);
 
 pub(super) fn proxy(flags: &Flags, args: &ProxyArgs, deps: &mut Deps) -> Result<()> {
     let want = Want { min_valid: None, no_login: args.no_login, login_timeout: args.timeout };
+    // One session for the proxy's lifetime: renewals reuse its configuration, store and provider.
+    let mut session = Session::open(flags, deps)?;
     // A first token before the URI is printed (a login when one is needed and possible); without one the proxy
     // still starts, and answers clients with what to do until a token can be had.
-    let first = match valid_token(flags, &want, deps) {
+    let first = match valid_token(&mut session, &want, deps) {
         Ok(got) => Some(got),
         Err(e @ (Error::Config(_) | Error::NoServer(_))) => return Err(e),
         Err(e) => {
-            deps.note(format!("warning: {e}; the proxy starts anyway and tells MLflow clients so"));
+            deps.warn(format!("{e}; the proxy starts anyway and tells MLflow clients so"));
             None
         }
     };
-    let running = start(flags, args.listen, args.allow_non_loopback, first, deps)?;
+    let running = start(&session, args.listen, args.allow_non_loopback, first, deps)?;
     let stop = on_signals(&running.cell)?;
     write_out(deps, format!("{}\n", running.proxy.uri().expose()).as_bytes())?;
     deps.note(format!(
@@ -37,22 +40,23 @@ pub(super) fn proxy(flags: &Flags, args: &ProxyArgs, deps: &mut Deps) -> Result<
         running.upstream,
         running.proxy.local_addr()
     ));
-    renew_until_closed(&running.cell, &running.server, flags, deps);
+    renew_until_closed(&running.cell, &running.server, &mut session, deps);
     let _ = stop;
     deps.debug("proxy: stopping");
     if !running.proxy.shutdown(GRACE) {
-        deps.note(format!("warning: requests still running after {} s were cut off", GRACE.as_secs()));
+        deps.warn(format!("requests still running after {} s were cut off", GRACE.as_secs()));
     }
     Ok(())
 }
 
 /// `exec --proxy -- COMMAND`: the command gets `MLFLOW_TRACKING_URI` = the proxy's URI and no
-/// `MLFLOW_TRACKING_TOKEN`; the proxy stops when it exits, with its exit code.
-pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()> {
+/// `MLFLOW_TRACKING_TOKEN`; the proxy stops when it exits, and its exit code is ours.
+pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<u8> {
     let want = Want { min_valid: args.min_valid, no_login: args.no_login, login_timeout: args.timeout };
-    let got = valid_token(flags, &want, deps)?;
+    let mut session = Session::open(flags, deps)?;
+    let got = valid_token(&mut session, &want, deps)?;
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let running = start(flags, listen, false, Some(got), deps)?;
+    let running = start(&session, listen, false, Some(got), deps)?;
     let (program, rest) = args
         .command
         .split_first()
@@ -60,6 +64,7 @@ pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()
     let mut cmd = std::process::Command::new(program);
     // The capability travels in the environment only, never in argv (which every local user can read).
     cmd.args(rest).env("MLFLOW_TRACKING_URI", running.proxy.uri().expose()).env_remove("MLFLOW_TRACKING_TOKEN");
+    deps.note(""); // Warnings out before the command's own output.
     let _ = deps.out.flush();
     let _ = deps.err.flush();
     let mut child = cmd.spawn().map_err(|e| {
@@ -88,24 +93,22 @@ pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()
         cell.close();
         status
     });
-    renew_until_closed(&running.cell, &running.server, flags, deps);
-    let status = waiter.join().map_err(|_| Error::config("the command's waiter thread panicked"))?;
-    let status = status.map_err(|e| Error::io(format!("cannot wait for `{}`", program.to_string_lossy()), e))?;
+    renew_until_closed(&running.cell, &running.server, &mut session, deps);
+    let waited = waiter.join().unwrap_or_else(|_| Err(std::io::Error::other("the waiting thread panicked")));
+    let status = waited.map_err(|e| Error::io(format!("cannot wait for `{}`", program.to_string_lossy()), e))?;
     running.proxy.shutdown(GRACE);
-    let _ = deps.out.flush();
-    let _ = deps.err.flush();
-    std::process::exit(exit_code(&status));
+    Ok(exit_code(&status))
 }
 
-fn exit_code(status: &std::process::ExitStatus) -> i32 {
+fn exit_code(status: &std::process::ExitStatus) -> u8 {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
         if let Some(sig) = status.signal() {
-            return 128 + sig;
+            return (128 + sig).clamp(0, 255) as u8;
         }
     }
-    status.code().unwrap_or(1)
+    status.code().map_or(1, |c| c.clamp(0, 255) as u8)
 }
 
 struct Running {
@@ -117,7 +120,7 @@ struct Running {
 }
 
 fn start(
-    flags: &Flags,
+    session: &Session,
     listen: SocketAddr,
     allow_remote: bool,
     first: Option<ValidToken>,
@@ -139,15 +142,12 @@ fn start(
                  URI acts as you); pass --allow-non-loopback to do it anyway"
             )));
         }
-        deps.note(format!(
-            "warning: listening on {listen}, which other machines may reach: whoever learns the printed URI \
+        deps.warn(format!(
+            "listening on {listen}, which other machines may reach: whoever learns the printed URI \
              acts as you on the tracking server"
         ));
     }
-    let config = match &first {
-        Some(got) => got.config.clone(),
-        None => setup(flags, deps)?.0.server,
-    };
+    let config = &session.server;
     let uri = config.uri.clone().ok_or_else(|| {
         Error::config(format!(
             "no tracking server URI for {}: set `uri` in its block, MLFLOW_TRACKING_URI or --server",
@@ -199,11 +199,12 @@ fn on_signals(cell: &Arc<TokenCell>) -> Result<std::thread::JoinHandle<()>> {
     }))
 }
 
-/// The renewer: `valid_token` with the held token's remaining life as `min_valid`, never a login.
-fn renew_until_closed(cell: &TokenCell, server: &str, flags: &Flags, deps: &mut Deps) {
+/// The renewer: `valid_token` through the proxy's one session, with the held token's remaining life as
+/// `min_valid`, never a login.
+fn renew_until_closed(cell: &TokenCell, server: &str, session: &mut Session, deps: &mut Deps) {
     cell.serve_renewals(&mut |min_valid| {
         let want = Want { min_valid, no_login: true, login_timeout: 0 };
-        match valid_token(flags, &want, deps) {
+        match valid_token(session, &want, deps) {
             Ok(got) => {
                 deps.debug(format!("proxy: token renewed, valid for {} s", got.expires_at - deps.now()));
                 fresh_of(got).ok_or_else(|| Failure { kind: FailureKind::Other, message: "no token".into() })

@@ -1,21 +1,22 @@
 //! `status` and `status --check`: the configuration with the source of each value, who is logged in and until
 //! when, where the credentials are, and (with `--check`) whether the provider can serve this configuration.
 
-use super::{Deps, flush_store_warnings, http_for, setup, token_kind, write_out};
+use super::session::{Session, http_for};
+use super::{Deps, write_out};
 use crate::cli::StatusArgs;
 use crate::config::Flags;
 use crate::error::{Error, Result};
 use crate::output;
-use crate::store::{self, TokenStore};
+use crate::store::TokenStore;
 
 pub(super) fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Result<()> {
-    let (resolved, store) = setup(flags, deps)?;
-    let c = &resolved.server;
+    let session = Session::open(flags, deps)?;
+    let (c, store) = (&session.server, &session.store);
     let now = deps.now();
-    let entry = match store.load(&store::server_key(c)) {
+    let entry = match store.load(&session.key) {
         Ok(e) => e,
         Err(e) => {
-            deps.note(format!("warning: {e}"));
+            deps.warn(e.to_string());
             None
         }
     };
@@ -23,12 +24,11 @@ pub(super) fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Resul
         .as_ref()
         .is_some_and(|e| e.tokens.refresh_token.is_some() || e.refresh_token_in.as_deref() == Some("keyring"));
     let (backend, why) = store.backend();
-    flush_store_warnings(&store, deps);
     let store_info = output::StoreInfo { backend: backend.as_str(), location: store.describe(), reason: why };
     let login = output::LoginState::new(
         entry.as_ref().map(|e| &e.tokens),
         rt_held,
-        token_kind(c),
+        session.kind(),
         now,
         c.is_machine(),
         store_info,
@@ -39,8 +39,8 @@ pub(super) fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Resul
             "config": output::config_json(c),
             "login": login.json(),
             "store": login.store_json(),
-            "skipped": output::skipped_json(&resolved.skipped),
-            "untrusted": output::untrusted_json(resolved.untrusted.as_ref()),
+            "skipped": output::skipped_json(&session.skipped),
+            "untrusted": output::untrusted_json(session.untrusted.as_ref()),
         });
         if let Some(checks) = &checks {
             v["checks"] = output::checks_json(checks);
@@ -48,8 +48,8 @@ pub(super) fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Resul
         write_out(deps, format!("{v}\n").as_bytes())?;
     } else {
         let mut text = output::config_text(c)
-            + &output::skipped_text(&resolved.skipped)
-            + &output::untrusted_text(resolved.untrusted.as_ref())
+            + &output::skipped_text(&session.skipped)
+            + &output::untrusted_text(session.untrusted.as_ref())
             + &login.text(c);
         if let Some(checks) = &checks {
             text.push_str(&output::checks_text(checks, deps.color_out));

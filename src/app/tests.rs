@@ -10,9 +10,10 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::Deps;
 use super::login::{LoginOpts, interactive_login};
+use super::session::{Provider, Session};
 use super::token::obtain;
-use super::{Deps, Provider};
 use crate::browser::Browser;
 use crate::clock::FakeClock;
 use crate::config::{self, FlowChoice, ServerConfig, StoreMode};
@@ -136,6 +137,7 @@ fn world() -> World {
         verbose: true,
         color_err: false,
         color_out: false,
+        warnings: Default::default(),
     };
     World { deps, err, _dir: dir, data }
 }
@@ -154,8 +156,14 @@ fn server(issuer: &str, secret: Option<&str>) -> ServerConfig {
 }
 
 fn store(data: &Path, mode: StoreMode, keyring_fails: bool) -> Store {
-    let settings =
-        StoreSettings { mode, mode_source: "test".into(), data_dir: data.to_path_buf(), bus_available: true, now: NOW };
+    let settings = StoreSettings {
+        mode,
+        mode_source: "test".into(),
+        data_dir: data.to_path_buf(),
+        bus_available: true,
+        now: NOW,
+        warnings: Default::default(),
+    };
     Store::new(settings, Box::new(MemorySecrets::failing(keyring_fails)))
 }
 
@@ -190,9 +198,9 @@ fn tokens_a_sibling_renewed_while_we_waited_for_the_lock_are_used_without_the_ne
     let mut w = world();
     // Nothing listens here: any request would fail the test.
     let c = server("http://127.0.0.1:9", None);
-    let s = store(&w.data, StoreMode::File, false);
-    save(&s, &c, set("fresh", Some("rt"), NOW + 3600));
-    let got = obtain(&c, &s, &store::server_key(&c), MIN, false, 60, &mut w.deps).unwrap();
+    let mut sess = Session::new(c.clone(), store(&w.data, StoreMode::File, false));
+    save(&sess.store, &c, set("fresh", Some("rt"), NOW + 3600));
+    let got = obtain(&mut sess, MIN, false, 60, &mut w.deps).unwrap();
     assert_eq!(access(&got), "fresh");
     assert!(w.err.text().contains("another process renewed the tokens meanwhile"), "{}", w.err.text());
 }
@@ -205,14 +213,14 @@ fn a_refresh_persists_the_rotated_refresh_token() {
     });
     let mut w = world();
     let c = server(&idp.issuer, None);
-    let s = store(&w.data, StoreMode::File, false);
-    save(&s, &c, set("old", Some("rt1"), NOW - 1));
+    let mut sess = Session::new(c.clone(), store(&w.data, StoreMode::File, false));
+    save(&sess.store, &c, set("old", Some("rt1"), NOW - 1));
     let key = store::server_key(&c);
-    let got = obtain(&c, &s, &key, MIN, false, 60, &mut w.deps).unwrap();
+    let got = obtain(&mut sess, MIN, false, 60, &mut w.deps).unwrap();
     assert_eq!(access(&got), "at2");
     assert_eq!(got.access_expires_at, Some(NOW + 300), "expiry from the fake clock");
-    let stored = s.load(&key).unwrap().unwrap();
-    assert_eq!(s.refresh_token(&key, &stored).unwrap().unwrap().expose(), "rt2");
+    let stored = sess.store.load(&key).unwrap().unwrap();
+    assert_eq!(sess.store.refresh_token(&key, &stored).unwrap().unwrap().expose(), "rt2");
     assert_eq!(idp.requests().len(), 1, "one request per refresh");
 }
 
@@ -230,13 +238,13 @@ fn a_refresh_token_rejected_because_a_sibling_just_rotated_it_yields_the_sibling
         (400, r#"{"error":"invalid_grant","error_description":"grant request is invalid"}"#.into())
     });
     let c = server(&idp.issuer, None);
-    let s = store(&data, StoreMode::File, false);
-    save(&s, &c, set("old", Some("rt1"), NOW - 1));
+    let mut sess = Session::new(c.clone(), store(&data, StoreMode::File, false));
+    save(&sess.store, &c, set("old", Some("rt1"), NOW - 1));
     let key = store::server_key(&c);
     let sibling = Entry::new(&c, set("sibling", Some("rt2"), NOW + 3600));
     *shared.lock().unwrap() =
         Some((data.join("tokens").join(format!("{key}.json")), serde_json::to_vec(&sibling).unwrap()));
-    let got = obtain(&c, &s, &key, MIN, false, 60, &mut w.deps).unwrap();
+    let got = obtain(&mut sess, MIN, false, 60, &mut w.deps).unwrap();
     assert_eq!(access(&got), "sibling");
 }
 
@@ -245,13 +253,13 @@ fn a_rejected_refresh_token_without_a_terminal_asks_for_a_login_and_keeps_the_en
     let idp = ScriptedIdp::start(|_, _| (400, r#"{"error":"invalid_grant"}"#.into()));
     let mut w = world();
     let c = server(&idp.issuer, None);
-    let s = store(&w.data, StoreMode::File, false);
-    save(&s, &c, set("old", Some("rt1"), NOW - 1));
+    let mut sess = Session::new(c.clone(), store(&w.data, StoreMode::File, false));
+    save(&sess.store, &c, set("old", Some("rt1"), NOW - 1));
     let key = store::server_key(&c);
-    let e = obtain(&c, &s, &key, MIN, false, 60, &mut w.deps).unwrap_err();
+    let e = obtain(&mut sess, MIN, false, 60, &mut w.deps).unwrap_err();
     assert_eq!(e.exit_code(), 3);
     assert!(e.to_string().contains("rejected the stored refresh token"), "{e}");
-    assert!(s.load(&key).unwrap().is_some(), "nothing deleted");
+    assert!(sess.store.load(&key).unwrap().is_some(), "nothing deleted");
 }
 
 #[test]
@@ -263,8 +271,8 @@ fn a_machine_client_uses_client_credentials_with_basic_authentication() {
     let mut w = world();
     let c = server(&idp.issuer, Some("s3cret"));
     assert!(c.is_machine());
-    let s = store(&w.data, StoreMode::File, false);
-    let got = obtain(&c, &s, &store::server_key(&c), MIN, false, 60, &mut w.deps).unwrap();
+    let mut sess = Session::new(c.clone(), store(&w.data, StoreMode::File, false));
+    let got = obtain(&mut sess, MIN, false, 60, &mut w.deps).unwrap();
     assert_eq!(access(&got), "machine");
     let (_, body) = &idp.requests()[0];
     assert!(!body.contains("s3cret"), "the secret goes in the Authorization header, not the form: {body}");
@@ -275,14 +283,14 @@ fn a_dead_keyring_in_auto_mode_falls_back_to_the_file_and_says_so() {
     let idp = ScriptedIdp::start(|_, _| (200, tokens("at2", Some("rt2"), 300)));
     let mut w = world();
     let c = server(&idp.issuer, None);
-    let s = store(&w.data, StoreMode::Auto, true);
-    save(&s, &c, set("old", Some("rt1"), NOW - 1));
+    let mut sess = Session::new(c.clone(), store(&w.data, StoreMode::Auto, true));
+    save(&sess.store, &c, set("old", Some("rt1"), NOW - 1));
     let key = store::server_key(&c);
-    obtain(&c, &s, &key, MIN, false, 60, &mut w.deps).unwrap();
-    assert_eq!(s.backend().0, Backend::File);
-    let stored = s.load(&key).unwrap().unwrap();
+    obtain(&mut sess, MIN, false, 60, &mut w.deps).unwrap();
+    assert_eq!(sess.store.backend().0, Backend::File);
+    let stored = sess.store.load(&key).unwrap().unwrap();
     assert_eq!(stored.tokens.refresh_token.as_ref().map(|r| r.expose().as_str()), Some("rt2"));
-    let warnings = s.take_warnings().join("\n");
+    let warnings = sess.store.take_warnings().join("\n");
     assert!(warnings.contains("test keyring is unavailable"), "{warnings}");
 }
 

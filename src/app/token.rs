@@ -1,20 +1,20 @@
 //! `token` and `exec`: obtain a valid token — cache → refresh under the lock → machine grant → login when
 //! allowed — and hand it out (STYLE: kubelogin's `get_token.go` only orders these steps).
 
-use super::{
-    Deps, LOCK_TIMEOUT, Provider, flush_store_warnings, machine_grant, require_kind, setup, token_kind, write_out,
-};
+use super::session::Session;
+use super::{Deps, LOCK_TIMEOUT, write_out};
 use crate::cli::{ExecArgs, TokenArgs};
 use crate::config::{Flags, ServerConfig};
 use crate::error::{Error, Result};
 use crate::flow::Flows;
 use crate::output;
-use crate::store::{self, Entry, Store, TokenStore};
+use crate::store::{Entry, LockGuard, TokenStore};
 use crate::token::{MinValid, Secret, TokenKind, TokenSet};
 
 pub(super) fn token(flags: &Flags, args: &TokenArgs, deps: &mut Deps) -> Result<()> {
     let want = Want { min_valid: args.min_valid, no_login: args.no_login, login_timeout: args.timeout };
-    let got = valid_token(flags, &want, deps)?;
+    let mut session = Session::open(flags, deps)?;
+    let got = valid_token(&mut session, &want, deps)?;
     let token = got.tokens.token(got.kind).ok_or_else(|| Error::provider("no token to print"))?;
     // Checked on arrival since issue 21; a token stored by an older version is checked here, where it is printed.
     if !crate::token::is_b64token(token.expose()) {
@@ -50,47 +50,44 @@ pub struct Want {
 }
 
 /// From cache, by refresh, by client credentials, or by an interactive login when that is allowed.
-pub fn valid_token(flags: &Flags, want: &Want, deps: &mut Deps) -> Result<ValidToken> {
-    let (resolved, store) = setup(flags, deps)?;
-    let c = resolved.server;
-    let kind = token_kind(&c);
-    let key = store::server_key(&c);
+pub fn valid_token(session: &mut Session, want: &Want, deps: &mut Deps) -> Result<ValidToken> {
+    let kind = session.kind();
     let min_valid = match want.min_valid {
         Some(s) => MinValid::Exactly(s as i64),
         None => MinValid::Default(60),
     };
     // The hot path: a fresh cached token costs one file read, no lock, no network.
-    match store.load(&key) {
+    match session.store.load(&session.key) {
         Ok(Some(entry)) => match entry.tokens.freshness(kind, deps.now(), min_valid) {
             Ok(expires_at) => {
-                // A file re-tightened to 0600 on the way is worth a word even on the hot path.
-                flush_store_warnings(&store, deps);
-                return Ok(ValidToken { config: c, tokens: entry.tokens, kind, expires_at });
+                return Ok(ValidToken { config: session.server.clone(), tokens: entry.tokens, kind, expires_at });
             }
             Err(reason) => deps.debug(format!("{reason}; renewing")),
         },
         Ok(None) => deps.debug("no cached tokens"),
-        Err(e) => deps.note(format!("warning: {e}; obtaining new tokens")),
+        Err(e) => deps.warn(format!("{e}; obtaining new tokens")),
     }
+    let c = &session.server;
     let interactive_ok =
         c.interactive && !want.no_login && deps.stdin_is_tty && deps.stderr_is_tty && !deps.env.is_set("CI");
-    let tokens = obtain(&c, &store, &key, min_valid, interactive_ok, want.login_timeout, deps);
-    flush_store_warnings(&store, deps);
-    let tokens = tokens?;
+    let tokens = obtain(session, min_valid, interactive_ok, want.login_timeout, deps)?;
+    let c = &session.server;
     let expires_at = tokens
         .freshness(kind, deps.now(), MinValid::Exactly(0))
         .map_err(|r| Error::provider(format!("the provider issued no usable token for {}: {r}", c.display_name())))?;
-    Ok(ValidToken { config: c, tokens, kind, expires_at })
+    Ok(ValidToken { config: c.clone(), tokens, kind, expires_at })
 }
 
-/// Run a command with `MLFLOW_TRACKING_TOKEN` and `MLFLOW_TRACKING_URI` set; the token never enters argv.
-pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()> {
+/// Run a command with `MLFLOW_TRACKING_TOKEN` and `MLFLOW_TRACKING_URI` set; the token never enters argv. On
+/// Unix the process becomes the command; elsewhere its exit code is returned as ours.
+pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<u8> {
     let want = Want { min_valid: args.min_valid, no_login: args.no_login, login_timeout: args.timeout };
-    let got = valid_token(flags, &want, deps)?;
+    let mut session = Session::open(flags, deps)?;
+    let got = valid_token(&mut session, &want, deps)?;
     let left = got.expires_at.saturating_sub(deps.now());
     if left < args.warn_within as i64 {
-        deps.note(format!(
-            "warning: the token for {} expires in {}; a run that outlives it will fail. For long runs use the MLflow \
+        deps.warn(format!(
+            "the token for {} expires in {}; a run that outlives it will fail. For long runs use the MLflow \
              plugin (`pip install mlflow-oidc`, then MLFLOW_TRACKING_AUTH=oidc), which renews tokens as needed",
             got.config.display_name(),
             output::human_duration(left.max(0))
@@ -100,8 +97,8 @@ pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()
     // MLflow's client sends Basic credentials instead of MLFLOW_TRACKING_TOKEN when both are set, and servers
     // then try only those (docs/mlflow-oidc-auth.md): the token handed over would never be used.
     if deps.env.is_set("MLFLOW_TRACKING_USERNAME") || deps.env.is_set("MLFLOW_TRACKING_PASSWORD") {
-        deps.note(
-            "warning: MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD are set: MLflow sends them instead of the \
+        deps.warn(
+            "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD are set: MLflow sends them instead of the \
              token `exec` provides; unset them (or use MLFLOW_TRACKING_AUTH=oidc, which wins over them)",
         );
     }
@@ -114,6 +111,7 @@ pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()
     if let Some(uri) = &got.config.uri {
         cmd.env("MLFLOW_TRACKING_URI", uri);
     }
+    deps.note(""); // Warnings out before the command's own output.
     let _ = deps.out.flush();
     let _ = deps.err.flush();
     let failed = |e: std::io::Error| {
@@ -129,99 +127,133 @@ pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<()
     #[cfg(not(unix))]
     {
         let status = cmd.status().map_err(failed)?;
-        std::process::exit(status.code().unwrap_or(1));
+        Ok(status.code().map_or(1, |c| c.clamp(0, 255) as u8))
     }
 }
 
-/// Renew tokens under the key's lock: re-read (a sibling may have refreshed), refresh, a machine grant, or
-/// (when allowed) an interactive login.
+/// Renew tokens under the key's lock, as a sequence of steps, each of which may end it: a sibling renewed them
+/// meanwhile; the refresh token still works; this is a machine client; a person may log in here.
 pub(super) fn obtain(
-    c: &ServerConfig,
-    store: &Store,
-    key: &str,
+    session: &mut Session,
     min_valid: MinValid,
     interactive_ok: bool,
     login_timeout: u64,
     deps: &mut Deps,
 ) -> Result<TokenSet> {
-    let kind = token_kind(c);
-    let lock = store.lock(key, LOCK_TIMEOUT)?;
-    let existing = store.load(key).unwrap_or_default();
+    let lock = session.store.lock(&session.key, LOCK_TIMEOUT)?;
+    let existing = session.store.load(&session.key).unwrap_or_default();
     if let Some(e) = &existing
-        && e.tokens.freshness(kind, deps.now(), min_valid).is_ok()
+        && e.tokens.freshness(session.kind(), deps.now(), min_valid).is_ok()
     {
         deps.debug("another process renewed the tokens meanwhile");
         return Ok(e.tokens.clone());
     }
-    let mut provider = Provider::connect(c, deps)?;
-    let rt = match &existing {
-        Some(e) => store.refresh_token(key, e)?,
-        None => None,
+    // The provider first: one that cannot be reached is reported as that, not as "log in" (tests/bad_input.rs).
+    session.connected(deps)?;
+    let refreshed = match &existing {
+        Some(e) => refresh_step(session, e, min_valid, &lock, deps)?,
+        None => Refreshed::NoRefreshToken,
     };
-    let mut rt_rejected = false;
-    let mut no_id_on_refresh = false;
-    if let Some(rt) = rt {
-        deps.debug("refreshing");
-        let previous_id = existing.as_ref().and_then(|e| e.tokens.id_token.clone());
-        let attempt = refresh_once(c, &provider, &rt, previous_id.as_ref(), deps);
-        let attempt = match attempt {
-            Err(e) if matches!(e, Error::Network(_) | Error::Provider(_)) && provider.refetch(c, deps)? => {
-                deps.debug("the cached provider metadata was stale; retrying with fresh metadata");
-                refresh_once(c, &provider, &rt, previous_id.as_ref(), deps)
-            }
-            other => other,
-        };
-        match attempt? {
-            Some(mut set) => {
-                let renewed = set.token(kind).is_some();
-                keep_missing(&mut set, existing.as_ref().map(|e| &e.tokens));
-                // Persist the rotated refresh token before anyone uses the new access token.
-                store.save(key, &Entry::new(c, set.clone()), &lock)?;
-                if renewed {
-                    set.freshness(kind, deps.now(), MinValid::Exactly(0)).map_err(|r| {
-                        Error::provider(format!("the provider issued no usable token for {}: {r}", c.display_name()))
-                    })?;
-                    return Ok(set);
-                }
-                // OIDC Core §12.2 lets a provider renew the access token without a new ID token.
-                no_id_on_refresh = true;
-                deps.debug("the refresh renewed the access token but returned no ID token");
-            }
-            None => {
-                rt_rejected = true;
-                deps.debug("the refresh token is no longer valid");
-                // A sibling may have rotated it a moment ago: its tokens are ours too.
-                if let Ok(Some(e)) = store.load(key)
-                    && store.refresh_token(key, &e).ok().flatten().as_ref() != Some(&rt)
-                    && e.tokens.freshness(kind, deps.now(), min_valid).is_ok()
-                {
-                    return Ok(e.tokens);
-                }
-                // The dead refresh token is dropped, so the next `token` asks for a login at once instead of
-                // at the provider; the rest of the entry (whose login this was) stays (issue 16).
-                if let Some(mut e) = existing.clone() {
-                    e.tokens.refresh_token = None;
-                    e.refresh_token_in = None;
-                    store.save(key, &e, &lock)?;
-                }
-            }
-        }
-    }
-    if c.is_machine() {
-        deps.debug(format!("{} grant", c.machine_grant().as_str()));
-        let set = machine_grant(c, &provider, deps.now())?;
-        store.save(key, &Entry::new(c, set.clone()), &lock)?;
-        return require_kind(c, set);
+    let (rt_rejected, no_id_on_refresh) = match refreshed {
+        Refreshed::Renewed(set) => return Ok(set),
+        Refreshed::NoRefreshToken => (false, false),
+        Refreshed::Rejected => (true, false),
+        Refreshed::NoIdToken => (false, true),
+    };
+    if session.server.is_machine() {
+        deps.debug(format!("{} grant", session.server.machine_grant().as_str()));
+        let set = session.machine_grant(deps)?;
+        session.store.save(&session.key, &Entry::new(&session.server, set.clone()), &lock)?;
+        return Ok(set);
     }
     if !interactive_ok {
-        return Err(Error::login_required(c.display_name(), why_no_login(c, deps, rt_rejected, no_id_on_refresh)));
+        let why = why_no_login(&session.server, deps, rt_rejected, no_id_on_refresh);
+        return Err(Error::login_required(session.server.display_name(), why));
     }
-    // Siblings may wait on the lock while a person logs in: they then find fresh tokens instead of opening
-    // a second browser.
+    login_step(session, login_timeout, &lock, deps)
+}
+
+/// What the refresh step came to when it did not end `obtain` with an error.
+enum Refreshed {
+    /// New tokens (saved), or a sibling's fresh ones.
+    Renewed(TokenSet),
+    NoRefreshToken,
+    /// The provider no longer takes the refresh token (now dropped from the store).
+    Rejected,
+    /// The access token was renewed, but the ID token this server is given was not (OIDC Core §12.2).
+    NoIdToken,
+}
+
+fn refresh_step(
+    session: &mut Session,
+    existing: &Entry,
+    min_valid: MinValid,
+    lock: &LockGuard,
+    deps: &mut Deps,
+) -> Result<Refreshed> {
+    let Some(rt) = session.store.refresh_token(&session.key, existing)? else { return Ok(Refreshed::NoRefreshToken) };
+    deps.debug("refreshing");
+    let kind = session.kind();
+    let previous_id = existing.tokens.id_token.clone();
+    let attempt = refresh_once(session, &rt, previous_id.as_ref(), deps);
+    let attempt = match attempt {
+        Err(e)
+            if matches!(e, Error::Network(_) | Error::Provider(_)) && {
+                let (c, provider) = session.connected(deps)?;
+                let c = c.clone();
+                provider.refetch(&c, deps)?
+            } =>
+        {
+            deps.debug("the cached provider metadata was stale; retrying with fresh metadata");
+            refresh_once(session, &rt, previous_id.as_ref(), deps)
+        }
+        other => other,
+    };
+    let (c, store, key) = (&session.server, &session.store, &session.key);
+    match attempt? {
+        Some(mut set) => {
+            let renewed = set.token(kind).is_some();
+            keep_missing(&mut set, Some(&existing.tokens));
+            // Persist the rotated refresh token before anyone uses the new access token.
+            store.save(key, &Entry::new(c, set.clone()), lock)?;
+            if !renewed {
+                deps.debug("the refresh renewed the access token but returned no ID token");
+                return Ok(Refreshed::NoIdToken);
+            }
+            set.freshness(kind, deps.now(), MinValid::Exactly(0)).map_err(|r| {
+                Error::provider(format!("the provider issued no usable token for {}: {r}", c.display_name()))
+            })?;
+            Ok(Refreshed::Renewed(set))
+        }
+        None => {
+            deps.debug("the refresh token is no longer valid");
+            // A sibling may have rotated it a moment ago: its tokens are ours too.
+            if let Ok(Some(e)) = store.load(key)
+                && store.refresh_token(key, &e).ok().flatten().as_ref() != Some(&rt)
+                && e.tokens.freshness(kind, deps.now(), min_valid).is_ok()
+            {
+                return Ok(Refreshed::Renewed(e.tokens));
+            }
+            // The dead refresh token is dropped, so the next `token` asks for a login at once instead of at the
+            // provider; the rest of the entry (whose login this was) stays (issue 16).
+            let mut e = existing.clone();
+            e.tokens.refresh_token = None;
+            e.refresh_token_in = None;
+            store.save(key, &e, lock)?;
+            Ok(Refreshed::Rejected)
+        }
+    }
+}
+
+/// Siblings may wait on the lock while a person logs in: they then find fresh tokens instead of opening a second
+/// browser.
+fn login_step(session: &mut Session, login_timeout: u64, lock: &LockGuard, deps: &mut Deps) -> Result<TokenSet> {
     let opts = super::LoginOpts { timeout: login_timeout, ..super::LoginOpts::default() };
-    let set = super::login::interactive_login(c, &provider, opts, deps)?;
-    store.save(key, &Entry::new(c, set.clone()), &lock)?;
-    require_kind(c, set)
+    let (c, provider) = session.connected(deps)?;
+    let set = super::login::interactive_login(c, provider, opts, deps)?;
+    let set = super::session::require_kind(c, set)?;
+    session.store.save(&session.key, &Entry::new(&session.server, set.clone()), lock)?;
+    Ok(set)
 }
 
 /// Why `token` stops at "log in", in the words the user needs.
@@ -248,14 +280,15 @@ fn why_no_login(c: &ServerConfig, deps: &Deps, rt_rejected: bool, no_id_on_refre
 }
 
 fn refresh_once(
-    c: &ServerConfig,
-    provider: &Provider,
+    session: &mut Session,
     rt: &Secret<String>,
     previous_id: Option<&Secret<String>>,
-    deps: &Deps,
+    deps: &mut Deps,
 ) -> Result<Option<TokenSet>> {
+    let now = deps.now();
+    let (c, provider) = session.connected(deps)?;
     let flows = Flows::new(c, &provider.discovered.metadata)?;
-    flows.refresh(&provider.http, rt, previous_id, deps.now())
+    flows.refresh(&provider.http, rt, previous_id, now)
 }
 
 /// A refresh response may omit the ID token or scope; keep the old ones only when still of use.

@@ -21,7 +21,7 @@ pub(super) fn mark_allowed(files: &mut [ConfigFile], deps: &mut Deps) -> Result<
         Ok(l) => l,
         // A damaged or foreign list trusts nothing; the command still runs with the project's other settings.
         Err(e) => {
-            deps.note(format!("warning: {e}"));
+            deps.warn(e.to_string());
             return Ok(());
         }
     };

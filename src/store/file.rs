@@ -1,7 +1,6 @@
 //! The file store: tokens as JSON files, 0600 in a 0700 directory, replaced atomically, and the cross-process
 //! lock on a separate `<key>.lock` file (not the data file: kubelogin#1144).
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,13 +13,13 @@ use crate::fsutil::{atomic_write, ensure_private_dir, io_reason, is_symlink_refu
 /// Tokens as JSON files, 0600 in a 0700 directory, replaced atomically.
 pub struct FileStore {
     pub(super) dir: PathBuf,
-    /// Warnings for the caller to print once (a token file re-tightened to 0600).
-    pub(super) notes: RefCell<Vec<String>>,
+    /// Where warnings go (a token file re-tightened to 0600).
+    pub(super) notes: crate::warnings::Warnings,
 }
 
 impl FileStore {
-    pub fn new(dir: PathBuf) -> Self {
-        FileStore { dir, notes: RefCell::new(Vec::new()) }
+    pub fn new(dir: PathBuf, notes: crate::warnings::Warnings) -> Self {
+        FileStore { dir, notes }
     }
 
     /// The keys of every stored entry.
@@ -65,7 +64,7 @@ impl FileStore {
                     io_reason(&e)
                 ))
             })?;
-            self.notes.borrow_mut().push(format!(
+            self.notes.push(format!(
                 "{} was readable by other users (mode {mode:04o}); made it 0600. If others could log in here, \
                  run `mlflow-oidc logout` and log in again",
                 path.display()

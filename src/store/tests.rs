@@ -37,7 +37,7 @@ fn files_are_private_and_replaced_atomically() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tokens");
-    let store = FileStore::new(dir.clone());
+    let store = FileStore::new(dir.clone(), Default::default());
     let lock = store.lock("k", Duration::from_secs(1)).unwrap();
     store.save("k", &entry(), &lock).unwrap();
     assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
@@ -57,7 +57,7 @@ fn a_planted_symlink_is_replaced_not_followed() {
     let dir = tmp.path().join("tokens");
     crate::fsutil::ensure_private_dir(&dir).unwrap();
     std::os::unix::fs::symlink(&victim, dir.join("k.json")).unwrap();
-    let store = FileStore::new(dir.clone());
+    let store = FileStore::new(dir.clone(), Default::default());
     let lock = store.lock("k", Duration::from_secs(1)).unwrap();
     store.save("k", &entry(), &lock).unwrap();
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
@@ -68,14 +68,14 @@ fn a_planted_symlink_is_replaced_not_followed() {
 fn corrupt_entries_are_reported_with_the_path() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("k.json"), "{\"version\":").unwrap();
-    let e = FileStore::new(tmp.path().to_path_buf()).load("k").unwrap_err();
+    let e = FileStore::new(tmp.path().to_path_buf(), Default::default()).load("k").unwrap_err();
     assert!(e.to_string().contains("k.json") && e.to_string().contains("corrupt"), "{e}");
 }
 
 #[test]
 fn the_lock_excludes_a_second_holder_until_released() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = FileStore::new(tmp.path().to_path_buf());
+    let store = FileStore::new(tmp.path().to_path_buf(), Default::default());
     let first = store.lock("k", Duration::from_secs(1)).unwrap();
     let e = store.lock("k", Duration::from_millis(50)).err().unwrap();
     assert!(e.to_string().contains("k.lock"), "{e}");
@@ -99,6 +99,7 @@ fn a_keyring_fallback_is_asked_again_after_a_day() {
             data_dir: tmp.path().to_path_buf(),
             bus_available: true,
             now,
+            warnings: Default::default(),
         };
         Store::new(settings, Box::new(crate::keyring_store::MemorySecrets::failing(fails)))
     };

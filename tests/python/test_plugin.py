@@ -1,7 +1,7 @@
 """Unit tests of the MLflow plugin in the installed mlflow-oidc wheel, against a fake binary.
 
-Run by tests/mlflow_e2e.rs as `python -m unittest discover -s tests/python` from a scratch
-directory with the test venv's python, so `mlflow_oidc` is imported from site-packages (the
+Run by scripts/test, early and on their own, as `python -m unittest discover -s tests/python` from a
+scratch directory with the test venv's python (scripts/plugin-tests), so `mlflow_oidc` is imported from site-packages (the
 first test checks that; set MLFLOW_OIDC_TEST_FROM_SOURCE=1 to skip it when running them against
 python/ with PYTHONPATH). The fake binary (MLFLOW_OIDC_BIN) is a Python script driven by a JSON
 control file; it appends each argv to a log.
@@ -51,7 +51,13 @@ FAKE = textwrap.dedent(
     if ctl.get("warn"):
         print("warning: " + ctl["warn"], file=sys.stderr)
     if code:
-        print(ctl.get("stderr", "error: boom"), file=sys.stderr)
+        # As the binary fails: its JSON error object on stdout (the plugin's contract), the message on stderr;
+        # "crash" leaves the object out, as a killed or older binary would.
+        if not ctl.get("crash"):
+            err = {{"kind": ctl.get("kind", "provider"), "exit_code": code, "message": ctl.get("message", "boom"),
+                   "hint": ctl.get("hint")}}
+            print(json.dumps({{"error": err}}))
+        print(ctl.get("stderr", "error: " + ctl.get("message", "boom")), file=sys.stderr)
         sys.exit(code)
     n = ctl.setdefault("n", 0) + 1
     ctl["n"] = n
@@ -81,7 +87,9 @@ class FakeBinaryCase(unittest.TestCase):
         for k in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_AUTH", "MLFLOW_TRACKING_USERNAME",
                   "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
             os.environ.pop(k, None)
-        self.source = _token.TokenSource()
+        # The source's clock is a fake the tests move (STYLE habit 7): no test sleeps for a token to age.
+        self.now = time.time()
+        self.source = _token.TokenSource(clock=lambda: self.now)
 
     def tearDown(self):
         self.env.stop()
@@ -144,7 +152,9 @@ class Caching(FakeBinaryCase):
         entry = self.source._entries[SERVER]
         self.assertAlmostEqual(entry.expires_at - entry.renew_at, entry.margin, places=3)
         self.assertLessEqual(entry.margin, 1.0)
-        time.sleep(max(0.0, entry.renew_at - time.time()) + 0.05)
+        self.now = entry.renew_at - 0.05
+        self.assertEqual(self.source.token(SERVER), "tok-1", "not yet due")
+        self.now = entry.renew_at + 0.05
         self.assertEqual(self.source.token(SERVER), "tok-2")
         calls = self.calls()
         self.assertEqual(len(calls), 2)
@@ -189,13 +199,15 @@ class Caching(FakeBinaryCase):
 
 class Failures(FakeBinaryCase):
     def test_login_required_names_the_login_command(self):
-        self.control(exit=3, stderr="error: not logged in")
+        self.control(exit=3, kind="login_required", hint=f"mlflow-oidc login --server {SERVER}",
+                     message=f"not logged in to {SERVER}: run `mlflow-oidc login --server {SERVER}`")
         with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
             self.source.token(SERVER)
         self.assertEqual(str(cm.exception), f"not logged in to {SERVER}: run `mlflow-oidc login --server {SERVER}`")
 
     def test_a_config_error_carries_the_binarys_message(self):
-        self.control(exit=2, stderr="warning: x\nerror: issuer must be https")
+        self.control(exit=2, kind="config", message="issuer must be https", hint=f"mlflow-oidc status --server {SERVER}",
+                     stderr="warning: x\nerror: issuer must be https")
         with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
             self.source.token(SERVER)
         msg = str(cm.exception)
@@ -203,11 +215,25 @@ class Failures(FakeBinaryCase):
         self.assertIn(f"mlflow-oidc status --server {SERVER}", msg)
 
     def test_a_runtime_failure_names_the_server(self):
-        self.control(exit=1, stderr="error: cannot reach https://idp/token: connection refused")
+        self.control(exit=1, kind="network", message="cannot reach https://idp/token: connection refused",
+                     stderr="error: something else entirely")
         with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
             self.source.token(SERVER)
         self.assertEqual(str(cm.exception),
                          f"mlflow-oidc could not get a token for {SERVER}: cannot reach https://idp/token: connection refused")
+
+    def test_a_binary_that_died_without_its_json_error_is_reported_by_its_last_line(self):
+        self.control(exit=1, crash=True, stderr="thread 'main' panicked\nerror: out of memory")
+        with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
+            self.source.token(SERVER)
+        self.assertEqual(str(cm.exception), f"mlflow-oidc could not get a token for {SERVER}: out of memory")
+
+    def test_control_characters_in_the_binarys_message_never_reach_the_log(self):
+        self.control(exit=1, kind="provider", message="denied\x1b]52;c;ZXZpbA==\x07 by the provider")
+        with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
+            self.source.token(SERVER)
+        self.assertNotIn("\x1b", str(cm.exception))
+        self.assertNotIn("\x07", str(cm.exception))
 
     def test_garbage_output_is_an_error_not_a_crash(self):
         with open(self.bin, "w") as f:
@@ -220,8 +246,8 @@ class Failures(FakeBinaryCase):
         self.control(expires_in=8)  # margin 2 s
         self.assertEqual(self.source.token(SERVER), "tok-1")
         entry = self.source._entries[SERVER]
-        entry.renew_at = time.time() - 1  # due for renewal now
-        self.control(exit=1, stderr="error: provider down")
+        entry.renew_at = self.now - 1  # due for renewal now
+        self.control(exit=1, kind="network", message="provider down")
         with self.assertLogs("mlflow_oidc", logging.WARNING) as logs:
             self.assertEqual(self.source.token(SERVER), "tok-1")
         self.assertIn("provider down", logs.output[0])
@@ -427,9 +453,8 @@ class MalformedAnswers(FakeBinaryCase):
 
     def test_expires_in_alone_is_enough(self):
         self.answer(expires_at=self.ABSENT, expires_in=120)
-        before = time.time()
         self.assertEqual(self.source.token(SERVER), "eyJ.secret.sig")
-        self.assertAlmostEqual(self.source._entries[SERVER].expires_at, before + 120, delta=5)
+        self.assertEqual(self.source._entries[SERVER].expires_at, self.now + 120)
 
     def test_an_expires_at_that_is_not_rfc3339_is_refused(self):
         # A local time without offset would be read in this machine's time zone.
