@@ -135,6 +135,9 @@ pub struct ServerConfig {
     /// True when the scope was configured rather than defaulted (client credentials sends only an explicit scope).
     pub scope_explicit: bool,
     pub audience: String,
+    /// True when the audience was configured rather than defaulted to the client id (the authorization request
+    /// then names it too).
+    pub audience_explicit: bool,
     pub interactive: bool,
     pub use_id_token: bool,
     pub ca_bundle: Option<PathBuf>,

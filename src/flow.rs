@@ -143,7 +143,7 @@ impl<'a> Flows<'a> {
         for (k, v) in &self.config.auth_params {
             req = req.add_extra_param(k.clone(), v.clone());
         }
-        if self.config.sources.get("audience").is_some_and(|s| *s != crate::config::Source::Default) {
+        if self.config.audience_explicit {
             req = req.add_extra_param("audience", self.config.audience.clone());
         }
         let (url, state) = req.url();

@@ -30,9 +30,19 @@ pub struct Entry {
     pub issuer: String,
     pub client_id: String,
     pub tokens: TokenSet,
-    /// Where the refresh token is when not in `tokens` (`"keyring"`).
+    /// Where the refresh token is when not in `tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token_in: Option<String>,
+    pub refresh_token_in: Option<Elsewhere>,
+}
+
+/// Where an entry's refresh token lives when the file does not hold it: `"keyring"` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Elsewhere {
+    Keyring,
+    /// A place a newer version knows: read tolerantly, as no refresh token here (STYLE habit 9).
+    #[serde(other)]
+    Unknown,
 }
 
 impl Entry {
@@ -262,7 +272,7 @@ impl Store {
         if let Some(rt) = &entry.tokens.refresh_token {
             return Ok(Some(rt.clone()));
         }
-        if entry.refresh_token_in.as_deref() != Some("keyring") {
+        if entry.refresh_token_in != Some(Elsewhere::Keyring) {
             return Ok(None);
         }
         match self.secrets.get(&entry.account(key)) {
@@ -332,7 +342,7 @@ impl TokenStore for Store {
                     Ok(()) => {
                         let mut e = entry.clone();
                         e.tokens.refresh_token = None;
-                        e.refresh_token_in = Some("keyring".into());
+                        e.refresh_token_in = Some(Elsewhere::Keyring);
                         self.files.save(key, &e, lock)
                     }
                     Err(e) if self.settings.mode == StoreMode::Auto => {
@@ -357,7 +367,7 @@ impl TokenStore for Store {
         let entry = self.files.load(key).ok().flatten();
         let mut deleted = false;
         if let Some(e) = &entry
-            && (e.refresh_token_in.as_deref() == Some("keyring") || self.settings.mode == StoreMode::Keyring)
+            && (e.refresh_token_in == Some(Elsewhere::Keyring) || self.settings.mode == StoreMode::Keyring)
         {
             match self.secrets.delete(&e.account(key)) {
                 Ok(d) => deleted |= d,

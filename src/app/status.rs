@@ -7,7 +7,7 @@ use crate::cli::StatusArgs;
 use crate::config::Flags;
 use crate::error::{Error, Result};
 use crate::output;
-use crate::store::TokenStore;
+use crate::store::{self, TokenStore};
 
 pub(super) fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Result<()> {
     let session = Session::open(flags, deps)?;
@@ -22,7 +22,7 @@ pub(super) fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Resul
     };
     let rt_held = entry
         .as_ref()
-        .is_some_and(|e| e.tokens.refresh_token.is_some() || e.refresh_token_in.as_deref() == Some("keyring"));
+        .is_some_and(|e| e.tokens.refresh_token.is_some() || e.refresh_token_in == Some(store::Elsewhere::Keyring));
     let (backend, why) = store.backend();
     let store_info = output::StoreInfo { backend: backend.as_str(), location: store.describe(), reason: why };
     let login = output::LoginState::new(

@@ -92,11 +92,11 @@ pub(super) fn build_server(
             (DEFAULT_SCOPE.to_string(), false)
         }
     };
-    let audience = match audience {
-        Some((a, _)) => a,
+    let (audience, audience_explicit) = match audience {
+        Some((a, _)) => (a, true),
         None => {
             sources.insert("audience", Source::Default);
-            client_id.clone()
+            (client_id.clone(), false)
         }
     };
     // An empty client-secret is no secret (the plugin took "" for a secret and then failed to log in).
@@ -107,7 +107,7 @@ pub(super) fn build_server(
     let subject_token =
         subject_token.map(|(v, src)| token_source(&v, &src, block, env, keys::SUBJECT_TOKEN)).transpose()?;
     // Any credential of the client's own makes it a machine client by default, as a secret always did.
-    let has_secret = client_secret.is_some()
+    let has_own_credential = client_secret.is_some()
         || client_assertion_key.is_some()
         || client_assertion.is_some()
         || subject_token.is_some();
@@ -127,8 +127,8 @@ pub(super) fn build_server(
         sources.insert(field, Source::Default);
         Ok(default)
     };
-    let interactive = boolean(keys::INTERACTIVE, !has_secret)?;
-    let use_id_token = boolean(keys::USE_ID_TOKEN, !has_secret)?;
+    let interactive = boolean(keys::INTERACTIVE, !has_own_credential)?;
+    let use_id_token = boolean(keys::USE_ID_TOKEN, !has_own_credential)?;
     let offline_access = boolean(keys::OFFLINE_ACCESS, true)?;
 
     let ca_bundle = ca_bundle.map(|(p, src)| relative_to_file(p, &src, block));
@@ -251,6 +251,7 @@ pub(super) fn build_server(
         redirect_uri,
         scope,
         scope_explicit,
+        audience_explicit,
         audience,
         interactive,
         use_id_token,

@@ -115,3 +115,12 @@ fn a_keyring_fallback_is_asked_again_after_a_day() {
     assert_eq!(later.backend().0, Backend::Keyring);
     assert!(!tmp.path().join("store-choice.json").exists());
 }
+
+#[test]
+fn where_the_refresh_token_lives_is_read_tolerantly_and_written_as_before() {
+    assert_eq!(serde_json::to_string(&super::Elsewhere::Keyring).unwrap(), r#""keyring""#);
+    let read = |v: &str| serde_json::from_str::<super::Elsewhere>(v).unwrap();
+    assert_eq!(read(r#""keyring""#), super::Elsewhere::Keyring);
+    // A newer version's place is no refresh token here, not a corrupt entry.
+    assert_eq!(read(r#""vault""#), super::Elsewhere::Unknown);
+}
