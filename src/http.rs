@@ -24,17 +24,6 @@ pub struct HttpSettings {
     pub ssl_cert_file: Option<PathBuf>,
 }
 
-impl Default for HttpSettings {
-    fn default() -> Self {
-        HttpSettings {
-            connect_timeout: Duration::from_secs(10),
-            timeout: Duration::from_secs(30),
-            ca_bundle: None,
-            ssl_cert_file: None,
-        }
-    }
-}
-
 /// A response whose body has been read (bounded).
 #[derive(Debug)]
 pub struct Response {

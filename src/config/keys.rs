@@ -70,6 +70,20 @@ pub struct Setting {
     pub doc: &'static str,
 }
 
+impl Setting {
+    /// The allowed words of a choice, for messages: "a, b or c".
+    pub fn choices(&self) -> String {
+        match self.kind {
+            Kind::Choice(words) => match words.split_last() {
+                Some((last, [])) => last.to_string(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            },
+            _ => String::new(),
+        }
+    }
+}
+
 macro_rules! settings {
     ($($name:ident = $key:literal, $env:literal, $field:literal, $kind:expr, $scope:ident $(+ $trust:ident)?, $default:literal, $doc:literal;)*) => {
         $(pub const $name: &Setting = &Setting {
@@ -299,6 +313,19 @@ mod tests {
         assert!(SETTINGS.iter().filter(|s| s.scope != Scope::Block).all(|s| !s.needs_trust));
         let help = crate::cli::TRUST_AFTER_HELP.replace('\n', " ");
         assert!(marked.iter().all(|k| help.contains(&format!("{k},")) || help.contains(&format!("{k})"))), "{help}");
+    }
+
+    #[test]
+    fn the_code_takes_its_defaults_from_this_table_so_they_must_parse() {
+        for s in SETTINGS.iter().filter(|s| s.kind == Kind::Duration && !s.default.is_empty()) {
+            assert!(crate::config::parse_duration(s.default).is_ok(), "{}: default {:?}", s.env, s.default);
+        }
+        for s in SETTINGS {
+            if let Kind::Choice(words) = s.kind {
+                assert!(s.default.is_empty() || words.contains(&s.default), "{}: default {:?}", s.env, s.default);
+            }
+        }
+        assert_eq!(STORE.choices(), "auto, keyring, file or memory");
     }
 
     #[test]

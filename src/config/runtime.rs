@@ -25,31 +25,32 @@ pub fn store_choice(flags: &Flags, env: &Env, files: &[ConfigFile]) -> Result<St
     } else if let Some((m, file)) = store_setting(files)? {
         (m, format!("`store` in {}", file.display()))
     } else {
-        ("auto".to_string(), "default".to_string())
+        (keys::STORE.default.to_string(), "default".to_string())
     };
     let mode = StoreMode::parse(&mode)
-        .ok_or_else(|| Error::config(format!("{source} is \"{mode}\"; use auto, keyring, file or memory")))?;
+        .ok_or_else(|| Error::config(format!("{source} is \"{mode}\"; use {}", keys::STORE.choices())))?;
     Ok(StoreChoice { mode, source })
 }
 
 /// How long one keyring call may take.
 pub fn keyring_timeout(env: &Env) -> Result<Duration> {
-    duration(env, keys::KEYRING_TIMEOUT, 3)
+    duration(env, keys::KEYRING_TIMEOUT)
 }
 
 /// The HTTP agent's settings for requests about `server` (its `ca-bundle`), or about no configured server.
 pub fn http_settings(server: Option<&ServerConfig>, env: &Env) -> Result<HttpSettings> {
     Ok(HttpSettings {
-        connect_timeout: duration(env, keys::HTTP_CONNECT_TIMEOUT, 10)?,
-        timeout: duration(env, keys::HTTP_TIMEOUT, 30)?,
+        connect_timeout: duration(env, keys::HTTP_CONNECT_TIMEOUT)?,
+        timeout: duration(env, keys::HTTP_TIMEOUT)?,
         ca_bundle: server.and_then(|c| c.ca_bundle.clone()),
         ssl_cert_file: env.path(keys::SSL_CERT_FILE.env),
     })
 }
 
-fn duration(env: &Env, s: &Setting, default_secs: u64) -> Result<Duration> {
+/// The variable's duration, else the settings table's default (the one place it is written).
+fn duration(env: &Env, s: &Setting) -> Result<Duration> {
     match env.get(s.env)? {
-        None => Ok(Duration::from_secs(default_secs)),
+        None => Ok(Duration::from_secs(parse_duration(s.default).unwrap_or_default())),
         Some(v) => parse_duration(v).map(Duration::from_secs).map_err(|e| Error::config(format!("{}: {e}", s.env))),
     }
 }
