@@ -13,7 +13,6 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::flow::Flows;
 use crate::http::Http;
-use crate::keyring_store::Keyring;
 use crate::paths::Paths;
 use crate::store::{Store, StoreSettings};
 use crate::token::{TokenKind, TokenSet};
@@ -189,7 +188,7 @@ fn open_store(flags: &Flags, files: &[config::ConfigFile], deps: &Deps) -> Resul
     let timeout = config::keyring_timeout(&deps.env)?;
     let settings =
         StoreSettings { mode: choice.mode, mode_source: choice.source, data_dir, bus_available, now: deps.now() };
-    Ok(Store::new(settings, Box::new(Keyring { timeout })))
+    Ok(Store::new(settings, Box::new(crate::keyring_store::os_keyring(timeout))))
 }
 
 /// Print the store's warnings once.
