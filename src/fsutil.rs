@@ -90,7 +90,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = private_options().write(true).create_new(true).open(&tmp).map_err(|e| fail("write", e))?;
         f.write_all(bytes).map_err(|e| fail("write", e))?;
         f.sync_all().map_err(|e| fail("sync", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail("replace", e))?;
+        replace(&tmp, path).map_err(|e| fail("replace", e))?;
         // Make the rename itself durable; failing to is not worth an error.
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
@@ -101,6 +101,26 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// `rename`, retried for a moment where Windows refuses to replace a file that another process has open: a
+/// concurrent `token` reading the entry while this one stores its refresh. Windows 10's POSIX rename semantics
+/// allow it; Wine and older Windows answer "access denied" until the reader closes, milliseconds later (seen with
+/// four concurrent refreshes under Wine, issue 23).
+fn replace(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match std::fs::rename(tmp, path) {
+            Err(e)
+                if cfg!(windows)
+                    && e.kind() == std::io::ErrorKind::PermissionDenied
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn unique() -> u128 {

@@ -230,6 +230,12 @@ fn describe_error(url: &str, e: &ureq::Error, timeout: Duration) -> Error {
         ureq::Error::ConnectionFailed => "connection failed".to_string(),
         ureq::Error::BodyExceedsLimit(n) => format!("response body larger than {n} bytes"),
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        // getaddrinfo's failure, as std words it. The static Linux build's musl has no NSS (issue 23): a name only
+        // systemd-resolved, mDNS or LDAP knows resolves for `getent hosts` and not here.
+        ureq::Error::Io(io) if cfg!(target_env = "musl") && io.to_string().contains("lookup address") => format!(
+            "cannot resolve the host name ({io}); this build looks names up in /etc/hosts and the DNS servers of \
+             /etc/resolv.conf only, not through NSS (docs/install.md, \"Name resolution on Linux\")"
+        ),
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
             format!("no answer within {}s (timeout)", timeout.as_secs())
         }

@@ -1,5 +1,6 @@
-//! What users install: the manylinux2014 wheel (the one in the e2e venv, built by scripts/e2e-venv
-//! with `maturin --zig`), the sdist through `pip install`, the crate as `cargo package` makes it, one
+//! What users install: the Linux wheel (the one in the e2e venv, built by scripts/e2e-venv as the release
+//! builds it: a static-pie musl binary tagged manylinux2014 and musllinux_1_2, issue 23), the sdist through
+//! `pip install`, the crate as `cargo package` makes it, one
 //! version for all three, and the release workflows (actionlint).
 //!
 //! The tools come from what ./scripts/test installs: maturin and auditwheel from the e2e venv
@@ -54,6 +55,7 @@ fn the_wheel_in_the_e2e_venv_is_manylinux2014_by_auditwheel_and_is_the_one_insta
     let name = wheel.file_name().unwrap().to_str().unwrap().to_owned();
     assert!(name.starts_with(&format!("mlflow_oidc-{VERSION}-py3-none-")), "{name}");
     assert!(name.contains("manylinux2014_") && name.contains("manylinux_2_17_"), "not a manylinux2014 wheel: {name}");
+    assert!(name.contains("musllinux_1_2_"), "one wheel for glibc and musl must also be tagged musllinux_1_2: {name}");
 
     let auditwheel = v.bin("auditwheel");
     assert!(
@@ -88,9 +90,20 @@ print(json.dumps({"wheel_hash": wheel_hash, "installed_hash": "sha256=" + digest
     assert_eq!(tags, want, "installed WHEEL tags");
 }
 
-/// The zig build compiles the vendored libdbus itself: the Secret Service must still answer it.
+/// One binary for every Linux (issue 23): no program interpreter, no shared library, and position-independent
+/// (ASLR), which `file` tells as "static-pie linked". A plain `-static` link (what rustc falls back to when the
+/// linker refuses `-static-pie`, as zig's does) would pass auditwheel and fail here.
 #[test]
-fn the_zig_built_binary_talks_to_the_secret_service() {
+fn the_wheels_binary_is_static_pie() {
+    let o = run("file", Command::new("file").arg("-L").arg(venv().oidc()));
+    assert!(o.contains("static-pie linked"), "the venv's mlflow-oidc is not a static-pie binary: {o}");
+    assert!(!o.contains("interpreter"), "{o}");
+}
+
+/// The static build compiles the vendored libdbus itself: the Secret Service must still answer it (a full round
+/// trip through it: tests/wheel_binary.rs).
+#[test]
+fn the_static_binary_talks_to_the_secret_service() {
     let bus = std::env::var("DBUS_SESSION_BUS_ADDRESS").unwrap_or_else(|_| {
         panic!("no D-Bus session: run ./scripts/test (it wraps cargo test in dbus-run-session with gnome-keyring)")
     });

@@ -9,7 +9,6 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::flow::Flows;
 use crate::http::Http;
-use crate::keyring_store::Keyring;
 use crate::store::{self, Store, StoreSettings};
 use crate::token::{TokenKind, TokenSet};
 
@@ -114,7 +113,7 @@ fn open_store(flags: &Flags, files: &[config::ConfigFile], deps: &Deps) -> Resul
         now: deps.now(),
         warnings: deps.warnings.clone(),
     };
-    Ok(Store::new(settings, Box::new(Keyring { timeout })))
+    Ok(Store::new(settings, Box::new(crate::keyring_store::os_keyring(timeout))))
 }
 
 /// Which token this server is given.

@@ -168,7 +168,10 @@ impl Idp {
         let out = fs::File::create(&output).expect("create the IdP output file");
         let err = out.try_clone().expect("clone the IdP output file handle");
         let mut cmd = node();
-        cmd.arg(idp_dir().join("idp.mjs")).arg("0");
+        // idp.mjs takes its port from argv before IDP_PORT: pass a test's IDP_PORT there (an issuer named by
+        // IDP_ISSUER needs the port known up front), else 0 for any free port.
+        let port = env.iter().find(|(k, _)| *k == "IDP_PORT").map_or("0", |(_, v)| *v);
+        cmd.arg(idp_dir().join("idp.mjs")).arg(port);
         for knob in IDP_KNOBS {
             cmd.env_remove(knob);
         }
