@@ -290,6 +290,23 @@ fn a_token_oauth2_proxy_refuses_is_reported_as_such() {
     assert!(out.stderr.contains(redirect) && out.stderr.contains(why), "{}", out.stderr);
     assert!(!out.stderr.contains("JSONDecodeError") && !out.stderr.contains("Expecting value"), "{}", out.stderr);
 
+    // A token with the right audience for a user whose email is not verified: the same redirect, the same words.
+    let s = project(
+        &st.web,
+        &format!(
+            "client-id = \"{}\"\nclient-secret = \"{}\"",
+            keycloak::UNVERIFIED_CLIENT,
+            keycloak::UNVERIFIED_SECRET
+        ),
+    );
+    let token = s.mo(&["token"]).ok().trim().to_owned();
+    let claims = jwt_claims(&token);
+    assert!(claims["aud"].as_array().unwrap().contains(&serde_json::json!("oauth2-proxy")), "{claims}");
+    assert_eq!(claims["email_verified"], false, "{claims}");
+    let check = s.mo(&["status", "--check"]);
+    assert_eq!(check.code, 1, "{}\n{}", check.stdout, check.stderr);
+    assert!(check.stdout.contains(redirect) && check.stdout.contains(why), "{}", check.stdout);
+
     // With --api-route: a plain 401, named as a refusal.
     let s = project(&st.api, &noaud);
     s.mo(&["token"]).ok();

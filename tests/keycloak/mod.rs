@@ -29,6 +29,9 @@ pub const MACHINE_SECRET: &str = "mlflow-machine-secret";
 /// A service account without the audience mapper: oauth2-proxy refuses its tokens.
 pub const NOAUD_CLIENT: &str = "mlflow-machine-noaud";
 pub const NOAUD_SECRET: &str = "mlflow-machine-noaud-secret";
+/// A service account with the audience mapper whose email is not verified: oauth2-proxy refuses its tokens.
+pub const UNVERIFIED_CLIENT: &str = "mlflow-machine-unverified";
+pub const UNVERIFIED_SECRET: &str = "mlflow-machine-unverified-secret";
 pub const EXCHANGE_CLIENT: &str = "mlflow-exchange";
 pub const EXCHANGE_SECRET: &str = "mlflow-exchange-secret";
 const STACK_TIMEOUT: Duration = Duration::from_secs(420);
