@@ -271,6 +271,43 @@ fn credential_checks(c: &ServerConfig, meta: &Metadata, http: &Http, now: i64, o
     }
 }
 
+/// The tracking server, asked one harmless API call with the cached token (issue 22): a guard in front of MLflow that
+/// will refuse the token (oauth2-proxy's audience or `email_verified` check) shows here, before a run starts, rather
+/// than as a JSON decode error in the middle of one. `token` is `None` when no fresh token is cached.
+pub fn tracking_check(uri: &str, http: &Http, token: Option<&str>) -> Check {
+    const NAME: &str = "tracking server";
+    let url = format!("{}/api/2.0/mlflow/experiments/search?max_results=1", uri.trim_end_matches('/'));
+    let Some(token) = token else {
+        return pass(NAME, format!("{uri} not probed: no fresh token cached (run `mlflow-oidc token` first)"));
+    };
+    if url::Url::parse(&url).is_err() {
+        return fail(NAME, format!("{uri} is not a URL"), "fix the tracking URI");
+    }
+    let resp = match http.get_bearer_any(&url, token) {
+        Ok(r) => r,
+        // Only a warning: the provider side is what --check vouches for, and the server may just be down now.
+        Err(e) => {
+            return warn(
+                NAME,
+                format!("not reached: {e}"),
+                "check the tracking URI, the network and HTTPS_PROXY/NO_PROXY",
+            );
+        }
+    };
+    if let Some(d) = crate::guard::diagnose(resp.status, resp.header("location"), resp.header("content-type")) {
+        return fail(NAME, d.to_string(), d.fix());
+    }
+    if (200..300).contains(&resp.status) {
+        pass(NAME, format!("{uri} accepted the token (HTTP {})", resp.status))
+    } else {
+        warn(
+            NAME,
+            format!("{url} answered HTTP {} with the token", resp.status),
+            "look at the tracking server's logs: its guard let the token through, MLflow itself answered",
+        )
+    }
+}
+
 fn port_check(c: &ServerConfig) -> Check {
     match crate::loopback::bind_any(&c.redirect_uri, &c.redirect_ports, c.redirect_tls_files()) {
         Ok(l) => pass("redirect port", format!("{} can be bound", l.redirect_uri)),

@@ -99,6 +99,18 @@ impl Http {
         self.send(req)
     }
 
+    /// GET `url` with `Authorization: Bearer token` and `Accept: */*`, as MLflow's clients send it: oauth2-proxy
+    /// answers a request that accepts JSON with 401 where MLflow's clients get a 302 to its login page (`status
+    /// --check` probes what they will meet; issue 22).
+    pub fn get_bearer_any(&self, url: &str, token: &str) -> Result<Response> {
+        let req = http::Request::get(url)
+            .header("accept", "*/*")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Vec::new())
+            .map_err(|e| Error::config(format!("invalid URL {url}: {e}")))?;
+        self.send(req)
+    }
+
     /// POST a form to `url`, optionally with HTTP Basic client authentication.
     pub fn post_form(&self, url: &str, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> Result<Response> {
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();

@@ -14,6 +14,7 @@ pub mod env;
 pub mod error;
 pub mod flow;
 pub mod fsutil;
+pub mod guard;
 pub mod http;
 pub mod idtoken;
 pub mod jws;

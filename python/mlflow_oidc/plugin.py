@@ -25,7 +25,7 @@ from requests.auth import AuthBase
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 
-from mlflow_oidc import _match
+from mlflow_oidc import _guard, _match
 from mlflow_oidc._token import SOURCE, MlflowOidcError
 
 _logger = logging.getLogger("mlflow_oidc")
@@ -99,6 +99,10 @@ class OidcAuth(AuthBase):
         def explain(resp, *args, **kwargs):
             if resp.status_code == 401:
                 SOURCE.explain_rejection(server, token)
+            # Raised before requests follows the redirect: the login page never reaches MLflow's JSON parser.
+            login = _guard.diagnose(resp.status_code, resp.headers.get("Location"), resp.headers.get("Content-Type"))
+            if login is not None:
+                raise MlflowOidcError(f"{server}: {login}. {_guard.FIX}")
             return resp
 
         r.register_hook("response", explain)

@@ -33,7 +33,21 @@ pub(super) fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Resul
         c.is_machine(),
         store_info,
     );
-    let checks = if args.check { Some(crate::check::run(c, &http_for(Some(c), &deps.env)?, now)) } else { None };
+    let checks = if args.check {
+        let http = http_for(Some(c), &deps.env)?;
+        let mut checks = crate::check::run(c, &http, now);
+        if let Some(uri) = c.uri.as_deref() {
+            // Only a token good for a few more seconds is sent: --check neither logs in nor refreshes.
+            let token = entry
+                .as_ref()
+                .filter(|e| e.tokens.freshness(session.kind(), now, crate::token::MinValid::Exactly(5)).is_ok())
+                .and_then(|e| e.tokens.token(session.kind()));
+            checks.push(crate::check::tracking_check(uri, &http, token.map(|t| t.expose().as_str())));
+        }
+        Some(checks)
+    } else {
+        None
+    };
     if args.json {
         let mut v = serde_json::json!({
             "config": output::config_json(c),

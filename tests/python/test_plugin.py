@@ -21,7 +21,9 @@ import unittest
 from unittest import mock
 
 import mlflow_oidc
-from mlflow_oidc import _match, _token, plugin
+import requests
+
+from mlflow_oidc import _guard, _match, _token, plugin
 
 SERVER = "https://mlflow.example.test"
 
@@ -589,6 +591,38 @@ class TrustBoundaries(FakeBinaryCase):
             ("https://artifacts.evil.test/api/2.0/mlflow-artifacts/artifacts", None),
             (f"{self.TRACKING}/api/2.0/mlflow-artifacts/artifacts", "Bearer tok-1"),
         ])
+
+
+class Guard(unittest.TestCase):
+    """The twin of src/guard.rs: the same verdicts in the same words (the Rust unit tests hold the same table)."""
+
+    def test_a_redirect_or_an_html_page_is_the_proxy_refusing_the_token(self):
+        self.assertEqual(
+            _guard.diagnose(302, "/oauth2/sign_in?rd=%2Fapi%2F2.0%2Fmlflow%2Fexperiments%2Fsearch", None),
+            "the tracking server's proxy redirected to its login page (HTTP 302 to /oauth2/sign_in): it did not "
+            "accept the token (audience? email_verified?)")
+        login = _guard.diagnose(302, "http://127.0.0.1:8080/realms/r/protocol/openid-connect/auth?state=s3cr3t", None)
+        self.assertNotIn("s3cr3t", login)
+        self.assertIn("not MLflow's JSON", _guard.diagnose(200, None, "Text/HTML; charset=utf-8"))
+        self.assertNotIn("\x1b", _guard.diagnose(302, "https://evil.test/\x1b[31mred", None))
+
+    def test_mlflow_answers_are_left_alone(self):
+        for status, ctype in ((200, "application/json"), (404, "application/json"), (500, "text/html"),
+                              (304, None), (401, None), (403, "text/html")):
+            self.assertIsNone(_guard.diagnose(status, "/x", ctype), (status, ctype))
+
+    def test_the_auth_object_stops_at_the_redirect(self):
+        auth = plugin.OidcAuth(SERVER)
+        with mock.patch.object(_token.SOURCE, "token", return_value="tok"):
+            r = auth(requests.Request("GET", SERVER + "/api/2.0/mlflow/experiments/search").prepare())
+        resp = requests.Response()
+        resp.status_code = 302
+        resp.headers["Location"] = "/oauth2/sign_in?rd=x"
+        with self.assertRaises(_token.MlflowOidcError) as e:
+            for hook in r.hooks["response"]:
+                hook(resp)
+        self.assertIn("redirected to its login page (HTTP 302 to /oauth2/sign_in)", str(e.exception))
+        self.assertIn("--api-route", str(e.exception))
 
 
 class Matching(unittest.TestCase):
