@@ -23,19 +23,8 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{nanos}")
 }
 
-/// The cached entry of the sandbox's one server (file store).
-fn stored(s: &Sandbox) -> serde_json::Value {
-    let dir = s.tokens_dir();
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().ends_with(".json"))
-        .unwrap_or_else(|| panic!("no token file in {}", dir.display()));
-    serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap()
-}
-
 fn refresh_token(s: &Sandbox) -> Option<String> {
-    stored(s)["tokens"]["refresh_token"].as_str().map(str::to_owned)
+    s.stored_entry()["tokens"]["refresh_token"].as_str().map(str::to_owned)
 }
 
 /// Keycloak's answer to a refresh_token grant with `rt` for the public client: (HTTP status, body).
@@ -154,7 +143,7 @@ fn rotation_and_reuse_detection_end_in_exit_3_and_the_dead_token_dropped() {
     let out = s.mo(&["token", "--min-valid", "100000"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("mlflow-oidc login"), "{}", out.stderr);
-    assert_eq!(refresh_token(&s), None, "the dead refresh token is dropped: {}", stored(&s));
+    assert_eq!(refresh_token(&s), None, "the dead refresh token is dropped: {}", s.stored_entry());
 
     // Reuse detection: that replay ended the session, so the current token is dead too.
     let (status, body) = refresh_at_keycloak(&second);

@@ -35,16 +35,6 @@ fn confidential(idp: &Idp, extra: &str) -> Sandbox {
     )
 }
 
-fn stored_entry(s: &Sandbox) -> serde_json::Value {
-    let dir = s.tokens_dir();
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().ends_with(".json"))
-        .unwrap_or_else(|| panic!("no token file in {}", dir.display()));
-    serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap()
-}
-
 fn assert_no_secret(out: &sandbox::Out, secrets: &[&str]) {
     for secret in secrets {
         assert!(!out.stderr.contains(secret), "a secret leaked to stderr: {}", out.stderr);
@@ -74,7 +64,7 @@ fn login_then_token_in_id_token_mode() {
     let claims = support::verify_id_token(&idp.issuer, token, PUBLIC_CLIENT_ID);
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["aud"], PUBLIC_CLIENT_ID);
-    let entry = stored_entry(&s);
+    let entry = s.stored_entry();
     assert!(entry["tokens"]["refresh_token"].is_string(), "a refresh token is kept");
 }
 
@@ -101,7 +91,7 @@ fn expiry_refreshes_with_one_request_and_rotates_the_refresh_token() {
     let s = public(&idp, "use-id-token = false");
     s.mo(&["login"]).ok();
     let first = s.mo(&["token"]).ok().trim().to_string();
-    let rt1 = stored_entry(&s)["tokens"]["refresh_token"].as_str().unwrap().to_string();
+    let rt1 = s.stored_entry()["tokens"]["refresh_token"].as_str().unwrap().to_string();
 
     // A token valid for 60 s counts as expiring when we ask for 2 minutes of validity.
     idp.clear_requests();
@@ -113,7 +103,7 @@ fn expiry_refreshes_with_one_request_and_rotates_the_refresh_token() {
     assert_eq!(reqs[0]["grant_type"], "refresh_token");
     support::verify_jwt(&idp.issuer, &second, AUDIENCE);
 
-    let rt2 = stored_entry(&s)["tokens"]["refresh_token"].as_str().unwrap().to_string();
+    let rt2 = s.stored_entry()["tokens"]["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(rt1, rt2, "the rotated refresh token was stored");
     assert_no_secret(&out, &[&rt1, &rt2]);
 
@@ -136,7 +126,7 @@ fn expiry_refreshes_with_one_request_and_rotates_the_refresh_token() {
     assert!(out.stderr.contains("rejected the stored refresh token"), "{}", out.stderr);
     assert_eq!(out.stdout, "");
     // The dead refresh token is dropped (issue 16); whose login it was stays.
-    let entry = stored_entry(&s);
+    let entry = s.stored_entry();
     assert!(entry["tokens"].get("refresh_token").is_none(), "{entry}");
     assert_eq!(entry["client_id"], PUBLIC_CLIENT_ID);
 }
@@ -348,7 +338,7 @@ fn logout_end_session_opens_the_url_with_the_id_token_hint_but_prints_it_without
     let idp = Idp::start();
     let s = public(&idp, "");
     assert_eq!(s.mo(&["login"]).code, 0);
-    let id_token = stored_entry(&s)["tokens"]["id_token"].as_str().expect("an ID token after login").to_string();
+    let id_token = s.stored_entry()["tokens"]["id_token"].as_str().expect("an ID token after login").to_string();
     let opened = s.path("opened.txt");
     // Written whole and renamed: the `webbrowser` crate starts a graphical $BROWSER in the background.
     let recorder = s.script(

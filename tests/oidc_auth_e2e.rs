@@ -21,10 +21,9 @@ mod e2e;
 mod sandbox;
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use e2e::{command, invocations, last_json, repo};
@@ -103,17 +102,7 @@ fn start(audience: &str) -> Stack {
         .stderr(log)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {python:?}: {e}"));
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(json) = line.strip_prefix("STACK_READY ") {
-                let _ = tx.send(json.to_owned());
-                return;
-            }
-        }
-    });
-    let Ok(ready) = rx.recv_timeout(STACK_TIMEOUT) else {
+    let Some(ready) = support::stack_ready(child.stdout.take(), STACK_TIMEOUT) else {
         let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
         let _ = child.kill();
         panic!("mlflow server --app-name oidc-auth did not start within {STACK_TIMEOUT:?}:\n{log}");

@@ -15,10 +15,9 @@
 //! what to run.
 #![allow(dead_code, clippy::unwrap_used, clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::sandbox::Sandbox;
@@ -146,20 +145,10 @@ fn start() -> Stack {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", venv.python()));
 
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(json) = line.strip_prefix("STACK_READY ") {
-                let _ = tx.send(json.to_owned());
-                return;
-            }
-        }
-    });
     let supervisor_log = || std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
-    let ready = match rx.recv_timeout(STACK_TIMEOUT) {
-        Ok(json) => json,
-        Err(_) => {
+    let ready = match crate::support::stack_ready(child.stdout.take(), STACK_TIMEOUT) {
+        Some(json) => json,
+        None => {
             let log = supervisor_log();
             let _ = child.kill();
             panic!("the MLflow stack did not start within {STACK_TIMEOUT:?}:\n{log}");

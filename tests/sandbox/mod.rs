@@ -100,6 +100,18 @@ impl Sandbox {
         self.data_dir().join("tokens")
     }
 
+    /// The cached entry of the sandbox's one server (file store), as JSON.
+    #[allow(dead_code)] // Not every test binary that includes the sandbox reads entries.
+    pub fn stored_entry(&self) -> serde_json::Value {
+        let dir = self.tokens_dir();
+        let file = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .unwrap_or_else(|| panic!("no token file in {}", dir.display()));
+        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap()
+    }
+
     /// Set an environment variable for every later command.
     pub fn set(&mut self, k: &str, v: impl AsRef<str>) {
         self.env.retain(|(key, _)| key != k);

@@ -308,6 +308,23 @@ impl Drop for Idp {
 }
 
 /// A TCP port that was free a moment ago on 127.0.0.1.
+/// The JSON a stack supervisor (tests/mlflow/stack.py and its kin) prints on its `STACK_READY {…}` line, or
+/// `None` when it printed none within `timeout` (the caller then shows the supervisor's log).
+pub fn stack_ready(stdout: Option<std::process::ChildStdout>, timeout: Duration) -> Option<String> {
+    use std::io::{BufRead, BufReader};
+    let stdout = stdout?;
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(json) = line.strip_prefix("STACK_READY ") {
+                let _ = tx.send(json.to_owned());
+                return;
+            }
+        }
+    });
+    rx.recv_timeout(timeout).ok()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind an ephemeral port on 127.0.0.1").port()
 }
