@@ -180,6 +180,9 @@ fn token_exchange_gives_an_audience_scoped_token() {
         ),
     );
     s.set("KC_SUBJECT_TOKEN", &subject);
+    // A project file's `env:` subject token waits for the user's trust (issue 21).
+    let trusted = s.mo(&["trust"]);
+    assert_eq!(trusted.code, 0, "{}", trusted.stderr);
     let out = s.mo(&["token", "--format", "json"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stderr, st.logs());
     let token = serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()["token"].as_str().unwrap().to_owned();
