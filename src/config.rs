@@ -337,7 +337,7 @@ mod validate;
 mod view;
 
 pub use files::{Loaded, Skipped, load_sources, store_setting};
-pub use runtime::{StoreChoice, http_settings, keyring_timeout, store_choice};
+pub use runtime::{StoreChoice, http_settings, keyring_timeout, proxy_upstream_timeout, store_choice};
 pub use select::{normalize_uri, resolve};
 pub use validate::{parse_bool, parse_duration, validate_issuer, validate_redirect_uri};
 
