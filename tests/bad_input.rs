@@ -371,6 +371,12 @@ fn configuration_cases() {
     let non_utf8 = w.file("latin1.toml", b"[[tracking-servers]]\nuri = \"caf\xe9\"\n");
     let utf16 = w.file("utf16.toml", b"\xff\xfe[\x00[\x00t\x00");
     let bom = w.file("bom.toml", format!("\u{feff}{ok_block}"));
+    let plain_http_server = f(
+        "plain-http-server.toml",
+        &format!(
+            "[[tracking-servers]]\nuri = \"http://mlflow.example.com\"\nissuer = \"{base}\"\nclient-id = \"{CLIENT_ID}\"\n"
+        ),
+    );
     let int_servers = f("int-servers.toml", "[tool.mlflow-oidc-client]\ntracking-servers = 3\n");
     let table_servers = f("table-servers.toml", "[tool.mlflow-oidc-client.tracking-servers]\nuri = \"x\"\n");
     let tool_string = f("tool-string.toml", "tool = \"x\"\n");
@@ -543,6 +549,14 @@ fn configuration_cases() {
         )
         .env("MLFLOW_TRACKING_USERNAME", "alice")
         .fails(1, &["MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD are set", "/nonexistent/prog"]),
+        // Issue 20: the token would cross the network in clear.
+        case("proxy: a plain-http tracking server not on loopback", &["proxy", "--no-login"])
+            .arg(&plain_http_server)
+            .arg("--config")
+            .fails(2, &["http://mlflow.example.com", "plain http", "--allow-plain-http"]),
+        case("proxy: an upstream timeout that is no duration", &["proxy", "--no-login"])
+            .env("MLFLOW_OIDC_PROXY_UPSTREAM_TIMEOUT", "soon")
+            .fails(2, &["MLFLOW_OIDC_PROXY_UPSTREAM_TIMEOUT", "soon"]),
     ];
     let n = w.run_all(cases);
     eprintln!("configuration cases: {n}");
