@@ -241,6 +241,16 @@ fn harness(upstream: Option<&str>, first: Option<&str>, renewed: Option<&'static
 }
 
 fn harness_with(upstream: Option<&str>, first: Option<&str>, renewed: Option<&'static str>, limits: Limits) -> Harness {
+    harness_env(upstream, first, renewed, limits, Vec::new())
+}
+
+fn harness_env(
+    upstream: Option<&str>,
+    first: Option<&str>,
+    renewed: Option<&'static str>,
+    limits: Limits,
+    proxy_env: Vec<(&'static str, String)>,
+) -> Harness {
     let (fake, up, upstream_rt) = fake_upstream();
     let upstream = url::Url::parse(upstream.unwrap_or(&fake)).unwrap();
     let clock = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
@@ -262,7 +272,7 @@ fn harness_with(upstream: Option<&str>, first: Option<&str>, renewed: Option<&'s
             }
         })
     });
-    let tls = upstream::UpstreamTls { connect_timeout: Duration::from_secs(5), ..Default::default() };
+    let tls = upstream::UpstreamTls { connect_timeout: Duration::from_secs(5), proxy_env, ..Default::default() };
     let settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         upstream,
@@ -616,4 +626,32 @@ fn at_the_connection_cap_the_oldest_idle_connection_makes_room() {
     assert_eq!(client().get(format!("{}api/x", h.uri)).call().unwrap().status(), 200);
     let mut buf = [0; 16];
     assert_eq!(idle[0].read(&mut buf).unwrap_or(0), 0, "the oldest idle connection is closed");
+}
+
+#[test]
+fn https_proxy_tunnels_to_a_remote_server_and_never_to_a_loopback_one() {
+    // A stand-in for the user's HTTP proxy: it records the CONNECT it gets and closes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    let env = vec![("HTTPS_PROXY", proxy_url.clone()), ("HTTP_PROXY", proxy_url)];
+    let got = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = vec![0; 4096];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    let h = harness_env(
+        Some("https://mlflow.example.com/base"),
+        Some("good"),
+        Some("good"),
+        Limits::default(),
+        env.clone(),
+    );
+    assert_eq!(client().get(format!("{}api/x", h.uri)).call().unwrap().status(), 502);
+    let head = got.join().unwrap();
+    assert!(head.starts_with("CONNECT mlflow.example.com:443 HTTP/1.1\r\n"), "{head}");
+    // The fake upstream is on loopback: reached directly though the variables are set (issue 12).
+    let h = harness_env(None, Some("good"), Some("good"), Limits::default(), env);
+    assert_eq!(client().get(format!("{}api/x", h.uri)).call().unwrap().status(), 200);
 }
