@@ -57,6 +57,8 @@ struct Shared {
     capability: Secret<String>,
     upstream: url::Url,
     client: upstream::Client,
+    /// Without a pool: for the resend of a request whose pooled connection the server had closed.
+    fresh_client: upstream::Client,
     upstream_timeout: Duration,
     tokens: Arc<TokenCell>,
     log: Option<Log>,
@@ -181,7 +183,8 @@ impl Proxy {
         std_listener.set_nonblocking(true).map_err(|e| Error::io(format!("cannot serve on {addr}"), e))?;
         let listener = tokio::net::TcpListener::from_std(std_listener)
             .map_err(|e| Error::io(format!("cannot serve on {addr}"), e))?;
-        let client = upstream::client(&settings.upstream, &settings.tls)?;
+        let client = upstream::client(&settings.upstream, &settings.tls, true)?;
+        let fresh_client = upstream::client(&settings.upstream, &settings.tls, false)?;
         let capability = new_capability();
         let host = match addr {
             SocketAddr::V6(a) => format!("[{}]", a.ip()),
@@ -192,6 +195,7 @@ impl Proxy {
             capability,
             upstream: settings.upstream,
             client,
+            fresh_client,
             upstream_timeout: settings.upstream_timeout,
             tokens: tokens.clone(),
             log: settings.log,

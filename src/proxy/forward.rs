@@ -255,7 +255,9 @@ async fn forward(shared: &Shared, req: Request<Incoming>, forwarded: &str) -> Re
             }
             None => {}
         }
-        let sent = tokio::time::timeout(shared.upstream_timeout, shared.client.request(up)).await;
+        // A streamed body cannot be sent twice: it never risks a pooled connection the server may be closing.
+        let client = if resent || kept.is_none() { &shared.fresh_client } else { &shared.client };
+        let sent = tokio::time::timeout(shared.upstream_timeout, client.request(up)).await;
         match sent {
             Err(_) => {
                 let origin = shared.upstream.origin().ascii_serialization();
@@ -292,8 +294,9 @@ async fn forward(shared: &Shared, req: Request<Incoming>, forwarded: &str) -> Re
                 return relay(shared, r);
             }
             // A kept-alive connection the server closed meanwhile (Apache's event MPM drops idle ones when its
-            // workers are busy) fails before any answer: a replayable request goes once more. MLflow's own
-            // client retries every method on 5xx, so a rare duplicate is no worse.
+            // workers are busy) fails before any answer: a replayable request goes once more, on a new
+            // connection (proxy_e2e's 64 clients saw the pool hand out a second closed one). MLflow's own client
+            // retries every method on 5xx, so a rare duplicate is no worse.
             Ok(Err(e)) if kept.is_some() && !resent && !e.is_connect() => {
                 shared.log(&format!("proxy: resending after a broken connection to the tracking server: {e}"));
                 resent = true;

@@ -97,8 +97,10 @@ impl tower_service::Service<http::Uri> for Connect {
     }
 }
 
-/// The client for `upstream` (the tracking server's URL). Must be called inside the proxy's runtime.
-pub fn client(upstream: &url::Url, tls: &UpstreamTls) -> Result<Client> {
+/// The client for `upstream` (the tracking server's URL); `pooled` keeps connections alive for reuse, else
+/// each request has a new connection (for the resend after a pooled connection the server had closed: under
+/// load Apache closes several at once, and the pool would hand out another of them).
+pub fn client(upstream: &url::Url, tls: &UpstreamTls, pooled: bool) -> Result<Client> {
     let loopback = upstream.host_str().is_some_and(crate::http::is_loopback);
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -146,7 +148,7 @@ pub fn client(upstream: &url::Url, tls: &UpstreamTls) -> Result<Client> {
         .enable_http1()
         .wrap_connector(connect);
     Ok(HyperClient::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(POOL)
+        .pool_max_idle_per_host(if pooled { POOL } else { 0 })
         .pool_idle_timeout(POOL_IDLE)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
