@@ -165,6 +165,9 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
 }
 
 async fn current(shared: &Shared) -> Result<Lease, Failure> {
+    if let Some(lease) = shared.tokens.current_now() {
+        return Ok(lease);
+    }
     let tokens = shared.tokens.clone();
     blocking(move || tokens.current()).await
 }
