@@ -170,7 +170,10 @@ impl Proxy {
     /// `allow_remote` (then the caller warns).
     pub fn start(settings: Settings, tokens: Arc<TokenCell>) -> Result<Proxy> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)))
+            // One worker: on the 2-core bench machine one worker beat two at 16 clients (74 % vs 51-63 % of
+            // direct, wrk) and on latency (p50 +0.13 vs +0.20 ms), the proxy's work per request being small
+            // next to the client's and the server's; a core still moves GB/s of body (BENCHMARKS.md).
+            .worker_threads(1)
             .thread_name("proxy")
             .enable_io()
             .enable_time()
