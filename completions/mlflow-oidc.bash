@@ -135,7 +135,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__exec)
-            opts="-v -h -V --warn-within --min-valid --no-login --timeout --proxy --server --config --store --verbose --help --version"
+            opts="-v -h -V --warn-within --min-valid --no-login --timeout --proxy --allow-plain-http --server --config --store --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -413,7 +413,7 @@ _mlflow__oidc() {
             return 0
             ;;
         mlflow__subcmd__oidc__subcmd__proxy)
-            opts="-v -h -V --listen --allow-non-loopback --no-login --timeout --server --config --store --verbose --help --version"
+            opts="-v -h -V --listen --allow-non-loopback --allow-plain-http --no-login --timeout --server --config --store --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

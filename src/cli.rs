@@ -150,6 +150,10 @@ pub struct ExecArgs {
     /// any run length and any MLflow client, and MLFLOW_TRACKING_TOKEN is not set
     #[arg(long, conflicts_with = "warn_within")]
     pub proxy: bool,
+    /// With --proxy: forward to a plain http:// tracking server that is not on loopback (the token then
+    /// crosses the network unencrypted)
+    #[arg(long, requires = "proxy")]
+    pub allow_plain_http: bool,
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND", num_args = 1..)]
     pub command: Vec<std::ffi::OsString>,
@@ -163,6 +167,10 @@ pub struct ProxyArgs {
     /// Allow a listen address that is not a loopback one (other machines may then reach the proxy)
     #[arg(long)]
     pub allow_non_loopback: bool,
+    /// Forward to a plain http:// tracking server that is not on loopback (the token then crosses the network
+    /// unencrypted)
+    #[arg(long)]
+    pub allow_plain_http: bool,
     /// Never start an interactive login for the first token
     #[arg(long)]
     pub no_login: bool,

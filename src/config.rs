@@ -389,7 +389,7 @@ pub fn keys_needing_trust(path: PathBuf, text: String) -> Result<Vec<&'static st
     keys.dedup();
     Ok(keys)
 }
-pub use runtime::{StoreChoice, http_settings, keyring_timeout, store_choice};
+pub use runtime::{StoreChoice, http_settings, keyring_timeout, proxy_upstream_timeout, store_choice};
 pub use select::{normalize_uri, resolve};
 pub use validate::{parse_bool, parse_duration, validate_issuer, validate_redirect_uri};
 

@@ -22,6 +22,7 @@ pub mod keyring_store;
 pub mod loopback;
 pub mod output;
 pub mod paths;
+pub mod pdeathsig;
 pub mod progress;
 pub mod proxy;
 pub mod store;

@@ -371,6 +371,12 @@ fn configuration_cases() {
     let non_utf8 = w.file("latin1.toml", b"[[tracking-servers]]\nuri = \"caf\xe9\"\n");
     let utf16 = w.file("utf16.toml", b"\xff\xfe[\x00[\x00t\x00");
     let bom = w.file("bom.toml", format!("\u{feff}{ok_block}"));
+    let plain_http_server = f(
+        "plain-http-server.toml",
+        &format!(
+            "[[tracking-servers]]\nuri = \"http://mlflow.example.com\"\nissuer = \"{base}\"\nclient-id = \"{CLIENT_ID}\"\n"
+        ),
+    );
     let int_servers = f("int-servers.toml", "[tool.mlflow-oidc-client]\ntracking-servers = 3\n");
     let table_servers = f("table-servers.toml", "[tool.mlflow-oidc-client.tracking-servers]\nuri = \"x\"\n");
     let tool_string = f("tool-string.toml", "tool = \"x\"\n");
@@ -543,6 +549,14 @@ fn configuration_cases() {
         )
         .env("MLFLOW_TRACKING_USERNAME", "alice")
         .fails(1, &["MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD are set", "/nonexistent/prog"]),
+        // Issue 20: the token would cross the network in clear.
+        case("proxy: a plain-http tracking server not on loopback", &["proxy", "--no-login"])
+            .arg(&plain_http_server)
+            .arg("--config")
+            .fails(2, &["http://mlflow.example.com", "plain http", "--allow-plain-http"]),
+        case("proxy: an upstream timeout that is no duration", &["proxy", "--no-login"])
+            .env("MLFLOW_OIDC_PROXY_UPSTREAM_TIMEOUT", "soon")
+            .fails(2, &["MLFLOW_OIDC_PROXY_UPSTREAM_TIMEOUT", "soon"]),
     ];
     let n = w.run_all(cases);
     eprintln!("configuration cases: {n}");
@@ -1824,4 +1838,103 @@ fn hostile_token_a_stored_token_with_cr_lf_is_not_printed() {
     assert!(!out.all().contains("X-Injected"), "{:?}", out.all());
     w.restore();
     w.credential_still_works("a stored token with CR LF");
+}
+
+// Issue 20: `exec --proxy` whose proxy dies. Killed outright (SIGKILL: no handler runs), `mlflow-oidc` cannot end
+// its command itself; the command must still never outlive it and go on talking to a port someone else may bind.
+
+#[test]
+fn exec_proxy_s_command_dies_with_a_killed_proxy() {
+    let w = World::new();
+    w.restore();
+    let pid_file = w.s.path("child.pid");
+    let script = format!("echo $$ > '{}'; exec sleep 300", pid_file.display());
+    let mut cmd = w.s.cmd("proj", &["exec", "--proxy", "--no-login", "--", "sh", "-c", &script]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut proxy = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let child = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+            break pid;
+        }
+        if let Some(st) = proxy.try_wait().unwrap() {
+            panic!("exec --proxy ended before running its command: {st}");
+        }
+        assert!(Instant::now() < deadline, "exec --proxy never ran its command");
+        thread::sleep(Duration::from_millis(20));
+    };
+    proxy.kill().unwrap();
+    let _ = proxy.wait();
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(child) {
+        if Instant::now() >= deadline {
+            let _ = Command::new("kill").args(["-KILL", &child.to_string()]).status();
+            panic!("the command (pid {child}) outlived its killed proxy by 10 s");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 20: filling the proxy's file descriptors (tiny_http's accept thread ended for good, silently). Under
+/// `ulimit -n 64`, 300 idle connections; once they are gone the listener must still answer, and the shortage
+/// was said on stderr.
+#[test]
+fn the_proxy_listener_outlives_descriptor_exhaustion() {
+    let w = World::new();
+    w.restore();
+    let c = w.s.cmd("proj", &["proxy", "--no-login"]);
+    let mut sh = Command::new("sh");
+    sh.env_clear()
+        .envs(c.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(c.get_current_dir().unwrap())
+        .args(["-c", "ulimit -n 64 && exec \"$0\" proxy --no-login"])
+        .arg(c.get_program())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(w.s.path("proxy.stderr")).unwrap());
+    let mut proxy = sh.spawn().unwrap();
+    let stdout = proxy.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let uri = rx.recv_timeout(Duration::from_secs(30)).expect("the proxy printed no URI within 30 s");
+    let addr = uri.trim().trim_start_matches("http://").split('/').next().unwrap().to_owned();
+    let flood: Vec<TcpStream> = (0..300).filter_map(|_| TcpStream::connect(&addr).ok()).collect();
+    thread::sleep(Duration::from_millis(500));
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let answered = loop {
+        let status = (|| {
+            let mut s = TcpStream::connect(&addr).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            s.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+            let mut out = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut out);
+            out.split(' ').nth(1).map(str::to_owned)
+        })();
+        if status.is_some() || Instant::now() >= deadline {
+            break status;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let _ = Command::new("kill").args(["-TERM", &proxy.id().to_string()]).status();
+    let stop = Instant::now() + Duration::from_secs(15);
+    while proxy.try_wait().unwrap().is_none() {
+        if Instant::now() >= stop {
+            let _ = proxy.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let stderr = std::fs::read_to_string(w.s.path("proxy.stderr")).unwrap();
+    assert_eq!(answered.as_deref(), Some("403"), "the listener no longer answers after the flood:\n{stderr}");
+    assert!(stderr.contains("cannot accept a connection"), "the shortage was not said:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

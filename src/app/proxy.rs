@@ -32,7 +32,7 @@ pub(super) fn proxy(flags: &Flags, args: &ProxyArgs, deps: &mut Deps) -> Result<
             None
         }
     };
-    let running = start(&session, args.listen, args.allow_non_loopback, first, deps)?;
+    let running = start(&session, args.listen, args.allow_non_loopback, args.allow_plain_http, first, deps)?;
     let stop = on_signals(&running.cell)?;
     write_out(deps, format!("{}\n", running.proxy.uri().expose()).as_bytes())?;
     deps.note(format!(
@@ -42,6 +42,11 @@ pub(super) fn proxy(flags: &Flags, args: &ProxyArgs, deps: &mut Deps) -> Result<
     ));
     renew_until_closed(&running.cell, &running.server, &mut session, deps);
     let _ = stop;
+    if let Some(why) = running.proxy.lost() {
+        // Never a silent exit: whoever uses the URI must learn that nobody serves it any more.
+        running.proxy.shutdown(Duration::ZERO);
+        return Err(Error::network(format!("{why}; the proxy stopped (start it again for a new URI)")));
+    }
     deps.debug("proxy: stopping");
     if !running.proxy.shutdown(GRACE) {
         deps.warn(format!("requests still running after {} s were cut off", GRACE.as_secs()));
@@ -56,7 +61,7 @@ pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<u8
     let mut session = Session::open(flags, deps)?;
     let got = valid_token(&mut session, &want, deps)?;
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let running = start(&session, listen, false, Some(got), deps)?;
+    let running = start(&session, listen, false, args.allow_plain_http, Some(got), deps)?;
     let (program, rest) = args
         .command
         .split_first()
@@ -64,10 +69,13 @@ pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<u8
     let mut cmd = std::process::Command::new(program);
     // The capability travels in the environment only, never in argv (which every local user can read).
     cmd.args(rest).env("MLFLOW_TRACKING_URI", running.proxy.uri().expose()).env_remove("MLFLOW_TRACKING_TOKEN");
+    // If we are killed outright, the command dies with us: it must never go on sending the capability and its
+    // payloads to a port that another local process may bind next (issue 20).
+    crate::pdeathsig::die_with_parent(&mut cmd);
     deps.note(""); // Warnings out before the command's own output.
     let _ = deps.out.flush();
     let _ = deps.err.flush();
-    let mut child = cmd.spawn().map_err(|e| {
+    let child = cmd.spawn().map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound { ": not found on PATH" } else { "" };
         Error::io(format!("cannot run `{}`{hint}", program.to_string_lossy()), e)
     })?;
@@ -87,17 +95,49 @@ pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<u8
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    let cell = running.cell.clone();
+    let child = Arc::new(std::sync::Mutex::new(child));
+    let (cell, waited) = (running.cell.clone(), child.clone());
     let waiter = std::thread::spawn(move || {
-        let status = child.wait();
+        let status = loop {
+            match waited.lock().unwrap_or_else(|p| p.into_inner()).try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         cell.close();
         status
     });
     renew_until_closed(&running.cell, &running.server, &mut session, deps);
+    if let Some(why) = running.proxy.lost() {
+        // The command would go on talking to a port nobody serves, or that someone else binds: end it.
+        end_child(&child);
+        let _ = waiter.join();
+        running.proxy.shutdown(Duration::ZERO);
+        return Err(Error::network(format!(
+            "{why}; `{}` was ended because its tracking URI is served no more",
+            program.to_string_lossy()
+        )));
+    }
     let waited = waiter.join().unwrap_or_else(|_| Err(std::io::Error::other("the waiting thread panicked")));
     let status = waited.map_err(|e| Error::io(format!("cannot wait for `{}`", program.to_string_lossy()), e))?;
     running.proxy.shutdown(GRACE);
     Ok(exit_code(&status))
+}
+
+/// SIGTERM, then SIGKILL after 5 s.
+fn end_child(child: &std::sync::Mutex<std::process::Child>) {
+    let pid = child.lock().unwrap_or_else(|p| p.into_inner()).id();
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.lock().unwrap_or_else(|p| p.into_inner()).try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
 }
 
 fn exit_code(status: &std::process::ExitStatus) -> u8 {
@@ -123,6 +163,7 @@ fn start(
     session: &Session,
     listen: SocketAddr,
     allow_remote: bool,
+    allow_plain_http: bool,
     first: Option<ValidToken>,
     deps: &mut Deps,
 ) -> Result<Running> {
@@ -158,14 +199,26 @@ fn start(
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
         .ok_or_else(|| Error::config(format!("the tracking URI {uri} is not an http(s) URL")))?;
+    if upstream.scheme() == "http" && !upstream.host_str().is_some_and(crate::http::is_loopback) {
+        let origin = upstream.origin().ascii_serialization();
+        if !allow_plain_http {
+            return Err(Error::config(format!(
+                "refusing to send your token to {origin} over plain http: anyone on the network path could take it; use its https:// URL, or pass --allow-plain-http to do it anyway"
+            )));
+        }
+        deps.warn(format!("the token goes to {origin} unencrypted (--allow-plain-http)"));
+    }
     let tls = upstream::UpstreamTls {
         ssl_cert_file: deps.env.path(keys::SSL_CERT_FILE.env),
         server_cert: deps.env.path(keys::MLFLOW_TRACKING_SERVER_CERT_PATH.env),
         client_cert: deps.env.path(keys::MLFLOW_TRACKING_CLIENT_CERT_PATH.env),
         connect_timeout: crate::config::http_settings(None, &deps.env)?.connect_timeout,
+        proxy_env: upstream::PROXY_VARIABLES
+            .iter()
+            .filter_map(|v| Some((*v, deps.env.get_lossy(v)?.to_owned())))
+            .collect(),
     };
-    let agent = upstream::agent(&upstream, &tls, true)?;
-    let fresh_agent = upstream::agent(&upstream, &tls, false)?;
+    let upstream_timeout = crate::config::proxy_upstream_timeout(&deps.env)?;
     let cell = Arc::new(TokenCell::new(|| SystemClock.now()));
     if let Some(got) = first
         && let Some(fresh) = fresh_of(got)
@@ -178,8 +231,15 @@ fn start(
             let _ = writeln!(std::io::stderr().lock(), "mlflow-oidc: {line}");
         }) as proxy::Log
     });
-    let proxy =
-        Proxy::start(proxy::Settings { listen, upstream: upstream.clone(), agent, fresh_agent, log }, cell.clone())?;
+    let settings = proxy::Settings {
+        listen,
+        upstream: upstream.clone(),
+        tls,
+        upstream_timeout,
+        limits: proxy::Limits::default(),
+        log,
+    };
+    let proxy = Proxy::start(settings, cell.clone())?;
     Ok(Running { proxy, server: config.display_name().to_owned(), cell, upstream })
 }
 

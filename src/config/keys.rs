@@ -183,12 +183,17 @@ settings! {
         "MLflow's variable, read by `proxy`: PEM file with the client certificate and key shown to the tracking server.";
     MLFLOW_TRACKING_INSECURE_TLS = "", "MLFLOW_TRACKING_INSECURE_TLS", "", Kind::Bool, Env, "false",
         "MLflow's variable: `proxy` refuses to start when it is true (it never sends tokens without TLS verification).";
+    PROXY_UPSTREAM_TIMEOUT = "", "MLFLOW_OIDC_PROXY_UPSTREAM_TIMEOUT", "", Kind::Duration, Env, "120s",
+        "How long `proxy` waits for the tracking server to start answering a request before it answers 504 (at least MLflow's own `MLFLOW_HTTP_REQUEST_TIMEOUT`).";
 }
 
 /// Variables read to understand the environment (not settings of ours); listed in the reference so that it
 /// names everything the binary reads.
 pub const ENVIRONMENT: &[(&str, &str)] = &[
-    ("HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY", "Proxies for requests to the provider (lower-case names too)."),
+    (
+        "HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY",
+        "Proxies for requests to the provider, and for `proxy`'s requests to a tracking server not on loopback (lower-case names too).",
+    ),
     ("CI", "When set, `token` never starts a browser login."),
     ("SSH_CONNECTION, SSH_TTY", "An SSH session: without a forwarded display, `login` prefers the device flow."),
     ("DISPLAY, WAYLAND_DISPLAY, BROWSER", "Whether a browser can be opened (on Linux)."),

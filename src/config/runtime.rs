@@ -37,6 +37,11 @@ pub fn keyring_timeout(env: &Env) -> Result<Duration> {
     duration(env, keys::KEYRING_TIMEOUT)
 }
 
+/// How long `proxy` waits for the tracking server's response head (issue 20: at least MLflow's 120 s).
+pub fn proxy_upstream_timeout(env: &Env) -> Result<Duration> {
+    duration(env, keys::PROXY_UPSTREAM_TIMEOUT)
+}
+
 /// The HTTP agent's settings for requests about `server` (its `ca-bundle`), or about no configured server.
 pub fn http_settings(server: Option<&ServerConfig>, env: &Env) -> Result<HttpSettings> {
     Ok(HttpSettings {

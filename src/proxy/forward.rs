@@ -1,18 +1,28 @@
 //! One request through the proxy: refuse it or forward it with the bearer token, stream both bodies, retry
-//! once on a 401 when the body can be replayed, and speak MLflow's REST error shape when there is no token or
-//! no server.
+//! once on a 401 when the body can be replayed (and not again for a token the server rejected right after its
+//! renewal), and speak MLflow's REST error shape when there is no token or no server.
 
-use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
 
 use super::tokens::{Failure, FailureKind, Lease};
 use super::{Refusal, Shared, route};
 
+/// The body of every response the proxy sends.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
 /// Request bodies up to this size are kept, so the request can be replayed after a 401 with a new token;
 /// bigger ones (artifact uploads) stream and a 401 passes through.
 pub const REPLAY_MAX: usize = 1 << 20;
+
+/// After a 401 to a token renewed for the very 401 before it, 401s to that token pass through for this long
+/// instead of a renewal each (an upstream that rejects every token would otherwise get a grant per request).
+pub const DISTRUST_FOR: Duration = Duration::from_secs(30);
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1, and the obsolete `Keep-Alive`/`Proxy-Connection`), plus what the proxy
 /// sets itself (`Host`, `Authorization`, the framing) and `Expect` (the server side answers 100-continue).
@@ -32,19 +42,25 @@ const NOT_FORWARDED: &[&str] = &[
     "expect",
 ];
 
-/// The header fields of `headers` worth forwarding: not hop-by-hop, not named in `Connection`.
-pub fn end_to_end<'h>(headers: impl Iterator<Item = (&'h str, &'h str)> + Clone) -> Vec<(&'h str, &'h str)> {
+/// The header fields of `headers` worth forwarding: not hop-by-hop, not named in `Connection`, and none that
+/// carries `secret` (the capability in a `Referer` or `Origin` the client built from the proxy's URI: the
+/// tracking server has no business learning it).
+pub(super) fn forwardable(headers: &HeaderMap, secret: &str) -> HeaderMap {
     let listed: Vec<String> = headers
-        .clone()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
         .collect();
-    headers
-        .filter(|(n, _)| {
-            let n = n.to_ascii_lowercase();
-            !NOT_FORWARDED.contains(&n.as_str()) && !listed.contains(&n)
-        })
-        .collect()
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let n = name.as_str();
+        let carries = !secret.is_empty() && value.as_bytes().windows(secret.len()).any(|w| w == secret.as_bytes());
+        if !NOT_FORWARDED.contains(&n) && !listed.iter().any(|l| l == n) && !carries {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// MLflow's REST error body (`{"error_code": …, "message": …}`), which its clients turn into an exception
@@ -66,211 +82,253 @@ pub fn token_failure(f: &Failure) -> (u16, String) {
     (status, mlflow_error(code, &format!("mlflow-oidc: {}", f.message)))
 }
 
-/// Counts the bytes of a response body as they pass.
-struct Counting<R> {
-    inner: R,
-    n: Arc<AtomicU64>,
+fn full(status: u16, content_type: &str, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap_or(json()));
+    resp
 }
 
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.n.fetch_add(k as u64, Ordering::Relaxed);
-        Ok(k)
+fn json() -> HeaderValue {
+    HeaderValue::from_static("application/json")
+}
+
+fn error(status: u16, code: &str, message: &str) -> Response<Body> {
+    full(status, "application/json", mlflow_error(code, message))
+}
+
+/// Every request slot is taken: MLflow's clients retry a 503 (after `Retry-After`).
+pub(super) fn all_slots_busy() -> Response<Body> {
+    let mut r = error(503, "TEMPORARILY_UNAVAILABLE", "mlflow-oidc proxy: too many requests at once; retry later");
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// A request whose handling panicked (a bug): the client gets an answer, the proxy goes on.
+pub(super) fn internal_error() -> Response<Body> {
+    error(500, "INTERNAL_ERROR", "mlflow-oidc proxy: internal error while forwarding this request")
+}
+
+/// Something the user should see even without `-v` (stderr), for what threatens the proxy itself.
+pub(super) fn warn(shared: &Shared, line: &str) {
+    match &shared.log {
+        Some(log) => log(line),
+        None => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "mlflow-oidc: {line}");
+        }
     }
 }
 
-fn header(name: &str, value: &str) -> Option<tiny_http::Header> {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
-}
-
-fn respond_text(req: tiny_http::Request, status: u16, content_type: &str, body: String) -> u64 {
-    let n = body.len() as u64;
-    let mut resp = tiny_http::Response::from_string(body).with_status_code(status);
-    if let Some(h) = header("Content-Type", content_type) {
-        resp = resp.with_header(h);
+/// The request target as the client sent it: origin-form as is, anything else in full (and refused).
+fn target(uri: &http::Uri) -> String {
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return uri.to_string();
     }
-    let _ = req.respond(resp);
-    n
+    uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
 }
 
 /// Serve one request, then write its access log line.
-pub(super) fn handle(shared: &Shared, req: tiny_http::Request) {
+pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let routed = route(&method, req.url(), shared.capability.expose());
-    let (path, status, bytes) = match routed {
+    let method = req.method().clone();
+    let (path, resp) = match route(method.as_str(), &target(req.uri()), shared.capability.expose()) {
         Err(refusal) => {
-            let status = refusal.status();
             let why = match refusal {
                 Refusal::NoCapability => "this URL lacks the proxy's capability: use the tracking URI it printed",
                 Refusal::NotOriginForm => "not a forward proxy: only paths under the printed tracking URI",
                 Refusal::Connect => "CONNECT is not supported: not a forward proxy",
-                Refusal::DotSegments => "dot segments are not forwarded",
+                Refusal::DotSegments => "dot segments (also encoded or with ;parameters) are not forwarded",
             };
-            let bytes = respond_text(req, status, "text/plain; charset=utf-8", format!("mlflow-oidc proxy: {why}\n"));
-            ("(refused)".to_owned(), status, bytes)
+            // The body is never read: hyper closes the connection instead of draining it, whatever length it
+            // claims.
+            let resp = full(refusal.status(), "text/plain; charset=utf-8", format!("mlflow-oidc proxy: {why}\n"));
+            ("(refused)".to_owned(), resp)
         }
         Ok(forwarded) => {
+            // The tests' way to make a request's handling panic (issue 20: a panic gives its slot back).
+            #[cfg(test)]
+            if forwarded == "/__panic" {
+                panic!("a panic while forwarding, as a test asked");
+            }
             let path = forwarded.split('?').next().unwrap_or_default().to_owned();
-            let (status, bytes) = forward(shared, req, &forwarded);
-            (path, status, bytes)
+            (path, forward(&shared, req, &forwarded).await)
         }
     };
-    if let Some(log) = &shared.log {
+    if shared.log.is_some() {
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        log(&format!("proxy: {method} {} {status} {bytes} B {ms:.1} ms", crate::error::printable(&path)));
+        let length = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        let status = resp.status().as_u16();
+        shared.log(&format!("proxy: {method} {} {status} {length} B {ms:.1} ms", crate::error::printable(&path)));
     }
+    resp
 }
 
-/// The request body as the upstream request gets it.
-enum Body<'r> {
-    Kept(&'r [u8]),
-    Stream(&'r mut dyn Read),
+async fn current(shared: &Shared) -> Result<Lease, Failure> {
+    if let Some(lease) = shared.tokens.current_now() {
+        return Ok(lease);
+    }
+    let tokens = shared.tokens.clone();
+    blocking(move || tokens.current()).await
 }
 
-fn forward(shared: &Shared, mut req: tiny_http::Request, forwarded: &str) -> (u16, u64) {
-    let upgrade = req.headers().iter().any(|h| {
-        (h.field.equiv("Connection") && h.value.as_str().to_ascii_lowercase().contains("upgrade"))
-            || h.field.equiv("Upgrade")
-    });
+async fn rejected(shared: &Shared, generation: u64) -> Result<Lease, Failure> {
+    let tokens = shared.tokens.clone();
+    blocking(move || tokens.rejected(generation)).await
+}
+
+/// The token cell waits on a condition variable (for a renewal, at most `tokens::WAIT_AT_MOST`): off the
+/// runtime's workers.
+async fn blocking(f: impl FnOnce() -> Result<Lease, Failure> + Send + 'static) -> Result<Lease, Failure> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
+        Err(Failure { kind: FailureKind::Other, message: "the token renewal was interrupted".into() })
+    })
+}
+
+fn failed(f: &Failure) -> Response<Body> {
+    let (status, body) = token_failure(f);
+    full(status, "application/json", body)
+}
+
+fn distrusted(shared: &Shared, generation: u64) -> bool {
+    let d = shared.distrusted.lock().unwrap_or_else(|p| p.into_inner());
+    matches!(*d, Some((g, until)) if g == generation && Instant::now() < until)
+}
+
+async fn forward(shared: &Shared, req: Request<Incoming>, forwarded: &str) -> Response<Body> {
+    let upgrade = req.headers().contains_key(header::UPGRADE)
+        || req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("upgrade")));
     if upgrade {
-        let body = mlflow_error("BAD_REQUEST", "mlflow-oidc proxy: protocol upgrades are not supported");
-        return (501, respond_text(req, 501, "application/json", body));
+        return error(501, "BAD_REQUEST", "mlflow-oidc proxy: protocol upgrades are not supported");
     }
     let url = format!("{}{forwarded}", shared.upstream.as_str().trim_end_matches('/'));
     let Ok(uri) = url.parse::<http::Uri>() else {
-        let body = mlflow_error("BAD_REQUEST", "mlflow-oidc proxy: the request target is not a valid URI");
-        return (400, respond_text(req, 400, "application/json", body));
+        return error(400, "BAD_REQUEST", "mlflow-oidc proxy: the request target is not a valid URI");
     };
-    let method = req.method().as_str().to_owned();
-    let headers: Vec<(String, String)> =
-        end_to_end(req.headers().iter().map(|h| (h.field.as_str().as_str(), h.value.as_str())))
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect();
+    let (parts, body) = req.into_parts();
+    let headers = forwardable(&parts.headers, shared.capability.expose());
+    // hyper has checked the framing: a valid length (or chunked), never both.
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     // No Content-Length and no Transfer-Encoding: no body (RFC 9112 §6.3), which a replay can resend.
-    let chunked = req.headers().iter().any(|h| h.field.equiv("Transfer-Encoding"));
-    let length = req.body_length().or(if chunked { None } else { Some(0) });
-    let mut lease = match shared.tokens.current() {
+    let declared = if chunked { None } else { Some(length.unwrap_or(0)) };
+    let mut lease = match current(shared).await {
         Ok(l) => l,
-        Err(f) => return failed(req, &f),
+        Err(f) => return failed(&f),
     };
     // Small bodies are kept for a replay; the rest streams.
-    let mut kept = None;
-    if let Some(n) = length
-        && n <= REPLAY_MAX
-    {
-        let mut buf = Vec::with_capacity(n);
-        if req.as_reader().take(n as u64).read_to_end(&mut buf).is_err() {
-            return (400, 0);
-        }
-        kept = Some(buf);
+    let (mut kept, mut stream) = (None, None);
+    match declared {
+        Some(n) if n <= REPLAY_MAX as u64 => match Limited::new(body, REPLAY_MAX).collect().await {
+            Ok(b) => kept = Some(b.to_bytes()),
+            Err(_) => return error(400, "BAD_REQUEST", "mlflow-oidc proxy: the request body was cut off"),
+        },
+        _ => stream = Some(body),
     }
-    let (mut retried_401, mut fresh) = (false, kept.is_none());
-    let resp = loop {
-        let body = match &kept {
-            Some(buf) => Body::Kept(buf.as_slice()),
-            None => Body::Stream(req.as_reader()),
+    let has_content =
+        !matches!(parts.method, Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE);
+    let (mut renewed, mut resent) = (false, false);
+    loop {
+        let body: super::upstream::ReqBody = match (&kept, stream.take()) {
+            (Some(b), _) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
+            (None, Some(s)) => s.boxed(),
+            // Only kept bodies are sent twice.
+            (None, None) => return internal_error(),
         };
-        let agent = if fresh { &shared.fresh_agent } else { &shared.agent };
-        let sent = send(agent, &method, &uri, &headers, length, &lease, body);
+        let mut up = Request::builder().method(parts.method.clone()).uri(uri.clone()).body(body).unwrap_or_default();
+        *up.headers_mut() = headers.clone();
+        let Ok(mut auth) = HeaderValue::try_from(format!("Bearer {}", lease.token.expose())) else {
+            return failed(&Failure {
+                kind: FailureKind::Other,
+                message: "the token is not a valid header value".into(),
+            });
+        };
+        auth.set_sensitive(true);
+        up.headers_mut().insert(header::AUTHORIZATION, auth);
+        // The client's framing is kept: a length when it sent one (0 included when the method carries content),
+        // else chunked.
+        match declared {
+            Some(0) if !has_content => {}
+            Some(n) => {
+                up.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
+            None => {}
+        }
+        // A streamed body cannot be sent twice: it never risks a pooled connection the server may be closing.
+        let client = if resent || kept.is_none() { &shared.fresh_client } else { &shared.client };
+        let sent = tokio::time::timeout(shared.upstream_timeout, client.request(up)).await;
         match sent {
-            Ok(r) if r.status() == 401 && kept.is_some() && !retried_401 => {
-                retried_401 = true;
-                lease = match shared.tokens.rejected(lease.generation) {
+            Err(_) => {
+                let origin = shared.upstream.origin().ascii_serialization();
+                return error(
+                    504,
+                    "TEMPORARILY_UNAVAILABLE",
+                    &format!(
+                        "mlflow-oidc proxy: the tracking server {origin} did not answer within {} s \
+                         (MLFLOW_OIDC_PROXY_UPSTREAM_TIMEOUT)",
+                        shared.upstream_timeout.as_secs()
+                    ),
+                );
+            }
+            Ok(Ok(r)) if r.status() == StatusCode::UNAUTHORIZED && kept.is_some() && !renewed => {
+                if distrusted(shared, lease.generation) {
+                    return relay(shared, r);
+                }
+                // Dropping the unread 401 closes its connection: a replay never reuses a connection in an
+                // unknown state (issue 20's hang was a lost connection, not this, but the rule stands).
+                drop(r);
+                renewed = true;
+                lease = match rejected(shared, lease.generation).await {
                     Ok(l) => l,
-                    Err(f) => return failed(req, &f),
+                    Err(f) => return failed(&f),
                 };
             }
-            Ok(r) => break r,
-            // A kept-alive connection the server closed meanwhile (Apache's event MPM drops idle ones when
-            // its workers are busy) fails before any answer: a replayable request goes once more, on a new
-            // connection. MLflow's own client retries every method on 5xx, so a rare duplicate is no worse.
-            Err(e) if !fresh && stale_connection(&e) => fresh = true,
-            Err(e) => {
-                if let Some(log) = &shared.log {
-                    log(&format!("proxy: the tracking server failed: {e}"));
+            Ok(Ok(r)) => {
+                if renewed && r.status() == StatusCode::UNAUTHORIZED {
+                    *shared.distrusted.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((lease.generation, Instant::now() + DISTRUST_FOR));
+                    shared
+                        .log("proxy: the tracking server rejected a token renewed for it; 401s pass through for 30 s");
                 }
+                return relay(shared, r);
+            }
+            // A kept-alive connection the server closed meanwhile (Apache's event MPM drops idle ones when its
+            // workers are busy) fails before any answer: a replayable request goes once more, on a new
+            // connection (proxy_e2e's 64 clients saw the pool hand out a second closed one). MLflow's own client
+            // retries every method on 5xx, so a rare duplicate is no worse.
+            Ok(Err(e)) if kept.is_some() && !resent && !e.is_connect() => {
+                shared.log(&format!("proxy: resending after a broken connection to the tracking server: {e}"));
+                resent = true;
+            }
+            Ok(Err(e)) => {
+                let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
+                shared.log(&format!("proxy: the tracking server failed: {reason}"));
                 let origin = shared.upstream.origin().ascii_serialization();
-                let body = mlflow_error(
+                return error(
+                    502,
                     "TEMPORARILY_UNAVAILABLE",
-                    &format!("mlflow-oidc proxy: cannot reach the tracking server {origin}: {e}"),
+                    &format!("mlflow-oidc proxy: cannot reach the tracking server {origin}: {reason}"),
                 );
-                return (502, respond_text(req, 502, "application/json", body));
             }
         }
-    };
-    relay(req, resp)
-}
-
-fn stale_connection(e: &ureq::Error) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    match e {
-        ureq::Error::Io(io) => matches!(io.kind(), BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof),
-        ureq::Error::Protocol(_) => true,
-        _ => false,
     }
 }
 
-fn failed(req: tiny_http::Request, f: &Failure) -> (u16, u64) {
-    let (status, body) = token_failure(f);
-    (status, respond_text(req, status, "application/json", body))
-}
-
-fn send(
-    agent: &ureq::Agent,
-    method: &str,
-    uri: &http::Uri,
-    headers: &[(String, String)],
-    length: Option<usize>,
-    lease: &Lease,
-    body: Body<'_>,
-) -> Result<http::Response<ureq::Body>, ureq::Error> {
-    let mut b = http::Request::builder().method(method).uri(uri.clone());
-    for (n, v) in headers {
-        b = b.header(n.as_str(), v.as_str());
-    }
-    let mut auth = http::HeaderValue::try_from(format!("Bearer {}", lease.token.expose()))
-        .map_err(|_| ureq::Error::BadUri("token is not a valid header value".into()))?;
-    auth.set_sensitive(true);
-    b = b.header(http::header::AUTHORIZATION, auth);
-    // The client's framing is kept: a length when it sent one (0 included when the method carries content),
-    // else chunked.
-    let has_content = !matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE");
-    match length {
-        Some(0) if !has_content => {}
-        Some(n) => b = b.header(http::header::CONTENT_LENGTH, n),
-        None => {}
-    }
-    let run = |r: http::Request<ureq::SendBody<'_>>| agent.run(r);
-    match (body, length) {
-        (Body::Kept(buf), _) if buf.is_empty() && !has_content => {
-            run(b.body(ureq::SendBody::none()).map_err(|e| ureq::Error::BadUri(e.to_string()))?)
-        }
-        (Body::Kept(mut buf), _) => {
-            run(b.body(ureq::SendBody::from_reader(&mut buf)).map_err(|e| ureq::Error::BadUri(e.to_string()))?)
-        }
-        (Body::Stream(r), _) => {
-            run(b.body(ureq::SendBody::from_reader(r)).map_err(|e| ureq::Error::BadUri(e.to_string()))?)
-        }
-    }
-}
-
-/// Stream the tracking server's response to the client, keeping its length when it gave one.
-fn relay(req: tiny_http::Request, resp: http::Response<ureq::Body>) -> (u16, u64) {
-    let status = resp.status().as_u16();
+/// The tracking server's response, as the client gets it: its status, end-to-end fields, length and body
+/// (streamed). Every relayed response passes here: the place to recognise answers that need the user's
+/// attention (issue 22: a guard's redirect to its login page).
+fn relay(_shared: &Shared, resp: Response<Incoming>) -> Response<Body> {
     let (parts, body) = resp.into_parts();
-    let length = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let pairs: Vec<(&str, &str)> =
-        parts.headers.iter().filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))).collect();
-    let headers: Vec<tiny_http::Header> =
-        end_to_end(pairs.iter().copied()).into_iter().filter_map(|(n, v)| header(n, v)).collect();
-    let n = Arc::new(AtomicU64::new(0));
-    let reader = Counting { inner: body.into_reader(), n: n.clone() };
-    let response = tiny_http::Response::new(tiny_http::StatusCode(status), headers, reader, length, None)
-        // Keep Content-Length as the server sent it (tiny_http switches to chunked above 32 KiB otherwise).
-        .with_chunked_threshold(usize::MAX);
-    let _ = req.respond(response);
-    (status, n.load(Ordering::Relaxed))
+    let mut headers = forwardable(&parts.headers, "");
+    if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
+        headers.insert(header::CONTENT_LENGTH, length.clone());
+    }
+    let mut out = Response::new(body.boxed());
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = headers;
+    out
 }

@@ -127,6 +127,22 @@ impl TokenCell {
         self.wait_usable(st)
     }
 
+    /// The current token when one is usable now, never waiting (the proxy's fast path: no hop to a thread that
+    /// may block); `None` when [`TokenCell::current`] would have to wait or fail.
+    pub fn current_now(&self) -> Option<Lease> {
+        let mut st = self.lock();
+        let now = (self.clock)();
+        if st.closed || now >= st.expires_at {
+            return None;
+        }
+        let token = st.token.clone()?;
+        if now >= st.renew_at && !st.renewing && st.failure.as_ref().is_none_or(|(_, at)| now - at >= RETRY_AFTER) {
+            st.wanted = true;
+            self.changed.notify_all();
+        }
+        Some(Lease { token, generation: st.generation })
+    }
+
     fn wait_usable(&self, mut st: MutexGuard<'_, State>) -> Result<Lease, Failure> {
         let start = st.attempts;
         let deadline = std::time::Instant::now() + WAIT_AT_MOST;
@@ -235,6 +251,24 @@ mod tests {
 
     fn fresh(n: usize, expires_at: i64) -> Fresh {
         Fresh { token: Secret::new(format!("t{n}")), expires_at }
+    }
+
+    #[test]
+    fn current_now_never_waits_and_asks_for_a_renewal_when_due() {
+        let clock = Arc::new(AtomicI64::new(1000));
+        let c = cell(&clock);
+        assert!(c.current_now().is_none(), "no token yet: the caller must wait on the slow path");
+        c.seed(fresh(1, 1100));
+        assert_eq!(c.current_now().unwrap().token.expose(), "t1");
+        assert!(!c.lock().wanted);
+        clock.store(1090, Ordering::SeqCst);
+        assert_eq!(c.current_now().unwrap().token.expose(), "t1", "still valid while due");
+        assert!(c.lock().wanted, "due: a renewal is asked for");
+        clock.store(1100, Ordering::SeqCst);
+        assert!(c.current_now().is_none(), "expired");
+        clock.store(1050, Ordering::SeqCst);
+        c.close();
+        assert!(c.current_now().is_none(), "closed");
     }
 
     #[test]
