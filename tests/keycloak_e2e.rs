@@ -282,6 +282,13 @@ fn a_token_oauth2_proxy_refuses_is_reported_as_such() {
     assert!(out.stderr.contains(redirect) && out.stderr.contains(why), "{}", out.stderr);
     assert!(!out.stderr.contains("JSONDecodeError") && !out.stderr.contains("Expecting value"), "{}", out.stderr);
 
+    // Through `exec --proxy` (how Java, R and TypeScript clients go): the proxy answers the redirect with an MLflow
+    // error in the same words instead of relaying it to the login page.
+    let out = s.mo(&["exec", "--proxy", "--", "mlflow", "experiments", "search"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains(redirect) && out.stderr.contains(why), "{}", out.stderr);
+    assert!(!out.stderr.contains("JSONDecodeError") && !out.stderr.contains("Expecting value"), "{}", out.stderr);
+
     // A token with the right audience for a user whose email is not verified: the same redirect, the same words.
     let s = project(
         &st.web,

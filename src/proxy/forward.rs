@@ -276,7 +276,7 @@ async fn forward(shared: &Shared, req: Request<Incoming>, forwarded: &str) -> Re
             }
             Ok(Ok(r)) if r.status() == StatusCode::UNAUTHORIZED && kept.is_some() && !renewed => {
                 if distrusted(shared, lease.generation) {
-                    return relay(shared, r);
+                    return relay(shared, r, forwarded);
                 }
                 // Dropping the unread 401 closes its connection: a replay never reuses a connection in an
                 // unknown state (issue 20's hang was a lost connection, not this, but the rule stands).
@@ -294,7 +294,7 @@ async fn forward(shared: &Shared, req: Request<Incoming>, forwarded: &str) -> Re
                     shared
                         .log("proxy: the tracking server rejected a token renewed for it; 401s pass through for 30 s");
                 }
-                return relay(shared, r);
+                return relay(shared, r, forwarded);
             }
             // A kept-alive connection the server closed meanwhile (Apache's event MPM drops idle ones when its
             // workers are busy) fails before any answer: a replayable request goes once more, on a new
@@ -321,7 +321,13 @@ async fn forward(shared: &Shared, req: Request<Incoming>, forwarded: &str) -> Re
 /// The tracking server's response, as the client gets it: its status, end-to-end fields, length and body
 /// (streamed). Every relayed response passes here: the place to recognise answers that need the user's
 /// attention (issue 22: a guard's redirect to its login page).
-fn relay(_shared: &Shared, resp: Response<Incoming>) -> Response<Body> {
+fn relay(shared: &Shared, resp: Response<Incoming>, forwarded: &str) -> Response<Body> {
+    if let Some(d) = login_page(resp.status().as_u16(), resp.headers(), forwarded) {
+        // Relayed, the redirect would end in the provider's HTML login form, which MLflow's clients report as a
+        // JSON decode error (mlflow/mlflow#17348): say what it is, in MLflow's REST error shape.
+        shared.log(&format!("proxy: {d}"));
+        return error(401, "UNAUTHENTICATED", &format!("mlflow-oidc proxy: {d}; {}", d.fix()));
+    }
     let (parts, body) = resp.into_parts();
     let mut headers = forwardable(&parts.headers, "");
     if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
@@ -331,4 +337,18 @@ fn relay(_shared: &Shared, resp: Response<Incoming>) -> Response<Body> {
     *out.status_mut() = parts.status;
     *out.headers_mut() = headers;
     out
+}
+
+/// A guard's login redirect or login page in answer to an MLflow API call (`/api/`, `/ajax-api/`), which never
+/// redirects nor answers HTML; other paths (the UI, static files) are relayed as they are.
+pub fn login_page(status: u16, headers: &http::HeaderMap, forwarded: &str) -> Option<crate::guard::Diagnosis> {
+    let path = forwarded.split('?').next().unwrap_or_default();
+    if !(path.starts_with("/api/") || path.starts_with("/ajax-api/")) {
+        return None;
+    }
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    match crate::guard::diagnose(status, text(header::LOCATION), text(header::CONTENT_TYPE))? {
+        crate::guard::Diagnosis::Refused { .. } => None,
+        d => Some(d),
+    }
 }

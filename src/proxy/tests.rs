@@ -197,6 +197,13 @@ async fn answer(
             unreachable!()
         }
         "/error" => Err(std::io::Error::other("dropped")),
+        // oauth2-proxy without --api-route refusing the token (issue 22): a 302 to its sign-in page.
+        "/api/2.0/mlflow/guarded" | "/ui/guarded" => {
+            let mut r = resp(302, Vec::new());
+            let to = "/oauth2/sign_in?rd=%2Fapi%2F2.0%2Fmlflow%2Fguarded";
+            r.headers_mut().insert("location", http::HeaderValue::from_static(to));
+            Ok(r)
+        }
         _ => {
             let mut r = resp(200, format!("read {body_len}").into_bytes());
             r.headers_mut().insert("x-upstream", http::HeaderValue::from_static("yes"));
@@ -654,4 +661,25 @@ fn https_proxy_tunnels_to_a_remote_server_and_never_to_a_loopback_one() {
     // The fake upstream is on loopback: reached directly though the variables are set (issue 12).
     let h = harness_env(None, Some("good"), Some("good"), Limits::default(), env);
     assert_eq!(client().get(format!("{}api/x", h.uri)).call().unwrap().status(), 200);
+}
+
+#[test]
+fn a_guard_s_login_redirect_on_an_api_call_is_named_in_mlflow_s_shape_not_relayed() {
+    let h = harness(None, Some("good"), Some("good"));
+    let resp = client().get(format!("{}api/2.0/mlflow/guarded", h.uri)).call().unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["error_code"], "UNAUTHENTICATED");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("redirected to its login page (HTTP 302 to /oauth2/sign_in)"), "{message}");
+    assert!(message.contains("audience? email_verified?") && message.contains("--api-route"), "{message}");
+    // Outside the API (the UI, static files) a redirect is the server's to make: relayed as it is.
+    let no_follow: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let resp = no_follow.get(format!("{}ui/guarded", h.uri)).call().unwrap();
+    assert_eq!(resp.status(), 302);
 }
