@@ -14,6 +14,8 @@ import subprocess
 import sysconfig
 from typing import List, NamedTuple, Optional
 
+from mlflow_oidc._text import printable
+
 BIN_ENV = "MLFLOW_OIDC_BIN"
 _EXE = "mlflow-oidc" + (".exe" if os.name == "nt" else "")
 
@@ -120,7 +122,8 @@ def failure(outcome: Outcome) -> Failure:
         kind, code, message = obj["kind"], obj["exit_code"], obj["message"]
         hint = obj.get("hint")
         if isinstance(kind, str) and isinstance(code, int) and isinstance(message, str):
-            return Failure(kind, code, _printable(message), _printable(hint) if isinstance(hint, str) else None)
+            shown_hint = printable(hint, 1000) if isinstance(hint, str) else None
+            return Failure(kind, code, printable(message, 1000), shown_hint)
     except (ValueError, KeyError, TypeError, RecursionError):
         pass
     detail = _last_line(outcome.err)
@@ -131,13 +134,9 @@ def failure(outcome: Outcome) -> Failure:
     return Failure("unknown", code, detail, None)
 
 
-def _printable(text: str) -> str:
-    return "".join(c for c in text if c.isprintable())[:1000]
-
-
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     if not lines:
         return ""
     line = lines[-1]
-    return _printable(line[len("error: "):] if line.startswith("error: ") else line)
+    return printable(line[len("error: "):] if line.startswith("error: ") else line, 1000)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 
+from mlflow_oidc._text import printable
+
 
 def peek_claims(token: str) -> dict:
     """A JWT's payload, unverified ({} when the token is not a JWT)."""
@@ -18,14 +20,6 @@ def peek_claims(token: str) -> dict:
     except (ValueError, RecursionError):
         return {}
     return claims if isinstance(claims, dict) else {}
-
-
-def printable(value) -> str:
-    """A claim for a log line: provider-shaped text without control characters, kept short."""
-    if isinstance(value, list):
-        value = " ".join(str(v) for v in value)
-    text = "".join(c for c in str(value if value is not None else "-") if c.isprintable())
-    return text[:200]
 
 
 def rejection(server: str, token: str, kind: str, now: float) -> str:

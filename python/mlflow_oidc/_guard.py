@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import Optional
 
+from mlflow_oidc._text import printable
+
 WHY = "it did not accept the token (audience? email_verified?)"
 FIX = ("give the token the audience the proxy checks (an audience mapper at the provider, or --oidc-extra-audience "
        "on oauth2-proxy), let it accept service accounts' unverified emails, and set --api-route=^/api/ so API "
        "calls get a 401 instead of a login page; see docs/guards/oauth2-proxy.md")
-
-
-def _printable(s: str) -> str:
-    return "".join(c for c in s if c.isprintable())[:300]
 
 
 def diagnose(status: int, location: Optional[str], content_type: Optional[str]) -> Optional[str]:
@@ -26,7 +24,7 @@ def diagnose(status: int, location: Optional[str], content_type: Optional[str]) 
     if 300 <= status <= 399 and status != 304:
         if location:
             # The query carries state, a nonce and our redirect: the page's path is enough to name it.
-            page = _printable(location.split("?", 1)[0].split("#", 1)[0][:200])
+            page = printable(location.split("?", 1)[0].split("#", 1)[0][:200], 300)
             return f"the tracking server's proxy redirected to its login page (HTTP {status} to {page}): {WHY}"
         return f"the tracking server's proxy redirected to its login page (HTTP {status}): {WHY}"
     if 200 <= status <= 299 and html:

@@ -18,8 +18,8 @@ from typing import Callable, Dict, Optional
 from mlflow_oidc import _binary
 from mlflow_oidc._answer import read_answer
 from mlflow_oidc._binary import MlflowOidcError, find_binary
-from mlflow_oidc._explain import printable as _printable
 from mlflow_oidc._explain import rejection
+from mlflow_oidc._text import printable as _printable
 
 __all__ = ["SOURCE", "MlflowOidcError", "TokenSource", "find_binary"]
 
