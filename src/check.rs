@@ -283,7 +283,7 @@ pub fn tracking_check(uri: &str, http: &Http, token: Option<&str>) -> Check {
     if url::Url::parse(&url).is_err() {
         return fail(NAME, format!("{uri} is not a URL"), "fix the tracking URI");
     }
-    let resp = match http.get_bearer_any(&url, token) {
+    let resp = match http.get_bearer(&url, token, "*/*") {
         Ok(r) => r,
         // Only a warning: the provider side is what --check vouches for, and the server may just be down now.
         Err(e) => {

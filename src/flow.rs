@@ -397,13 +397,8 @@ pub fn auth_method(config: &ServerConfig, metadata: &Metadata) -> AuthMethod {
 /// Keep provider-supplied text printable and short.
 /// Provider text made printable, with our secrets (client secret, `extra`) redacted should it echo them.
 pub(crate) fn sanitize_with(config: &ServerConfig, s: &str, extra: &[&str]) -> String {
-    let mut forms: Vec<String> = extra.iter().flat_map(|x| crate::http::wire_forms(None, x)).collect();
-    if let Some(secret) = &config.client_secret {
-        forms.extend(crate::http::wire_forms(Some(&config.client_id), secret.expose()));
-    }
-    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
-    let secrets: Vec<&str> = forms.iter().map(String::as_str).collect();
-    crate::error::printable(&crate::error::redact(s, &secrets))
+    let client = config.client_secret.as_ref().map(|secret| (config.client_id.as_str(), secret.expose().as_str()));
+    crate::http::redact_echo(s, client, extra)
 }
 
 pub(crate) fn sanitize(s: &str) -> String {

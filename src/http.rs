@@ -89,22 +89,12 @@ impl Http {
         self.send(req)
     }
 
-    /// GET `url` with `Authorization: Bearer token` (GitHub Actions' OIDC token service).
-    pub fn get_bearer(&self, url: &str, token: &str) -> Result<Response> {
+    /// GET `url` with `Authorization: Bearer token`, accepting `accept`: `application/json` for a token service
+    /// (GitHub Actions' OIDC endpoint); `*/*` to probe a tracking server as MLflow's clients do, since oauth2-proxy
+    /// answers a request that accepts JSON with 401 where they get a 302 to its login page (issue 22).
+    pub fn get_bearer(&self, url: &str, token: &str, accept: &str) -> Result<Response> {
         let req = http::Request::get(url)
-            .header("accept", "application/json")
-            .header("authorization", format!("Bearer {token}"))
-            .body(Vec::new())
-            .map_err(|_| Error::config("invalid URL in ACTIONS_ID_TOKEN_REQUEST_URL"))?;
-        self.send(req)
-    }
-
-    /// GET `url` with `Authorization: Bearer token` and `Accept: */*`, as MLflow's clients send it: oauth2-proxy
-    /// answers a request that accepts JSON with 401 where MLflow's clients get a 302 to its login page (`status
-    /// --check` probes what they will meet; issue 22).
-    pub fn get_bearer_any(&self, url: &str, token: &str) -> Result<Response> {
-        let req = http::Request::get(url)
-            .header("accept", "*/*")
+            .header("accept", accept)
             .header("authorization", format!("Bearer {token}"))
             .body(Vec::new())
             .map_err(|e| Error::config(format!("invalid URL {url}: {e}")))?;
@@ -215,6 +205,19 @@ pub fn wire_forms(client_id: Option<&str>, secret: &str) -> Vec<String> {
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
     out.dedup();
     out
+}
+
+/// Provider text made printable with every wire form of what we sent redacted, should the provider echo it:
+/// `client`'s (id, secret) Basic and form forms, and each of `extra` (a refresh token, an assertion, a code).
+pub fn redact_echo(text: &str, client: Option<(&str, &str)>, extra: &[&str]) -> String {
+    let mut forms: Vec<String> = extra.iter().flat_map(|x| wire_forms(None, x)).collect();
+    if let Some((id, secret)) = client {
+        forms.extend(wire_forms(Some(id), secret));
+    }
+    // Longest first across all of them, so that no form is left half-redacted by a shorter one.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    let secrets: Vec<&str> = forms.iter().map(String::as_str).collect();
+    crate::error::printable(&crate::error::redact(text, &secrets))
 }
 
 impl oauth2::SyncHttpClient for Http {

@@ -1,7 +1,7 @@
 //! Token revocation (RFC 7009), authenticated like every other grant through [`ClientAuth`].
 
 use super::{ClientAuth, check_endpoint};
-use crate::error::{Error, Result, printable, redact};
+use crate::error::{Error, Result};
 use crate::http::Http;
 use crate::token::Secret;
 
@@ -16,15 +16,14 @@ pub fn revoke(http: &Http, endpoint: &str, client: &ClientAuth<'_>, refresh_toke
         return Ok(());
     }
     // A provider may echo what it was sent: the refresh token and the client's credentials in every encoding.
-    let mut forms = crate::http::wire_forms(None, refresh_token.expose());
-    if let Some(s) = client.secret() {
-        forms.extend(crate::http::wire_forms(Some(client.client_id), s));
-    }
-    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
-    let secrets: Vec<&str> = forms.iter().map(String::as_str).collect();
+    let sent = client.secret().map(|s| (client.client_id, s));
     let err = serde_json::from_slice::<serde_json::Value>(&resp.body)
         .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(|e| printable(&redact(e, &secrets))))
+        .and_then(|v| {
+            v.get("error")
+                .and_then(|e| e.as_str())
+                .map(|e| crate::http::redact_echo(e, sent, &[refresh_token.expose()]))
+        })
         .unwrap_or_else(|| format!("HTTP {}", resp.status));
     Err(Error::provider(format!("the provider refused to revoke the refresh token at {endpoint}: {err}")))
 }

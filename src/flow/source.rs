@@ -95,7 +95,7 @@ fn github_actions(
         u.query_pairs_mut().append_pair("audience", aud);
     }
     let shown = format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or_default(), u.path());
-    let resp = http.get_bearer(u.as_str(), bearer.expose())?;
+    let resp = http.get_bearer(u.as_str(), bearer.expose(), "application/json")?;
     if resp.status != 200 {
         return Err(Error::provider(format!(
             "GitHub Actions' OIDC token service {shown} answered HTTP {}: {GITHUB_HINT}",
