@@ -72,7 +72,7 @@ pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<u8
     // If we are killed outright, the command dies with us: it must never go on sending the capability and its
     // payloads to a port that another local process may bind next (issue 20).
     crate::pdeathsig::die_with_parent(&mut cmd);
-    deps.note(""); // Warnings out before the command's own output.
+    deps.print_warnings(); // Before the command's own output, which follows on the same stderr.
     let _ = deps.out.flush();
     let _ = deps.err.flush();
     let child = cmd.spawn().map_err(|e| {

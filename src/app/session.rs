@@ -65,6 +65,15 @@ impl Session {
         Ok((&self.server, self.provider.insert(provider)))
     }
 
+    /// Refetch the provider's metadata when it came from the cache; true when it changed (worth retrying a
+    /// request that failed with the cached copy).
+    pub(super) fn refetch(&mut self, deps: &mut Deps) -> Result<bool> {
+        match &mut self.provider {
+            Some(p) => p.refetch(&self.server, deps),
+            None => Ok(false),
+        }
+    }
+
     /// The machine grant of this server (client credentials, token exchange or JWT bearer; platform tokens re-read
     /// from their sources): the one routine `login` and `token` call. Machine grants issue no refresh token, so
     /// each renewal comes here.

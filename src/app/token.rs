@@ -111,7 +111,7 @@ pub(super) fn exec(flags: &Flags, args: &ExecArgs, deps: &mut Deps) -> Result<u8
     if let Some(uri) = &got.config.uri {
         cmd.env("MLFLOW_TRACKING_URI", uri);
     }
-    deps.note(""); // Warnings out before the command's own output.
+    deps.print_warnings(); // Before the command's own output, which follows on the same stderr.
     let _ = deps.out.flush();
     let _ = deps.err.flush();
     let failed = |e: std::io::Error| {
@@ -195,20 +195,11 @@ fn refresh_step(
     deps.debug("refreshing");
     let kind = session.kind();
     let previous_id = existing.tokens.id_token.clone();
-    let attempt = refresh_once(session, &rt, previous_id.as_ref(), deps);
-    let attempt = match attempt {
-        Err(e)
-            if matches!(e, Error::Network(_) | Error::Provider(_)) && {
-                let (c, provider) = session.connected(deps)?;
-                let c = c.clone();
-                provider.refetch(&c, deps)?
-            } =>
-        {
-            deps.debug("the cached provider metadata was stale; retrying with fresh metadata");
-            refresh_once(session, &rt, previous_id.as_ref(), deps)
-        }
-        other => other,
-    };
+    let mut attempt = refresh_once(session, &rt, previous_id.as_ref(), deps);
+    if matches!(attempt, Err(Error::Network(_) | Error::Provider(_))) && session.refetch(deps)? {
+        deps.debug("the cached provider metadata was stale; retrying with fresh metadata");
+        attempt = refresh_once(session, &rt, previous_id.as_ref(), deps);
+    }
     let (c, store, key) = (&session.server, &session.store, &session.key);
     match attempt? {
         Some(mut set) => {
