@@ -365,9 +365,9 @@ fn requests_without_the_capability_are_refused_and_never_forwarded() {
     assert!(h.seen().is_empty(), "{:?}", h.seen());
 }
 
-#[test]
-fn an_upstream_401_renews_once_and_replays_small_bodies() {
-    let h = harness(None, Some("stale"), Some("good"));
+/// Eight clients at once, half with a small body, against a proxy holding a token the server rejects: their
+/// statuses.
+fn eight_clients_with_a_rejected_token(h: &Harness) -> Vec<u16> {
     let threads: Vec<_> = (0..8)
         .map(|i| {
             let uri = h.uri.clone();
@@ -377,9 +377,13 @@ fn an_upstream_401_renews_once_and_replays_small_bodies() {
             })
         })
         .collect();
-    for t in threads {
-        assert_eq!(t.join().unwrap(), 200);
-    }
+    threads.into_iter().map(|t| t.join().unwrap().as_u16()).collect()
+}
+
+#[test]
+fn an_upstream_401_renews_once_and_replays_small_bodies() {
+    let h = harness(None, Some("stale"), Some("good"));
+    assert_eq!(eight_clients_with_a_rejected_token(&h), [200; 8]);
     assert_eq!(h.renewals.load(Ordering::SeqCst), 1, "eight rejections of one token, one renewal");
 }
 
@@ -475,18 +479,7 @@ fn the_capability_never_reaches_the_server_in_referer_or_origin() {
 fn the_401_replay_never_hangs_500_times_over() {
     for round in 0..500 {
         let h = harness(None, Some("stale"), Some("good"));
-        let threads: Vec<_> = (0..8)
-            .map(|i| {
-                let uri = h.uri.clone();
-                std::thread::spawn(move || {
-                    let url = format!("{uri}api/x");
-                    if i % 2 == 0 { client().post(url).send("{}") } else { client().get(url).call() }.unwrap().status()
-                })
-            })
-            .collect();
-        for t in threads {
-            assert_eq!(t.join().unwrap(), 200, "round {round}");
-        }
+        assert_eq!(eight_clients_with_a_rejected_token(&h), [200; 8], "round {round}");
         assert_eq!(h.renewals.load(Ordering::SeqCst), 1, "round {round}");
     }
 }
