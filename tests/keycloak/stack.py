@@ -14,12 +14,10 @@ Reuses the process handling of tests/mlflow/stack.py.
 """
 
 import argparse
-import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import sys
 import time
 
@@ -123,13 +121,7 @@ def main():
     args.dir = os.path.abspath(args.dir)
     args.mlflow = os.path.abspath(args.mlflow)
     os.makedirs(args.dir, exist_ok=True)
-    base._libc.prctl(base.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, on_signal)
+    base.become_supervisor()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     try:
         started = time.monotonic()
@@ -157,17 +149,9 @@ def main():
             "mlflow_log": mlflow.log_path,
             "startup_seconds": round(time.monotonic() - started, 1),
         }
-        print(f"STACK_READY {json.dumps(info)}", flush=True)
-        while sys.stdin.buffer.read(65536):
-            pass
+        base.serve(info)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        t0 = time.monotonic()
-        base.stop(base.SPAWNED)
-        base.log(f"stopped {', '.join(s.name for s in base.SPAWNED) or 'nothing'} in {time.monotonic() - t0:.1f}s")
-        for path in [args.dir, *args.remove]:
-            shutil.rmtree(path, ignore_errors=True)
+        base.tear_down([args.dir, *args.remove])
 
 
 if __name__ == "__main__":

@@ -15,11 +15,8 @@ Stdlib only; run it with the python of the venv that has mlflow-oidc-auth (scrip
 """
 
 import argparse
-import json
 import os
 import secrets
-import shutil
-import signal
 import sys
 import time
 
@@ -87,13 +84,7 @@ def main():
     args.dir = os.path.abspath(args.dir)
     args.mlflow = os.path.abspath(args.mlflow)
     os.makedirs(args.dir, exist_ok=True)
-    stack._libc.prctl(stack.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    stack.become_supervisor()
 
     # No MLFLOW_* (a developer's MLFLOW_TRACKING_USERNAME, say) and no OIDC_* from outside.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OIDC_"))}
@@ -107,16 +98,9 @@ def main():
             "mlflow_pid": server.proc.pid,
             "startup_seconds": round(time.monotonic() - started, 1),
         }
-        print(f"STACK_READY {json.dumps(info)}", flush=True)
-        while sys.stdin.buffer.read(65536):
-            pass
+        stack.serve(info)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stack.stop(stack.SPAWNED)
-        stack.log(f"stopped {', '.join(s.name for s in stack.SPAWNED) or 'nothing'}")
-        for path in [args.dir, *args.remove]:
-            shutil.rmtree(path, ignore_errors=True)
+        stack.tear_down([args.dir, *args.remove])
 
 
 if __name__ == "__main__":

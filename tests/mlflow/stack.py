@@ -241,6 +241,36 @@ def stop(servers):
     reap()
 
 
+def become_supervisor():
+    """Orphaned descendants (a worker whose parent died first) are re-parented to us, not to init, so stop() can
+    see and reap them; SIGTERM, SIGINT and SIGHUP end us through the caller's `finally` (tear_down)."""
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+
+def serve(info):
+    """Tell the test process the stack is up (its STACK_READY line), then block until it closes our stdin or dies."""
+    print(f"STACK_READY {json.dumps(info)}", flush=True)
+    while sys.stdin.buffer.read(65536):
+        pass
+
+
+def tear_down(paths):
+    """Stop everything spawned, signals ignored meanwhile, and remove `paths`."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    t0 = time.monotonic()
+    stop(SPAWNED)
+    log(f"stopped {', '.join(s.name for s in SPAWNED) or 'nothing'} in {time.monotonic() - t0:.1f}s")
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", required=True)
@@ -256,18 +286,7 @@ def main():
     # Apache's children run as www-data when started as root: DIR must be traversable for them.
     os.chmod(args.dir, 0o755)
 
-    # Orphaned descendants (a worker whose parent died first) are re-parented to us, not to init,
-    # so stop() can see and reap them.
-    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-    stopping = False
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    become_supervisor()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     try:
@@ -286,20 +305,9 @@ def main():
             "apache_pid": apache.proc.pid,
             "startup_seconds": round(time.monotonic() - started, 1),
         }
-        print(f"STACK_READY {json.dumps(info)}", flush=True)
-        # Block until the test process closes our stdin (or dies).
-        while sys.stdin.buffer.read(65536):
-            pass
+        serve(info)
     finally:
-        if not stopping:
-            stopping = True
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            t0 = time.monotonic()
-            stop(SPAWNED)
-            log(f"stopped {', '.join(s.name for s in SPAWNED) or 'nothing'} in {time.monotonic() - t0:.1f}s")
-            for path in [args.dir, *args.remove]:
-                shutil.rmtree(path, ignore_errors=True)
+        tear_down([args.dir, *args.remove])
 
 
 if __name__ == "__main__":
