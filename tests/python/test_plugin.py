@@ -64,10 +64,13 @@ FAKE = textwrap.dedent(
     n = ctl.setdefault("n", 0) + 1
     ctl["n"] = n
     json.dump(ctl, open(os.environ["FAKE_CTL"], "w"))
-    exp = int(time.time()) + ctl.get("expires_in", 3600)
+    # "now" is the test's fake clock, when a test compares the expiry with it: the real one may have
+    # ticked into the next second since the test read it, which moves a 4 s life to 4.9 s.
+    now = int(ctl.get("now", time.time()))
+    exp = now + ctl.get("expires_in", 3600)
     at = datetime.datetime.fromtimestamp(exp, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(json.dumps({{"token": "tok-%d" % n, "token_type": "Bearer", "kind": "access_token",
-                      "expires_at": at, "expires_in": exp - int(time.time()), "server": None}}))
+                      "expires_at": at, "expires_in": exp - now, "server": None}}))
     """
 )
 
@@ -148,7 +151,7 @@ class Caching(FakeBinaryCase):
         self.assertEqual(self.source.calls["token"], 1)
 
     def test_renewal_at_a_quarter_of_the_life_left_passes_that_margin_as_min_valid(self):
-        self.control(expires_in=4)  # margin 1 s: renewed after ~3 s
+        self.control(expires_in=4, now=self.now)  # margin at most 1 s: renewed after ~3 s
         self.assertEqual(self.source.token(SERVER), "tok-1")
         self.assertEqual(self.source.token(SERVER), "tok-1")
         entry = self.source._entries[SERVER]
