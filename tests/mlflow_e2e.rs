@@ -96,7 +96,7 @@ fn exec_runs_the_mlflow_cli_with_a_token() {
 #[test]
 fn a_static_token_in_the_environment_logs_and_reads_back_a_run() {
     let s = machine_project();
-    let token = s.mo(&["token"]).ok().trim().to_owned();
+    let token = e2e::fresh_token(&s);
     let name = unique("env-token");
     let out = python(
         &s,
@@ -302,28 +302,31 @@ fn count_refreshes(st: &e2e::Stack) -> usize {
     st.idp.count_grants("refresh_token")
 }
 
-/// The plugin's cost per request against a static MLFLOW_TRACKING_TOKEN, measured on the same
-/// MLflow call in one process, interleaved.
+/// Both plugins over 300 real MLflow calls, interleaved with the same calls on a static
+/// MLFLOW_TRACKING_TOKEN: every call succeeds, and the binary runs about once per token lifetime, not
+/// once per request. What each call costs is `scripts/bench`'s figure 7, not an assertion here: on 2
+/// shared cores a timing bound either fails at random or cannot fail.
 #[test]
-fn the_plugin_costs_next_to_nothing_per_request() {
+fn the_plugins_run_the_binary_about_once_per_token_lifetime() {
     let st = stack();
     let s = machine_project();
-    let token = s.mo(&["token"]).ok().trim().to_owned();
+    let min_valid = (AT_TTL - 5).to_string();
     let out = python(
         &s,
         "bench.py",
         &[&unique("bench"), "4", "25"],
-        &[("MLFLOW_TRACKING_URI", &st.proxy), ("STATIC_TOKEN", &token)],
+        &[("MLFLOW_TRACKING_URI", &st.proxy), ("STATIC_MIN_VALID", &min_valid)],
     );
+    assert_eq!(out.code, 0, "{}", out.stderr);
     let r = last_json(&out);
     eprintln!("plugin cost: {r}");
-    let median = |k: &str| r["median_ms"][k].as_f64().unwrap();
-    // Generous bounds: this runs next to the other tests on 2 cores; the figures are the report.
-    assert!(median("auth") < median("static") * 1.5 + 5.0, "{r}");
-    assert!(median("header") < median("static") * 1.5 + 5.0, "{r}");
-    assert!(r["plugin_cached_token_us"].as_f64().unwrap() < 100.0, "{r}");
-    // 300 requests in well under a token's lifetime... or not: at most a few binary runs.
-    assert!(r["binary_calls"]["token"].as_u64().unwrap() <= 6, "{r}");
+    assert_eq!(r["requests_per_mode"], 100, "{r}");
+    // The plugin renews a token when a quarter of the life it had left remains (at most every
+    // ~AT_TTL/4 s when the binary hands back a half-used token); one call more for the first token.
+    let calls = r["binary_calls"]["token"].as_u64().unwrap();
+    let seconds = r["seconds"].as_f64().unwrap();
+    let bound = 2 + (seconds / (AT_TTL as f64 / 4.0)).ceil() as u64;
+    assert!((1..=bound).contains(&calls), "{calls} runs of the binary in {seconds} s (at most {bound}): {r}");
 }
 
 /// Issue 14's acceptance: a CI-style run with no client secret anywhere — private_key_jwt, a federated
