@@ -25,6 +25,8 @@ mod machine;
 pub(crate) mod request;
 mod revoke;
 pub mod source;
+#[cfg(test)]
+mod tests;
 pub(crate) use client_auth::invalid_client_hint;
 pub use client_auth::{ClientAuth, Credential, client_auth};
 pub use device::{DeviceAuthorization, DevicePoll};
