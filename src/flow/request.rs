@@ -166,8 +166,10 @@ impl From<oauth2::RequestTokenError<Failure, oauth2::basic::BasicErrorResponse>>
             oauth2::RequestTokenError::Parse(e, _body) => {
                 Failure::Invalid(invalid_json(e.inner(), &e.path().to_string()))
             }
-            // The crate's own wording (it could not build the request): ours to show, no provider text in it.
-            oauth2::RequestTokenError::Other(m) => Failure::Invalid(m),
+            // What is left after [`Wire`]: the crate could not build the request (its wording, no provider text).
+            oauth2::RequestTokenError::Other(m) => {
+                Failure::Transport(Error::config(format!("cannot build the request to the provider: {m}")))
+            }
         }
     }
 }
