@@ -144,8 +144,8 @@ impl<'a> Flows<'a> {
         }
         // `audience` in the browser's URL only when configured: a provider that does not know it may refuse it.
         let extras = self.resource_params(self.config.audience_explicit);
-        for (k, v) in &extras.params {
-            req = req.add_extra_param(*k, v.expose().clone());
+        for (k, v) in extras.pairs() {
+            req = req.add_extra_param(k, v.to_string());
         }
         for (k, v) in &self.config.auth_params {
             req = req.add_extra_param(k.clone(), v.clone());
@@ -168,7 +168,7 @@ impl<'a> Flows<'a> {
         let client = self.client.clone().set_redirect_uri(redirect);
         let extras = self.extras(http, now, true)?;
         let req = client.exchange_code(AuthorizationCode::new(code.to_string())).set_pkce_verifier(auth.verifier);
-        let req = extras.params.iter().fold(req, |r, (k, v)| r.add_extra_param(*k, v.expose().as_str()));
+        let req = extras.pairs().fold(req, |r, (k, v)| r.add_extra_param(k, v));
         let resp = req
             .request(&Wire(http))
             .map_err(|e| self.fail(Call::AuthorizationCode, &self.token_url, e.into(), &self.sent(&extras, &[code])))?;
@@ -191,7 +191,7 @@ impl<'a> Flows<'a> {
         if self.config.scope_explicit {
             req = req.add_scopes(self.config.scope.split_whitespace().map(|s| Scope::new(s.to_string())));
         }
-        let req = extras.params.iter().fold(req, |r, (k, v)| r.add_extra_param(*k, v.expose().as_str()));
+        let req = extras.pairs().fold(req, |r, (k, v)| r.add_extra_param(k, v));
         let resp = req
             .request(&Wire(http))
             .map_err(|e| self.fail(Call::ClientCredentials, &self.token_url, e.into(), &self.sent(&extras, &[])))?;
@@ -212,7 +212,7 @@ impl<'a> Flows<'a> {
         let rt = RefreshToken::new(refresh_token.expose().clone());
         let extras = self.extras(http, now, false)?;
         let req = self.client.exchange_refresh_token(&rt);
-        let req = extras.params.iter().fold(req, |r, (k, v)| r.add_extra_param(*k, v.expose().as_str()));
+        let req = extras.pairs().fold(req, |r, (k, v)| r.add_extra_param(k, v));
         match req.request(&Wire(http)).map_err(Failure::from) {
             Ok(resp) => {
                 let mut set = to_token_set(resp, now, &self.config.issuer)?;
@@ -259,8 +259,7 @@ impl<'a> Flows<'a> {
     fn extras(&self, http: &Http, now: i64, audience: bool) -> Result<Extras> {
         let mut extras = self.resource_params(audience);
         if let Credential::Assertion(a) = self.client_auth(http, now)?.credential {
-            extras.params.push(("client_assertion_type", Secret::new(JWT_BEARER_ASSERTION.to_string())));
-            extras.params.push(("client_assertion", a));
+            extras.assertion = Some(a);
         }
         Ok(extras)
     }
@@ -270,18 +269,17 @@ impl<'a> Flows<'a> {
         let c = self.config;
         let mut params = Vec::new();
         if audience {
-            params.push(("audience", Secret::new(c.audience.clone())));
+            params.push(("audience", c.audience.clone()));
         }
-        params.extend(c.resources.iter().map(|r| ("resource", Secret::new(r.clone()))));
-        Extras { params }
+        params.extend(c.resources.iter().map(|r| ("resource", r.clone())));
+        Extras { params, assertion: None }
     }
 
-    /// What was sent that a provider might echo: the client's secret, any assertion among `extras`, `others`.
+    /// What was sent that a provider might echo: the client's secret, the assertion of `extras`, `others`.
     pub(crate) fn sent<'s>(&'s self, extras: &'s Extras, others: &[&'s str]) -> Sent<'s> {
         let c = self.config;
         let mut secrets: Vec<&str> = others.to_vec();
-        secrets
-            .extend(extras.params.iter().filter(|(k, _)| *k == "client_assertion").map(|(_, v)| v.expose().as_str()));
+        secrets.extend(extras.assertion.as_ref().map(|a| a.expose().as_str()));
         Sent { client: c.client_secret.as_ref().map(|s| (c.client_id.as_str(), s.expose().as_str())), secrets }
     }
 
@@ -321,9 +319,23 @@ impl<'a> Flows<'a> {
     }
 }
 
-/// Parameters added to a token request, values kept secret (one of them may be a client assertion).
+/// What a token request carries beyond its grant's own.
 pub(crate) struct Extras {
-    pub params: Vec<(&'static str, Secret<String>)>,
+    /// `audience` and the RFC 8707 `resource`s.
+    params: Vec<(&'static str, String)>,
+    /// The client's assertion (RFC 7523 §2.2), for oauth2's request builders, which cannot send one themselves.
+    assertion: Option<Secret<String>>,
+}
+
+impl Extras {
+    /// Every parameter, the assertion's among them.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let assertion = self
+            .assertion
+            .iter()
+            .flat_map(|a| [("client_assertion_type", JWT_BEARER_ASSERTION), ("client_assertion", a.expose().as_str())]);
+        self.params.iter().map(|(k, v)| (*k, v.as_str())).chain(assertion)
+    }
 }
 
 /// Whether a refused refresh means "log in again": `invalid_grant`, or a 400/401 without an OAuth error — a

@@ -54,7 +54,7 @@ impl Flows<'_> {
         let auth = self.client_auth(http, now)?;
         let extras = self.resource_params(true);
         let mut form: Vec<(&str, &str)> = vec![("scope", &scope)];
-        form.extend(extras.params.iter().map(|(k, v)| (*k, v.expose().as_str())));
+        form.extend(extras.pairs());
         let d: DeviceResponse = request::post(http, endpoint, form, &auth, Expect::Json)
             .and_then(|body| request::parse(&body))
             .map_err(|f| self.fail(Call::DeviceAuthorization, endpoint, f, &auth.sent(&[])))?;

@@ -65,12 +65,17 @@ impl Flows<'_> {
         now: i64,
     ) -> Result<TokenSet> {
         let c = self.config;
-        let mut form: Vec<(&str, &str)> = grant.to_vec();
-        if c.scope_explicit {
-            form.push(("scope", &c.scope));
-        }
         let extras = self.resource_params(true);
-        form.extend(extras.params.iter().map(|(k, v)| (*k, v.expose().as_str())));
+        let scope = c.scope_explicit.then_some(("scope", c.scope.as_str()));
+        // Pushed one by one: each pair then borrows no longer than this call (collecting a chain would tie
+        // `grant`'s lifetime to the local `extras`).
+        let mut form: Vec<(&str, &str)> = Vec::new();
+        for (k, v) in grant.into_iter().chain(scope) {
+            form.push((k, v));
+        }
+        for (k, v) in extras.pairs() {
+            form.push((k, v));
+        }
         let auth = self.client_auth(http, now)?;
         let tr: TokenResponse = request::post(http, &self.token_url, form, &auth, Expect::Json)
             .and_then(|body| request::parse(&body))
