@@ -2,8 +2,6 @@
 //! the `oauth2` crate's grants call [`Wire`], the ones it lacks [`post`]; both end in a [`Failure`] that
 //! [`message`] words.
 
-use std::borrow::Cow;
-
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -285,13 +283,13 @@ impl Sent<'_> {
 }
 
 /// The one message for a failed request to `url`, before any hint of the caller's.
-pub fn message(call: Call, url: &str, failure: &Failure, sent: &Sent<'_>) -> Cow<'static, str> {
+pub fn message(call: Call, url: &str, failure: &Failure, sent: &Sent<'_>) -> String {
     let what = call.what();
     let answered = |status: u16, ct: &Option<String>| match ct {
         Some(ct) if !ct.to_ascii_lowercase().contains("json") => format!("HTTP {status} ({})", printable(ct)),
         _ => format!("HTTP {status}"),
     };
-    Cow::Owned(match failure {
+    match failure {
         Failure::Transport(e) => e.to_string(),
         Failure::Refused(Refusal::OAuth { code, description, uri, .. }) => {
             let mut msg = format!("the provider refused the {what} request at {url}: {}", sent.clean(code.as_str()));
@@ -312,17 +310,17 @@ pub fn message(call: Call, url: &str, failure: &Failure, sent: &Sent<'_>) -> Cow
             "the {} {url} answered the {what} request with HTTP 200 and {}, not JSON: the provider may be \
              misconfigured, or something else (a proxy, a login page) answered in its place",
             call.endpoint(),
-            match (empty, content_type) {
-                (true, _) => "an empty body".into(),
-                (false, Some(ct)) => format!("a body of type {}", printable(ct)),
-                (false, None) => "a body of no declared type".into(),
+            // A body without a content type is taken for JSON; so only an empty one ends here without one.
+            match content_type {
+                Some(ct) if !empty => format!("a body of type {}", printable(ct)),
+                _ => "an empty body".into(),
             }
         ),
         Failure::Invalid(why) => format!(
             "the {} {url} returned an invalid {what} response ({why}): the provider may be misconfigured",
             call.endpoint()
         ),
-    })
+    }
 }
 
 /// The error a failure is: the transport's own, else the provider's answer worded by [`message`].
@@ -348,7 +346,7 @@ mod tests {
     fn refused(status: u16, content_type: Option<&str>, body: &str) -> String {
         let r = check(&reply(status, content_type, body), Expect::Json).unwrap_err();
         let sent = Sent { client: Some(("svc", "S3CRET-VALUE")), secrets: vec!["RT-12345"] };
-        message(Call::Refresh, "https://idp.example.com/token", &Failure::Refused(r), &sent).into_owned()
+        message(Call::Refresh, "https://idp.example.com/token", &Failure::Refused(r), &sent)
     }
 
     // One case per shape of a provider's reply; the scripted provider of tests/bad_input.rs drives the same
