@@ -1,32 +1,37 @@
 //! The OAuth grants over the `oauth2` crate: authorization code + PKCE, client credentials and refresh; the
 //! machine grants (token exchange, JWT bearer) in `flow/machine.rs`; client authentication written once
-//! ([`ClientAuth`]: a secret, a signed private_key_jwt, or a federated platform token).
+//! ([`ClientAuth`]: a secret, a signed private_key_jwt, or a federated platform token). Every request reaches the
+//! provider, and every reply is read, through `flow/request.rs`.
 
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
 };
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
-    Scope, StandardRevocableToken, StandardTokenResponse, TokenResponse as _, TokenUrl,
+    EndpointSet, ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope,
+    StandardRevocableToken, StandardTokenResponse, TokenResponse as _, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AuthMethod, ServerConfig};
 use crate::discovery::Metadata;
 use crate::error::{Error, Result};
-use crate::http::{Http, HttpError};
+use crate::http::Http;
 use crate::token::{Secret, TokenSet};
 
 mod client_auth;
 mod device;
 mod machine;
+pub(crate) mod request;
 mod revoke;
 pub mod source;
+#[cfg(test)]
+mod tests;
+pub(crate) use client_auth::invalid_client_hint;
 pub use client_auth::{ClientAuth, Credential, client_auth};
-pub(crate) use client_auth::{OAuthError, invalid_client_hint};
 pub use device::{DeviceAuthorization, DevicePoll};
 pub use machine::machine_grant;
+use request::{Call, ErrorCode, Failure, Refusal, Sent, Wire};
 pub use revoke::revoke;
 
 /// RFC 7523 §2.2: `client_assertion_type` of a JWT client assertion (signed or federated).
@@ -137,14 +142,13 @@ impl<'a> Flows<'a> {
         if let Some(n) = &nonce {
             req = req.add_extra_param("nonce", n.clone());
         }
-        for r in &self.config.resources {
-            req = req.add_extra_param("resource", r.clone());
+        // `audience` in the browser's URL only when configured: a provider that does not know it may refuse it.
+        let extras = self.resource_params(self.config.audience_explicit);
+        for (k, v) in extras.pairs() {
+            req = req.add_extra_param(k, v.to_string());
         }
         for (k, v) in &self.config.auth_params {
             req = req.add_extra_param(k.clone(), v.clone());
-        }
-        if self.config.audience_explicit {
-            req = req.add_extra_param("audience", self.config.audience.clone());
         }
         let (url, state) = req.url();
         Ok(Authorization { url: url.to_string(), state: state.secret().clone(), nonce, verifier })
@@ -162,18 +166,12 @@ impl<'a> Flows<'a> {
         let redirect = RedirectUrl::new(redirect_uri.to_string())
             .map_err(|e| Error::config(format!("redirect URI {redirect_uri} is not a URL ({e})")))?;
         let client = self.client.clone().set_redirect_uri(redirect);
-        let mut req = client
-            .exchange_code(AuthorizationCode::new(code.to_string()))
-            .set_pkce_verifier(auth.verifier)
-            .add_extra_param("audience", self.config.audience.clone());
-        for r in &self.config.resources {
-            req = req.add_extra_param("resource", r.clone());
-        }
-        let assertion = self.assertion_params(http, now)?;
-        for (k, v) in &assertion {
-            req = req.add_extra_param(*k, v.expose().clone());
-        }
-        let resp = req.request(http).map_err(|e| self.grant_error(http, "authorization code", e, &[code]))?;
+        let extras = self.extras(http, now, true)?;
+        let req = client.exchange_code(AuthorizationCode::new(code.to_string())).set_pkce_verifier(auth.verifier);
+        let req = extras.pairs().fold(req, |r, (k, v)| r.add_extra_param(k, v));
+        let resp = req
+            .request(&Wire(http))
+            .map_err(|e| self.fail(Call::AuthorizationCode, &self.token_url, e.into(), &self.sent(&extras, &[code])))?;
         let set = to_token_set(resp, now, &self.config.issuer)?;
         self.check_id_token(&set, now, auth.nonce.as_deref(), None)?;
         Ok(set)
@@ -188,20 +186,15 @@ impl<'a> Flows<'a> {
                 self.config.display_name()
             )));
         }
-        let mut req =
-            self.client.exchange_client_credentials().add_extra_param("audience", self.config.audience.clone());
+        let extras = self.extras(http, now, true)?;
+        let mut req = self.client.exchange_client_credentials();
         if self.config.scope_explicit {
             req = req.add_scopes(self.config.scope.split_whitespace().map(|s| Scope::new(s.to_string())));
         }
-        for r in &self.config.resources {
-            req = req.add_extra_param("resource", r.clone());
-        }
-        let assertion = self.assertion_params(http, now)?;
-        for (k, v) in &assertion {
-            req = req.add_extra_param(*k, v.expose().clone());
-        }
-        let shown: Vec<&str> = assertion.iter().map(|(_, v)| v.expose().as_str()).collect();
-        let resp = req.request(http).map_err(|e| self.grant_error(http, "client credentials", e, &shown))?;
+        let req = extras.pairs().fold(req, |r, (k, v)| r.add_extra_param(k, v));
+        let resp = req
+            .request(&Wire(http))
+            .map_err(|e| self.fail(Call::ClientCredentials, &self.token_url, e.into(), &self.sent(&extras, &[])))?;
         let set = to_token_set(resp, now, &self.config.issuer)?;
         self.check_id_token(&set, now, None, None)?;
         Ok(set)
@@ -217,15 +210,10 @@ impl<'a> Flows<'a> {
         now: i64,
     ) -> Result<Option<TokenSet>> {
         let rt = RefreshToken::new(refresh_token.expose().clone());
-        let mut req = self.client.exchange_refresh_token(&rt);
-        for r in &self.config.resources {
-            req = req.add_extra_param("resource", r.clone());
-        }
-        let assertion = self.assertion_params(http, now)?;
-        for (k, v) in &assertion {
-            req = req.add_extra_param(*k, v.expose().clone());
-        }
-        match req.request(http) {
+        let extras = self.extras(http, now, false)?;
+        let req = self.client.exchange_refresh_token(&rt);
+        let req = extras.pairs().fold(req, |r, (k, v)| r.add_extra_param(k, v));
+        match req.request(&Wire(http)).map_err(Failure::from) {
             Ok(resp) => {
                 let mut set = to_token_set(resp, now, &self.config.issuer)?;
                 self.check_id_token(&set, now, None, previous_id.map(|p| p.expose().as_str()))?;
@@ -235,20 +223,8 @@ impl<'a> Flows<'a> {
                 }
                 Ok(Some(set))
             }
-            Err(RequestTokenError::ServerResponse(r))
-                if matches!(r.error(), oauth2::basic::BasicErrorResponseType::InvalidGrant) =>
-            {
-                Ok(None)
-            }
-            // A provider that killed a refresh-token family (reuse detection) often answers 400/401 with an
-            // empty or non-OAuth body: that refusal means "log in again" too (issue 16). An explicit OAuth error
-            // other than invalid_grant (invalid_client, …) says something else and is reported as such.
-            Err(RequestTokenError::Parse(..) | RequestTokenError::Other(_))
-                if matches!(http.last_response(), Some((400 | 401, _))) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(self.grant_error(http, "refresh", e, &[refresh_token.expose()])),
+            Err(Failure::Refused(r)) if refresh_token_dead(&r) => Ok(None),
+            Err(e) => Err(self.fail(Call::Refresh, &self.token_url, e, &self.sent(&extras, &[refresh_token.expose()]))),
         }
     }
 
@@ -277,85 +253,99 @@ impl<'a> Flows<'a> {
         client_auth(self.config, self.metadata, http, now)
     }
 
-    /// `client_assertion_type` + `client_assertion` for oauth2's own request builders, or nothing.
-    fn assertion_params(&self, http: &Http, now: i64) -> Result<Vec<(&'static str, Secret<String>)>> {
-        Ok(match self.client_auth(http, now)?.credential {
-            Credential::Assertion(a) => {
-                vec![("client_assertion_type", Secret::new(JWT_BEARER_ASSERTION.to_string())), ("client_assertion", a)]
-            }
-            _ => Vec::new(),
-        })
+    /// What every token request carries beyond its grant's own, decided once: `audience` (when `audience`),
+    /// the RFC 8707 `resource`s, and for oauth2's request builders the client's assertion (RFC 7523 §2.2), which
+    /// they cannot send themselves. Our own requests authenticate through [`ClientAuth`] instead.
+    fn extras(&self, http: &Http, now: i64, audience: bool) -> Result<Extras> {
+        let mut extras = self.resource_params(audience);
+        if let Credential::Assertion(a) = self.client_auth(http, now)?.credential {
+            extras.assertion = Some(a);
+        }
+        Ok(extras)
     }
 
-    fn grant_error(
-        &self,
-        http: &Http,
-        grant: &str,
-        e: RequestTokenError<HttpError, BasicErrorResponse>,
-        secrets: &[&str],
-    ) -> Error {
-        let url = &self.token_url;
+    /// `audience` (when asked for) and the RFC 8707 `resource`s.
+    pub(crate) fn resource_params(&self, audience: bool) -> Extras {
+        let c = self.config;
+        let mut params = Vec::new();
+        if audience {
+            params.push(("audience", c.audience.clone()));
+        }
+        params.extend(c.resources.iter().map(|r| ("resource", r.clone())));
+        Extras { params, assertion: None }
+    }
+
+    /// What was sent that a provider might echo: the client's secret, the assertion of `extras`, `others`.
+    pub(crate) fn sent<'s>(&'s self, extras: &'s Extras, others: &[&'s str]) -> Sent<'s> {
+        let c = self.config;
+        let mut secrets: Vec<&str> = others.to_vec();
+        secrets.extend(extras.assertion.as_ref().map(|a| a.expose().as_str()));
+        Sent { client: c.client_secret.as_ref().map(|s| (c.client_id.as_str(), s.expose().as_str())), secrets }
+    }
+
+    /// The error a failed request to `url` is, with the hint for what the provider said.
+    pub(crate) fn fail(&self, call: Call, url: &str, failure: Failure, sent: &Sent<'_>) -> Error {
+        let hint = match &failure {
+            Failure::Refused(r) => self.hint(call, r),
+            _ => String::new(),
+        };
+        request::error(call, url, failure, sent, &hint)
+    }
+
+    /// What to check when the provider refused `call` as `r` says.
+    fn hint(&self, call: Call, r: &Refusal) -> String {
+        let machine = matches!(call, Call::TokenExchange | Call::JwtBearer);
+        let mut hint = match r.code() {
+            Some(ErrorCode::InvalidClient) => invalid_client_hint(self.config, self.metadata),
+            Some(ErrorCode::InvalidGrant | ErrorCode::InvalidRequest) if call == Call::TokenExchange => {
+                ": check that the provider trusts the subject token's issuer and audience, and `subject-token-type`"
+                    .into()
+            }
+            Some(ErrorCode::UnsupportedGrantType | ErrorCode::UnauthorizedClient) if machine => format!(
+                ": enable the {} grant for this client at the provider, or set `grant`",
+                self.config.machine_grant().grant_type()
+            ),
+            _ => String::new(),
+        };
         // Client credentials without an explicit scope is the likeliest cause of a bare refusal: several
         // providers (authentik, some Entra set-ups) require one and say so only in their logs.
-        let scope_hint = |status: u16| {
-            if grant == "client credentials" && !self.config.scope_explicit && matches!(status, 400 | 401 | 403) {
+        if call == Call::ClientCredentials && !self.config.scope_explicit && matches!(r.status(), 400 | 401 | 403) {
+            hint.push_str(
                 "; this provider may need a scope for machine clients: set `scope = \"…\"` in the server block \
-                 (client credentials sends a scope only when one is configured)"
-            } else {
-                ""
-            }
-        };
-        let status = http.last_response();
-        let answered = |status: &Option<(u16, Option<String>)>| match status {
-            Some((s, Some(ct))) if !ct.to_ascii_lowercase().contains("json") => {
-                format!("HTTP {s} ({})", crate::error::printable(ct))
-            }
-            Some((s, _)) => format!("HTTP {s}"),
-            None => "no answer".into(),
-        };
-        match e {
-            RequestTokenError::ServerResponse(r) => {
-                let code = sanitize_with(self.config, r.error().as_ref(), secrets);
-                let mut msg = format!("the provider refused the {grant} request at {url}: {code}");
-                if let Some(d) = r.error_description() {
-                    msg.push_str(&format!(" ({})", sanitize_with(self.config, d, secrets)));
-                }
-                if matches!(r.error(), oauth2::basic::BasicErrorResponseType::InvalidClient) {
-                    msg.push_str(&invalid_client_hint(self.config, self.metadata));
-                }
-                msg.push_str(scope_hint(status.as_ref().map_or(0, |s| s.0)));
-                Error::provider(msg)
-            }
-            RequestTokenError::Request(e) => Error::network(e.0),
-            // The body may hold tokens: name what was wrong, never echo it.
-            RequestTokenError::Parse(_, _) if status.as_ref().is_some_and(|s| s.0 != 200) => {
-                let s = status.as_ref().map_or(0, |s| s.0);
-                Error::provider(format!(
-                    "the provider refused the {grant} request at {url}: {} with a body that is not an OAuth error \
-                     response{}",
-                    answered(&status),
-                    scope_hint(s)
-                ))
-            }
-            RequestTokenError::Parse(e, _body) => Error::provider(format!(
-                "the token endpoint {url} returned an invalid {grant} response ({} at `{}`): the provider may be \
-                 misconfigured",
-                crate::error::parse_error(e.inner()),
-                crate::error::printable(&e.path().to_string())
-            )),
-            // oauth2 says only "server returned empty error response": the status is what the user needs.
-            RequestTokenError::Other(m) => match &status {
-                Some((s, _)) if *s != 200 => Error::provider(format!(
-                    "the provider refused the {grant} request at {url}: {} with an empty body{}",
-                    answered(&status),
-                    scope_hint(*s)
-                )),
-                _ => Error::provider(format!(
-                    "the {grant} request to {url} failed: {}",
-                    sanitize_with(self.config, &m, secrets)
-                )),
-            },
+                 (client credentials sends a scope only when one is configured)",
+            );
         }
+        hint
+    }
+}
+
+/// What a token request carries beyond its grant's own.
+pub(crate) struct Extras {
+    /// `audience` and the RFC 8707 `resource`s.
+    params: Vec<(&'static str, String)>,
+    /// The client's assertion (RFC 7523 §2.2), for oauth2's request builders, which cannot send one themselves.
+    assertion: Option<Secret<String>>,
+}
+
+impl Extras {
+    /// Every parameter, the assertion's among them.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let assertion = self
+            .assertion
+            .iter()
+            .flat_map(|a| [("client_assertion_type", JWT_BEARER_ASSERTION), ("client_assertion", a.expose().as_str())]);
+        self.params.iter().map(|(k, v)| (*k, v.as_str())).chain(assertion)
+    }
+}
+
+/// Whether a refused refresh means "log in again": `invalid_grant`, or a 400/401 without an OAuth error — a
+/// provider that killed a refresh-token family (reuse detection) often answers so (issue 16). An explicit OAuth
+/// error other than invalid_grant (invalid_client, …) says something else and is reported as such.
+fn refresh_token_dead(r: &Refusal) -> bool {
+    match r {
+        Refusal::OAuth { code, .. } => *code == ErrorCode::InvalidGrant,
+        Refusal::Status { status, .. } => matches!(status, 400 | 401),
+        Refusal::NotJson { .. } => false,
     }
 }
 
@@ -392,13 +382,6 @@ pub fn auth_method(config: &ServerConfig, metadata: &Metadata) -> AuthMethod {
         }
         _ => AuthMethod::ClientSecretBasic,
     }
-}
-
-/// Keep provider-supplied text printable and short.
-/// Provider text made printable, with our secrets (client secret, `extra`) redacted should it echo them.
-pub(crate) fn sanitize_with(config: &ServerConfig, s: &str, extra: &[&str]) -> String {
-    let client = config.client_secret.as_ref().map(|secret| (config.client_id.as_str(), secret.expose().as_str()));
-    crate::http::redact_echo(s, client, extra)
 }
 
 pub(crate) fn sanitize(s: &str) -> String {

@@ -1,5 +1,5 @@
-//! The one HTTP agent of the process (timeouts, no redirects, user agent, TLS roots, proxy) and the adapter that
-//! lets the `oauth2` crate use it.
+//! The one HTTP agent of the process (timeouts, no redirects, user agent, TLS roots, proxy). OAuth requests reach
+//! it through `flow/request.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,9 +46,6 @@ pub struct Http {
     /// Built on first use: [plain, plain without proxy, https, https without proxy].
     agents: [std::cell::OnceCell<ureq::Agent>; 4],
     timeout: Duration,
-    /// Status and content type of the last response: oauth2 keeps neither when a body is empty or not JSON,
-    /// and an error message without them leaves the user guessing (issue 16).
-    last: std::cell::RefCell<Option<(u16, Option<String>)>>,
 }
 
 impl Http {
@@ -57,7 +54,6 @@ impl Http {
             settings: settings.clone(),
             extra: extra_anchors(settings)?,
             agents: Default::default(),
-            last: Default::default(),
             timeout: settings.timeout,
         })
     }
@@ -101,30 +97,13 @@ impl Http {
         self.send(req)
     }
 
-    /// POST a form to `url`, optionally with HTTP Basic client authentication.
-    pub fn post_form(&self, url: &str, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> Result<Response> {
-        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        let mut req = http::Request::post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json");
-        if let Some((id, secret)) = basic {
-            req = req.header("authorization", basic_auth(id, secret));
-        }
-        let req = req.body(body.into_bytes()).map_err(|e| Error::config(format!("invalid URL {url}: {e}")))?;
-        self.send(req)
-    }
-
-    /// The status and content type of the last response received, if any.
-    pub fn last_response(&self) -> Option<(u16, Option<String>)> {
-        self.last.borrow().clone()
-    }
-
     fn send(&self, req: http::Request<Vec<u8>>) -> Result<Response> {
         let (parts, body) = self.call(req)?.into_parts();
         Ok(Response { status: parts.status.as_u16(), headers: parts.headers, body })
     }
 
-    fn call(&self, req: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>> {
+    /// Send `req` and read its body (bounded): the one place a request leaves the process.
+    pub(crate) fn call(&self, req: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>> {
         let url = req.uri().to_string();
         let agent = self.agent_for(req.uri())?;
         let fail = |e: ureq::Error| describe_error(&url, &e, self.timeout);
@@ -135,8 +114,6 @@ impl Http {
             agent.run(http::Request::from_parts(parts, body)).map_err(fail)?
         };
         let (parts, mut body) = resp.into_parts();
-        let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
-        *self.last.borrow_mut() = Some((parts.status.as_u16(), content_type));
         let bytes = body.with_config().limit(MAX_BODY).read_to_vec().map_err(fail)?;
         Ok(http::Response::from_parts(parts, bytes))
     }
@@ -219,24 +196,6 @@ pub fn redact_echo(text: &str, client: Option<(&str, &str)>, extra: &[&str]) -> 
     let secrets: Vec<&str> = forms.iter().map(String::as_str).collect();
     crate::error::printable(&crate::error::redact(text, &secrets))
 }
-
-impl oauth2::SyncHttpClient for Http {
-    type Error = HttpError;
-    fn call(&self, req: oauth2::HttpRequest) -> std::result::Result<oauth2::HttpResponse, HttpError> {
-        Http::call(self, req).map_err(|e| HttpError(e.to_string()))
-    }
-}
-
-/// A transport failure, already phrased for the user.
-#[derive(Debug)]
-pub struct HttpError(pub String);
-
-impl std::fmt::Display for HttpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for HttpError {}
 
 fn describe_error(url: &str, e: &ureq::Error, timeout: Duration) -> Error {
     let why = match e {

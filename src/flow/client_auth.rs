@@ -1,17 +1,7 @@
 //! Client authentication at the provider (RFC 6749 §2.3.1, RFC 7523 §2.2): a secret, a signed assertion or a
 //! platform token, decided once per request and applied the same way to every endpoint.
 
-use serde::Deserialize;
-
 use super::*;
-
-/// RFC 6749 §5.2 error body.
-#[derive(Deserialize)]
-pub(crate) struct OAuthError {
-    pub error: String,
-    #[serde(default)]
-    pub error_description: Option<String>,
-}
 
 /// A client's credentials for one form POST to a provider endpoint (RFC 6749 §2.3.1, RFC 7523 §2.2).
 pub struct ClientAuth<'a> {
@@ -60,13 +50,16 @@ impl<'a> ClientAuth<'a> {
         }
     }
 
-    /// The secret or assertion this sends, to redact should a provider echo it.
-    pub fn secret(&self) -> Option<&str> {
+    /// What this sends that a provider might echo, with `others` (a refresh token, a device code, a subject
+    /// token), to redact from its text.
+    pub fn sent<'s>(&'s self, others: &[&'s str]) -> Sent<'s> {
+        let mut sent = Sent { client: None, secrets: others.to_vec() };
         match &self.credential {
-            Credential::Secret { secret, .. } => Some(secret.expose()),
-            Credential::Assertion(a) => Some(a.expose()),
-            Credential::None => None,
+            Credential::Secret { secret, .. } => sent.client = Some((self.client_id, secret.expose().as_str())),
+            Credential::Assertion(a) => sent.secrets.push(a.expose()),
+            Credential::None => {}
         }
+        sent
     }
 }
 

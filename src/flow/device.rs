@@ -1,8 +1,14 @@
-//! The device authorization grant (RFC 8628): start it, then poll the token endpoint.
+//! The device authorization grant (RFC 8628): start it, then poll the token endpoint, one request at a time.
+//!
+//! Our own requests, not oauth2's `exchange_device_code`/`exchange_device_access_token`: its polling loop sends
+//! one client assertion on every poll (providers refuse a repeated `jti`, RFC 7523 §3), keeps polling through
+//! transport errors until the deadline (a dead provider reported as "not approved in time"), and its
+//! authorization response takes `expires_in`/`interval` as numbers only (some providers send strings).
 
 use serde::Deserialize;
 
-use super::{Flows, OAuthError, TokenResponse, check_endpoint, sanitize, sanitize_with, to_token_set};
+use super::request::{self, Call, ErrorCode, Expect, Failure, Refusal};
+use super::{Flows, TokenResponse, check_endpoint, sanitize, to_token_set};
 use crate::error::{Error, Result};
 use crate::http::Http;
 use crate::token::{Secret, TokenSet};
@@ -46,33 +52,12 @@ impl Flows<'_> {
         // The one request without a clock from the caller: an assertion's iat/exp follow the system clock.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let auth = self.client_auth(http, now)?;
-        let mut form: Vec<(&str, &str)> = vec![("scope", &scope), ("audience", &self.config.audience)];
-        for r in &self.config.resources {
-            form.push(("resource", r));
-        }
-        let basic = auth.apply(&mut form);
-        let resp = http.post_form(endpoint, &form, basic)?;
-        if resp.status != 200 {
-            return Err(match serde_json::from_slice::<OAuthError>(&resp.body) {
-                Ok(e) => Error::provider(format!(
-                    "the provider refused to start the device flow at {endpoint}: {}{}",
-                    sanitize_with(self.config, &e.error, &[]),
-                    e.error_description
-                        .map(|d| format!(" ({})", sanitize_with(self.config, &d, &[])))
-                        .unwrap_or_default()
-                )),
-                Err(_) => Error::provider(format!(
-                    "the device authorization endpoint {endpoint} answered HTTP {}",
-                    resp.status
-                )),
-            });
-        }
-        let d: DeviceResponse = serde_json::from_slice(&resp.body).map_err(|e| {
-            Error::provider(format!(
-                "the device authorization endpoint {endpoint} returned an invalid response ({})",
-                crate::error::parse_error(&e)
-            ))
-        })?;
+        let extras = self.resource_params(true);
+        let mut form: Vec<(&str, &str)> = vec![("scope", &scope)];
+        form.extend(extras.pairs());
+        let d: DeviceResponse = request::post(http, endpoint, form, &auth, Expect::Json)
+            .and_then(|body| request::parse(&body))
+            .map_err(|f| self.fail(Call::DeviceAuthorization, endpoint, f, &auth.sent(&[])))?;
         let number = |v: &Option<serde_json::Value>, default: u64| {
             v.as_ref().and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).unwrap_or(default)
         };
@@ -88,51 +73,40 @@ impl Flows<'_> {
         })
     }
 
-    /// Poll once for the device flow's tokens.
+    /// Poll once for the device flow's tokens (RFC 8628 §3.4, §3.5).
     pub fn poll_device(&self, http: &Http, device: &DeviceAuthorization, now: i64) -> Result<DevicePoll> {
         let auth = self.client_auth(http, now)?;
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-            ("device_code", device.device_code.expose()),
-        ];
-        let basic = auth.apply(&mut form);
-        let resp = http.post_form(&self.token_url, &form, basic)?;
-        if resp.status == 200 {
-            let tr: TokenResponse = serde_json::from_slice(&resp.body).map_err(|e| {
-                Error::provider(format!(
-                    "the token endpoint {} returned an invalid device-flow response ({})",
-                    self.token_url,
-                    crate::error::parse_error(&e)
-                ))
-            })?;
-            let set = to_token_set(tr, now, &self.config.issuer)?;
-            self.check_id_token(&set, now, None, None)?;
-            return Ok(DevicePoll::Done(set));
-        }
         let code = device.device_code.expose().as_str();
-        let err = serde_json::from_slice::<OAuthError>(&resp.body).map_err(|_| {
-            Error::provider(format!(
-                "the token endpoint {} answered HTTP {} while polling",
-                self.token_url, resp.status
-            ))
-        })?;
-        let desc = err
-            .error_description
-            .map(|d| format!(" ({})", sanitize_with(self.config, &d, &[code])))
-            .unwrap_or_default();
-        match err.error.as_str() {
-            "authorization_pending" => Ok(DevicePoll::Pending),
-            "slow_down" => Ok(DevicePoll::SlowDown),
-            "access_denied" => Err(Error::provider(format!(
-                "the login was denied at the provider{desc}: run `mlflow-oidc login` again to retry"
-            ))),
-            "expired_token" => Err(Error::interaction(format!(
-                "the device code expired before the login was approved{desc}: run `mlflow-oidc login` again"
-            ))),
-            other => Err(Error::provider(format!(
-                "the provider refused the device flow: {}{desc}",
-                sanitize_with(self.config, other, &[code])
-            ))),
+        let form = vec![("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", code)];
+        let reply = request::post(http, &self.token_url, form, &auth, Expect::Json)
+            .and_then(|body| request::parse::<TokenResponse>(&body));
+        let failure = match reply {
+            Ok(tr) => {
+                let set = to_token_set(tr, now, &self.config.issuer)?;
+                self.check_id_token(&set, now, None, None)?;
+                return Ok(DevicePoll::Done(set));
+            }
+            Err(f) => f,
+        };
+        let sent = auth.sent(&[code]);
+        if let Failure::Refused(Refusal::OAuth { code, description, .. }) = &failure {
+            let desc = description.as_ref().map(|d| format!(" ({})", sent.clean(d))).unwrap_or_default();
+            match code {
+                ErrorCode::AuthorizationPending => return Ok(DevicePoll::Pending),
+                ErrorCode::SlowDown => return Ok(DevicePoll::SlowDown),
+                ErrorCode::AccessDenied => {
+                    return Err(Error::provider(format!(
+                        "the login was denied at the provider{desc}: run `mlflow-oidc login` again to retry"
+                    )));
+                }
+                ErrorCode::ExpiredToken => {
+                    return Err(Error::interaction(format!(
+                        "the device code expired before the login was approved{desc}: run `mlflow-oidc login` again"
+                    )));
+                }
+                _ => {}
+            }
         }
+        Err(self.fail(Call::DevicePoll, &self.token_url, failure, &sent))
     }
 }

@@ -1,8 +1,10 @@
 //! The machine grants beyond client credentials: RFC 8693 token exchange and the RFC 7523 §2.1 JWT-bearer
-//! grant, as hand-written form POSTs authenticated through [`ClientAuth`](super::ClientAuth).
+//! grant, which the `oauth2` crate lacks: form POSTs through `flow/request.rs`, authenticated through
+//! [`ClientAuth`](super::ClientAuth).
 
+use super::request::{self, Call, Expect};
 use super::source::{self, Role};
-use super::{Flows, OAuthError, TokenResponse, invalid_client_hint, sanitize_with, to_token_set};
+use super::{Flows, TokenResponse, to_token_set};
 use crate::config::MachineGrant;
 use crate::error::{Error, Result};
 use crate::http::Http;
@@ -20,13 +22,13 @@ impl Flows<'_> {
             .as_ref()
             .ok_or_else(|| Error::config(format!("{}: token exchange needs `subject-token`", c.display_name())))?;
         let subject = source::read(c, src, Role::SubjectToken, http, now)?;
-        let mut form: Vec<(&str, &str)> = vec![
+        let form: Vec<(&str, &str)> = vec![
             ("grant_type", MachineGrant::TokenExchange.grant_type()),
             ("subject_token", subject.expose()),
             ("subject_token_type", &c.subject_token_type),
             ("requested_token_type", ACCESS_TOKEN_TYPE),
         ];
-        self.post_machine(http, MachineGrant::TokenExchange, &mut form, &[subject.expose()], now)
+        self.post_machine(http, Call::TokenExchange, form, subject.expose(), now)
     }
 
     /// RFC 7523 §2.1: the subject token as the assertion, or (without one) a JWT signed with the client's key
@@ -47,72 +49,37 @@ impl Flows<'_> {
                 )));
             }
         };
-        let mut form: Vec<(&str, &str)> =
+        let form: Vec<(&str, &str)> =
             vec![("grant_type", MachineGrant::JwtBearer.grant_type()), ("assertion", assertion.expose())];
-        self.post_machine(http, MachineGrant::JwtBearer, &mut form, &[assertion.expose()], now)
+        self.post_machine(http, Call::JwtBearer, form, assertion.expose(), now)
     }
 
-    /// Add scope, audience, resources and client authentication; POST; an ordinary token set back.
-    fn post_machine<'f>(
-        &'f self,
+    /// Add scope, audience, resources and client authentication; POST; an ordinary token set back. `subject`
+    /// (the subject token or assertion) is redacted should the provider echo it.
+    fn post_machine(
+        &self,
         http: &Http,
-        grant: MachineGrant,
-        form: &mut Vec<(&'f str, &'f str)>,
-        secrets: &[&str],
+        call: Call,
+        grant: Vec<(&str, &str)>,
+        subject: &str,
         now: i64,
     ) -> Result<TokenSet> {
         let c = self.config;
-        if c.scope_explicit {
-            form.push(("scope", &c.scope));
+        let extras = self.resource_params(true);
+        let scope = c.scope_explicit.then_some(("scope", c.scope.as_str()));
+        // Pushed one by one: each pair then borrows no longer than this call (collecting a chain would tie
+        // `grant`'s lifetime to the local `extras`).
+        let mut form: Vec<(&str, &str)> = Vec::new();
+        for (k, v) in grant.into_iter().chain(scope) {
+            form.push((k, v));
         }
-        form.push(("audience", &c.audience));
-        for r in &c.resources {
-            form.push(("resource", r));
+        for (k, v) in extras.pairs() {
+            form.push((k, v));
         }
         let auth = self.client_auth(http, now)?;
-        let mut form = form.clone();
-        let basic = auth.apply(&mut form);
-        let mut hidden: Vec<&str> = secrets.to_vec();
-        hidden.extend(auth.secret());
-        let url = &self.token_url;
-        let resp = http.post_form(url, &form, basic)?;
-        let what = grant.as_str();
-        if resp.status != 200 {
-            return Err(match serde_json::from_slice::<OAuthError>(&resp.body) {
-                Ok(e) => {
-                    let mut msg = format!(
-                        "the provider refused the {what} request at {url}: {}",
-                        sanitize_with(c, &e.error, &hidden)
-                    );
-                    if let Some(d) = &e.error_description {
-                        msg.push_str(&format!(" ({})", sanitize_with(c, d, &hidden)));
-                    }
-                    match e.error.as_str() {
-                        "invalid_client" => msg.push_str(&invalid_client_hint(c, self.metadata)),
-                        "invalid_grant" | "invalid_request" if grant == MachineGrant::TokenExchange => msg.push_str(
-                            ": check that the provider trusts the subject token's issuer and audience, and \
-                             `subject-token-type`",
-                        ),
-                        "unsupported_grant_type" | "unauthorized_client" => msg.push_str(&format!(
-                            ": enable the {} grant for this client at the provider, or set `grant`",
-                            grant.grant_type()
-                        )),
-                        _ => {}
-                    }
-                    Error::provider(msg)
-                }
-                Err(_) => Error::provider(format!(
-                    "the token endpoint {url} answered the {what} request with HTTP {}",
-                    resp.status
-                )),
-            });
-        }
-        let tr: TokenResponse = serde_json::from_slice(&resp.body).map_err(|e| {
-            Error::provider(format!(
-                "the token endpoint {url} returned an invalid {what} response ({})",
-                crate::error::parse_error(&e)
-            ))
-        })?;
+        let tr: TokenResponse = request::post(http, &self.token_url, form, &auth, Expect::Json)
+            .and_then(|body| request::parse(&body))
+            .map_err(|f| self.fail(call, &self.token_url, f, &auth.sent(&[subject])))?;
         let set = to_token_set(tr, now, &self.config.issuer)?;
         self.check_id_token(&set, now, None, None)?;
         Ok(set)
