@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use drive::{PendingLogin, run_bounded, send, start_login, status_of};
 use fake::{AT_CC, AT_NEW, CLIENT_ID, CLIENT_ID_CONF, CLIENT_SECRET, Fake, Reply, SECRETS};
 use sandbox::{Out, Sandbox};
+use support::cases;
 
 const SERVER: &str = "http://127.0.0.1:5997";
 /// No case may take longer than this (the slow ones wait out a 2 s HTTP timeout).
@@ -254,20 +255,19 @@ impl World {
         run_bounded(cmd, LIMIT)
     }
 
-    /// Run every case from a restored world; returns how many ran. Every case runs even when an earlier one
-    /// fails, and the failures are listed together at the end.
-    fn run_all(&self, cases: Vec<Case>) -> usize {
-        let n = cases.len();
-        let mut names = std::collections::BTreeSet::new();
-        let mut failed = Vec::new();
-        for c in cases {
-            assert!(names.insert(c.name), "duplicate case name {}", c.name);
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    /// Run every case of `table` from a restored world ([`cases::run_every`]: each case runs even when an earlier
+    /// one fails, and the failures are listed by name at the end); returns how many cases the table has.
+    fn run_all(&self, table: &str, cases: Vec<Case>) -> usize {
+        let n = cases::run_every(
+            table,
+            cases,
+            |c| c.name,
+            |c| {
                 self.restore();
                 if let Some(f) = &c.setup {
                     f(self);
                 }
-                let out = self.run(&c);
+                let out = self.run(c);
                 check(c.name, &out, c.code, &c.needles, SECRETS, c.prints);
                 if let Some(f) = &c.after {
                     f(self, &out);
@@ -276,13 +276,9 @@ impl World {
                     self.restore_permissions();
                     self.credential_still_works(c.name);
                 }
-            }));
-            if outcome.is_err() {
-                failed.push(c.name);
-            }
-        }
+            },
+        );
         self.restore();
-        assert!(failed.is_empty(), "{} of {n} cases failed (details above): {failed:#?}", failed.len());
         n
     }
 
@@ -558,7 +554,7 @@ fn configuration_cases() {
             .env("MLFLOW_OIDC_PROXY_UPSTREAM_TIMEOUT", "soon")
             .fails(2, &["MLFLOW_OIDC_PROXY_UPSTREAM_TIMEOUT", "soon"]),
     ];
-    let n = w.run_all(cases);
+    let n = w.run_all("configuration cases", cases);
     eprintln!("configuration cases: {n}");
     assert!(n >= 60, "{n}");
 }
@@ -948,7 +944,7 @@ fn provider_cases() {
             .setup(on(DISCOVERY, meta(&|m| drop(m.remove("authorization_endpoint")))))
             .fails(1, &["authorization_endpoint"]),
     ];
-    let n = w.run_all(cases);
+    let n = w.run_all("provider cases", cases);
     eprintln!("provider cases: {n}");
     assert!(n >= 45, "{n}");
 }
@@ -1059,7 +1055,7 @@ fn workload_identity_cases() {
             .setup(on(TOKEN, Reply::json(400, r#"{"error":"unsupported_grant_type"}"#)))
             .fails(1, &["unsupported_grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"]),
     ];
-    let n = w.run_all(cases);
+    let n = w.run_all("workload identity cases", cases);
     eprintln!("workload identity cases: {n}");
     assert!(n >= 14, "{n}");
 }
@@ -1272,7 +1268,7 @@ fn store_cases() {
             .succeeds_silently(&["Logged out of"])
             .loses_credential(),
     ];
-    let n = w.run_all(cases);
+    let n = w.run_all("store cases", cases);
     eprintln!("store cases: {n}");
     assert!(n >= 20, "{n}");
 }
@@ -1464,10 +1460,11 @@ fn callback_cases() {
             timeout: "4",
         },
     ];
-    let n = cases.len();
-    let mut failed = Vec::new();
-    for c in cases {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let n = cases::run_every(
+        "callback cases",
+        cases,
+        |c| c.name,
+        |c| {
             let before = issued_secrets(&idp, &s);
             let login = start_login(&s, "proj", c.timeout);
             (c.junk)(&login);
@@ -1496,12 +1493,8 @@ fn callback_cases() {
             // Whatever happened, the stored login still works.
             let after = run_bounded(s.cmd("proj", &["token", "--no-login", "--min-valid", "2m"]), LIMIT);
             assert_eq!(after.code, 0, "case `{}`: the stored credential no longer works:\n{}", c.name, after.stderr);
-        }));
-        if ok.is_err() {
-            failed.push(c.name);
-        }
-    }
-    assert!(failed.is_empty(), "{} of {n} callback cases failed (details above): {failed:#?}", failed.len());
+        },
+    );
     eprintln!("callback cases: {n}");
 }
 
