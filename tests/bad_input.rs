@@ -341,23 +341,33 @@ fn make_writable(p: &Path) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Configuration: files, keys, types, URLs, environment values, non-UTF-8.
+// Configuration: files, keys, types, URLs, environment values, non-UTF-8. Three tables, each in its own world.
+
+/// A `--config` file's block for [`SERVER`] with a placeholder issuer, plus `extra` lines.
+fn server_toml(extra: &str) -> String {
+    format!(
+        "[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"https://idp.example.com\"\nclient-id = \"c\"\n{extra}"
+    )
+}
+
+/// The same with `issuer` as the issuer.
+fn issuer_toml(issuer: &str) -> String {
+    format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{issuer}\"\nclient-id = \"c\"\n")
+}
+
+/// The same with `redirect` as the redirect URI.
+fn redirect_toml(redirect: &str) -> String {
+    server_toml(&format!("redirect-uri = \"{redirect}\"\n"))
+}
+
+// Configuration files: TOML syntax, encodings, paths, shapes, types and keys.
 
 #[test]
-fn configuration_cases() {
+fn configuration_file_cases() {
     let w = World::new();
     let base = w.fake.base.clone();
     let ok_block = block(&base, "");
     let tok = ["token", "--no-login"];
-    let server = |extra: &str| {
-        format!(
-            "[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"https://idp.example.com\"\nclient-id = \"c\"\n{extra}"
-        )
-    };
-    let with_issuer =
-        |i: &str| format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{i}\"\nclient-id = \"c\"\n");
-    let with_redirect = |r: &str| server(&format!("redirect-uri = \"{r}\"\n"));
-
     let f = |name: &str, text: &str| w.file(name, text);
     let unclosed = f("unclosed.toml", "[tool.mlflow-oidc-client\nuri = 1\n");
     let escape = f("escape.toml", "[[tracking-servers]]\nuri = \"http://m\\q\"\n");
@@ -367,12 +377,6 @@ fn configuration_cases() {
     let non_utf8 = w.file("latin1.toml", b"[[tracking-servers]]\nuri = \"caf\xe9\"\n");
     let utf16 = w.file("utf16.toml", b"\xff\xfe[\x00[\x00t\x00");
     let bom = w.file("bom.toml", format!("\u{feff}{ok_block}"));
-    let plain_http_server = f(
-        "plain-http-server.toml",
-        &format!(
-            "[[tracking-servers]]\nuri = \"http://mlflow.example.com\"\nissuer = \"{base}\"\nclient-id = \"{CLIENT_ID}\"\n"
-        ),
-    );
     let int_servers = f("int-servers.toml", "[tool.mlflow-oidc-client]\ntracking-servers = 3\n");
     let table_servers = f("table-servers.toml", "[tool.mlflow-oidc-client.tracking-servers]\nuri = \"x\"\n");
     let tool_string = f("tool-string.toml", "tool = \"x\"\n");
@@ -384,44 +388,25 @@ fn configuration_cases() {
         "id-array.toml",
         &format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"https://i\"\nclient-id = [\"c\"]\n"),
     );
-    let scope_table = f("scope-table.toml", &server("scope = { a = 1 }\n"));
+    let scope_table = f("scope-table.toml", &server_toml("scope = { a = 1 }\n"));
     let uri_date = f("uri-date.toml", "[[tracking-servers]]\nuri = 1979-05-27T07:32:00Z\n");
-    let perhaps = f("perhaps.toml", &server("interactive = \"perhaps\"\n"));
-    let two = f("two.toml", &server("use-id-token = 2\n"));
-    let float = f("float.toml", &server("offline-access = 1.5\n"));
+    let perhaps = f("perhaps.toml", &server_toml("interactive = \"perhaps\"\n"));
+    let two = f("two.toml", &server_toml("use-id-token = 2\n"));
+    let float = f("float.toml", &server_toml("offline-access = 1.5\n"));
     let no_issuer = f("no-issuer.toml", &format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nclient-id = \"c\"\n"));
     let no_id = f("no-id.toml", &format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"https://i\"\n"));
-    let http_public = f("http-public.toml", &with_issuer("http://idp.example.com/realms/ml"));
-    let http_any = f("http-any.toml", &with_issuer("http://0.0.0.0:8080"));
-    let http_lookalike = f("http-lookalike.toml", &with_issuer("http://localhost.evil.example"));
-    let ftp = f("ftp.toml", &with_issuer("ftp://idp.example.com"));
-    let relative = f("relative.toml", &with_issuer("idp.example.com/realms/ml"));
-    let query = f("query.toml", &with_issuer("https://idp.example.com/?realm=ml"));
-    let https_redirect = f("https-redirect.toml", &with_redirect("https://127.0.0.1:8080/cb"));
-    let public_redirect = f("public-redirect.toml", &with_redirect("http://192.0.2.1:8080/cb"));
-    let wildcard_redirect = f("wildcard-redirect.toml", &with_redirect("http://0.0.0.0:8080/cb"));
-    let portless = f("portless.toml", &with_redirect("http://127.0.0.1/cb"));
-    let pathless = f("pathless.toml", &with_redirect("http://127.0.0.1:8080"));
-    let fragment = f("fragment.toml", &with_redirect("http://127.0.0.1:8080/cb#x"));
-    let auth_method = f("auth-method.toml", &server("token-endpoint-auth-method = \"private_key_jwt\"\n"));
-    let store_int = f("store-int.toml", &format!("store = 5\n{}", server("")));
-    let store_cloud = f("store-cloud.toml", &format!("store = \"cloud\"\n{}", server("")));
+    let auth_method = f("auth-method.toml", &server_toml("token-endpoint-auth-method = \"private_key_jwt\"\n"));
+    let store_int = f("store-int.toml", &format!("store = 5\n{}", server_toml("")));
+    let store_cloud = f("store-cloud.toml", &format!("store = \"cloud\"\n{}", server_toml("")));
     let typo = f("typo.toml", &format!("{ok_block}clinet-secret = \"x\"\n"));
     let uriless = f(
         "uriless.toml",
         &format!("[[tool.mlflow-oidc-client.tracking-servers]]\nissuer = \"https://i\"\n\n{ok_block}"),
     );
-    let two_servers = f(
-        "two-servers.toml",
-        "[[tracking-servers]]\nuri = \"https://a.example.com\"\nissuer = \"https://i\"\nclient-id = \"c\"\n\
-         [[tracking-servers]]\nuri = \"https://b.example.com\"\nissuer = \"https://i\"\nclient-id = \"c\"\n",
-    );
     let empty = f("empty.toml", "");
-    let not_pem = f("not-pem.pem", "this is not a certificate\n");
     let dir = w.s.path("cfg").to_str().unwrap().to_string();
     let through_file = format!("{unclosed}/x.toml");
     let latin1_path = OsString::from_vec(b"/nonexistent/caf\xe9.toml".to_vec());
-
     let c = |name, path: &String| case(name, &tok).arg(path).arg("--config");
     let cases = vec![
         // Files.
@@ -469,6 +454,38 @@ fn configuration_cases() {
         c("key: store = \"cloud\"", &store_cloud).env("MLFLOW_OIDC_STORE", "").fails(2, &[&store_cloud, "cloud"]),
         c("key: token-endpoint-auth-method = private_key_jwt", &auth_method)
             .fails(2, &["token-endpoint-auth-method", "private_key_jwt"]),
+    ];
+    let n = w.run_all("configuration file cases", cases);
+    eprintln!("configuration file cases: {n}");
+    assert!(n >= 33, "{n}");
+}
+
+// Configuration URLs: issuers, redirect URIs, which server is meant.
+
+#[test]
+fn configuration_url_cases() {
+    let w = World::new();
+    let tok = ["token", "--no-login"];
+    let f = |name: &str, text: &str| w.file(name, text);
+    let http_public = f("http-public.toml", &issuer_toml("http://idp.example.com/realms/ml"));
+    let http_any = f("http-any.toml", &issuer_toml("http://0.0.0.0:8080"));
+    let http_lookalike = f("http-lookalike.toml", &issuer_toml("http://localhost.evil.example"));
+    let ftp = f("ftp.toml", &issuer_toml("ftp://idp.example.com"));
+    let relative = f("relative.toml", &issuer_toml("idp.example.com/realms/ml"));
+    let query = f("query.toml", &issuer_toml("https://idp.example.com/?realm=ml"));
+    let https_redirect = f("https-redirect.toml", &redirect_toml("https://127.0.0.1:8080/cb"));
+    let public_redirect = f("public-redirect.toml", &redirect_toml("http://192.0.2.1:8080/cb"));
+    let wildcard_redirect = f("wildcard-redirect.toml", &redirect_toml("http://0.0.0.0:8080/cb"));
+    let portless = f("portless.toml", &redirect_toml("http://127.0.0.1/cb"));
+    let pathless = f("pathless.toml", &redirect_toml("http://127.0.0.1:8080"));
+    let fragment = f("fragment.toml", &redirect_toml("http://127.0.0.1:8080/cb#x"));
+    let two_servers = f(
+        "two-servers.toml",
+        "[[tracking-servers]]\nuri = \"https://a.example.com\"\nissuer = \"https://i\"\nclient-id = \"c\"\n\
+         [[tracking-servers]]\nuri = \"https://b.example.com\"\nissuer = \"https://i\"\nclient-id = \"c\"\n",
+    );
+    let c = |name, path: &String| case(name, &tok).arg(path).arg("--config");
+    let cases = vec![
         // URLs.
         c("url: http issuer on a public host", &http_public)
             .fails(2, &["http://idp.example.com/realms/ml", "https://"]),
@@ -494,6 +511,29 @@ fn configuration_cases() {
             .arg("https://nowhere.example.com")
             .arg("--server")
             .fails(2, &["https://nowhere.example.com", SERVER]),
+    ];
+    let n = w.run_all("configuration URL cases", cases);
+    eprintln!("configuration URL cases: {n}");
+    assert!(n >= 14, "{n}");
+}
+
+// Environment values, the command line, exec and proxy.
+
+#[test]
+fn environment_and_usage_cases() {
+    let w = World::new();
+    let base = w.fake.base.clone();
+    let tok = ["token", "--no-login"];
+    let f = |name: &str, text: &str| w.file(name, text);
+    let plain_http_server = f(
+        "plain-http-server.toml",
+        &format!(
+            "[[tracking-servers]]\nuri = \"http://mlflow.example.com\"\nissuer = \"{base}\"\nclient-id = \"{CLIENT_ID}\"\n"
+        ),
+    );
+    let not_pem = f("not-pem.pem", "this is not a certificate\n");
+    let dir = w.s.path("cfg").to_str().unwrap().to_string();
+    let cases = vec![
         // Environment values.
         case("env: boolean", &tok)
             .env("MLFLOW_TRACKING_OIDC_INTERACTIVE", "maybe")
@@ -554,13 +594,13 @@ fn configuration_cases() {
             .env("MLFLOW_OIDC_PROXY_UPSTREAM_TIMEOUT", "soon")
             .fails(2, &["MLFLOW_OIDC_PROXY_UPSTREAM_TIMEOUT", "soon"]),
     ];
-    let n = w.run_all("configuration cases", cases);
-    eprintln!("configuration cases: {n}");
-    assert!(n >= 60, "{n}");
+    let n = w.run_all("environment and usage cases", cases);
+    eprintln!("environment and usage cases: {n}");
+    assert!(n >= 20, "{n}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Provider behaviour: discovery, the token endpoint, transport and TLS.
+// Provider behaviour: discovery, transport and TLS, the token endpoint. Three tables, each in its own world.
 
 const DISCOVERY: &str = "/.well-known/openid-configuration";
 /// A window-title change, a screen clear and a colour: what a hostile provider could send a terminal.
@@ -686,28 +726,19 @@ impl Drop for TlsPeer {
     }
 }
 
+/// Discovery (OpenID Connect Discovery 1.0): what the provider's metadata document can be instead of one.
 #[test]
-fn provider_cases() {
+fn discovery_cases() {
     let w = World::new();
     let base = w.fake.base.clone();
     let disco = w.fake.discovery_url();
-    let token_url = w.fake.url(TOKEN);
-    let tls = TlsPeer::start();
-    let tls_issuer = format!("https://127.0.0.1:{}", tls.port);
-    let dead = format!("http://127.0.0.1:{}", support::free_port());
     let tok = ["token", "--no-login"];
     let t = |name| case(name, &tok);
     let meta = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| Reply::json(200, w.fake.metadata_with(f));
     let huge = format!("{{\"issuer\":\"{base}\",\"pad\":\"{}\"}}", "x".repeat(2 << 20));
-    let tokens = |v: serde_json::Value| Reply::json(200, v.to_string());
-    let jwt_at = |exp: serde_json::Value| {
-        tokens(serde_json::json!({"access_token": fake::jwt(&serde_json::json!({"exp": exp, "sub": "x"})),
-            "token_type": "Bearer", "expires_in": 3600}))
-    };
     let escape = ESCAPE;
 
     let cases = vec![
-        // Discovery.
         t("discovery: 404").setup(on(DISCOVERY, Reply::text(404, "no such realm"))).fails(1, &[&disco, "HTTP 404"]),
         t("discovery: 500").setup(on(DISCOVERY, Reply::text(500, "oops"))).fails(1, &[&disco, "HTTP 500"]),
         t("discovery: an HTML login page")
@@ -725,26 +756,35 @@ fn provider_cases() {
             .setup(on(DISCOVERY, meta(&|m| drop(m.insert("issuer".into(), "https://evil.example.com".into())))))
             .fails(1, &[&disco, "https://evil.example.com", &base]),
         t("discovery: terminal escapes in the issuer")
-            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("issuer".into(), format!("https://evil.example.com/{escape}").into())))))
+            .setup(on(
+                DISCOVERY,
+                meta(&|m| drop(m.insert("issuer".into(), format!("https://evil.example.com/{escape}").into()))),
+            ))
             .fails(1, &[&disco, "https://evil.example.com/"])
-            .after(|_, out| assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)),
+            .after(|_, out| {
+                assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)
+            }),
         // Issue 12: provider text reaches no terminal raw, also where the first catalogue missed it.
         case("status --check: terminal escapes in endpoint URLs (OSC 52 included)", &["status", "--check"])
-            .setup(on(DISCOVERY, meta(&|m| {
-                for k in ["token_endpoint", "authorization_endpoint", "revocation_endpoint", "device_authorization_endpoint"] {
-                    m.insert(k.into(), format!("{base}/{k}\u{1b}]52;c;cHduZWQ=\u{7}{escape}").into());
-                }
-                m.insert("scopes_supported".into(), serde_json::json!(["openid", format!("x{escape}")]));
-            })))
+            .setup(on(
+                DISCOVERY,
+                meta(&|m| {
+                    for k in [
+                        "token_endpoint",
+                        "authorization_endpoint",
+                        "revocation_endpoint",
+                        "device_authorization_endpoint",
+                    ] {
+                        m.insert(k.into(), format!("{base}/{k}\u{1b}]52;c;cHduZWQ=\u{7}{escape}").into());
+                    }
+                    m.insert("scopes_supported".into(), serde_json::json!(["openid", format!("x{escape}")]));
+                }),
+            ))
             .fails(0, &[])
             .after(|_, out| {
                 assert!(out.stdout.contains("token endpoint"), "{}", out.stdout);
                 assert!(!out.stdout.contains('\u{1b}') && !out.stdout.contains('\u{7}'), "{:?}", out.stdout)
             }),
-        t("refresh: a token response with values of the wrong type is not echoed")
-            .setup(on(TOKEN, tokens(serde_json::json!({"access_token": ["echo-me-4f1c"], "token_type": "Bearer"}))))
-            .fails(1, &[&token_url, "invalid refresh response", "wrong type", "access_token"])
-            .after(|_, out| assert!(!out.stderr.contains("echo-me-4f1c"), "{}", out.stderr)),
         t("discovery: no token_endpoint")
             .setup(on(DISCOVERY, meta(&|m| drop(m.remove("token_endpoint")))))
             .fails(1, &["token_endpoint", &base]),
@@ -755,7 +795,9 @@ fn provider_cases() {
             .setup(on(DISCOVERY, Reply::Redirect(302, format!("{base}/elsewhere"))))
             .fails(1, &[&disco, "HTTP 302"])
             .after(never_requested("/elsewhere")),
-        t("discovery: 2 MiB body").setup(on(DISCOVERY, Reply::json(200, huge.clone()))).fails(1, &[&disco, "larger than"]),
+        t("discovery: 2 MiB body")
+            .setup(on(DISCOVERY, Reply::json(200, huge.clone())))
+            .fails(1, &[&disco, "larger than"]),
         t("discovery: slow-loris body")
             .setup(on(DISCOVERY, Reply::Trickle(Duration::from_millis(200))))
             .fails(1, &[&disco, "timeout"]),
@@ -767,11 +809,29 @@ fn provider_cases() {
             .setup(on(DISCOVERY, Reply::Raw(b"\x16\x03\x01\x00\xffgarbage\r\n\r\n".to_vec())))
             .fails(1, &[&disco, "cannot reach"]),
         t("discovery: 100 KiB of headers")
-            .setup(on(DISCOVERY, Reply::Raw(format!("HTTP/1.1 200 OK\r\nX-Pad: {}\r\n\r\n{{}}", "a".repeat(100 << 10)).into_bytes())))
+            .setup(on(
+                DISCOVERY,
+                Reply::Raw(format!("HTTP/1.1 200 OK\r\nX-Pad: {}\r\n\r\n{{}}", "a".repeat(100 << 10)).into_bytes()),
+            ))
             .fails(1, &[&disco, "cannot reach"]),
-        t("transport: connection refused")
-            .env("MLFLOW_TRACKING_OIDC_ISSUER", &dead)
-            .fails(1, &[&dead, "cannot reach"]),
+    ];
+    let n = w.run_all("discovery cases", cases);
+    eprintln!("discovery cases: {n}");
+    assert!(n >= 19, "{n}");
+}
+
+/// Transport and TLS: the provider unreachable, unknown, or behind a certificate nobody trusts.
+#[test]
+fn transport_and_tls_cases() {
+    let w = World::new();
+    let tls = TlsPeer::start();
+    let tls_issuer = format!("https://127.0.0.1:{}", tls.port);
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let tok = ["token", "--no-login"];
+    let t = |name| case(name, &tok);
+
+    let cases = vec![
+        t("transport: connection refused").env("MLFLOW_TRACKING_OIDC_ISSUER", &dead).fails(1, &[&dead, "cannot reach"]),
         t("transport: unknown host")
             .env("MLFLOW_TRACKING_OIDC_ISSUER", "https://idp.nonexistent.invalid")
             .fails(1, &["idp.nonexistent.invalid", "cannot reach"]),
@@ -785,7 +845,22 @@ fn provider_cases() {
         t("tls: plain HTTP behind an https:// issuer")
             .env("MLFLOW_TRACKING_OIDC_ISSUER", format!("https://127.0.0.1:{}", w.fake.port))
             .fails(1, &[&format!("https://127.0.0.1:{}", w.fake.port), "cannot reach"]),
-        // The token endpoint, refreshing the stored refresh token.
+    ];
+    let n = w.run_all("transport and TLS cases", cases);
+    eprintln!("transport and TLS cases: {n}");
+    assert!(n >= 5, "{n}");
+}
+
+/// Refreshing the stored refresh token: the provider says no (RFC 6749 §5.2 and what providers send instead).
+#[test]
+fn refresh_refusal_cases() {
+    let w = World::new();
+    let token_url = w.fake.url(TOKEN);
+    let tok = ["token", "--no-login"];
+    let t = |name| case(name, &tok);
+    let escape = ESCAPE;
+
+    let cases = vec![
         t("refresh: invalid_grant means a new login")
             .setup(on(TOKEN, Reply::json(400, r#"{"error":"invalid_grant"}"#)))
             .fails(3, &["refresh token", "mlflow-oidc login"])
@@ -805,25 +880,21 @@ fn provider_cases() {
             .setup(on(TOKEN, Reply::html(401, "<html>Unauthorized</html>")))
             .fails(3, &["not logged in", "mlflow-oidc login"])
             .loses_credential(),
-        case("client credentials: 403 with an empty body names the status and the likely cause", &["token", "--no-login"])
-            .cwd("conf")
-            .setup(on(TOKEN, Reply::text(403, "")))
-            .fails(1, &[&token_url, "HTTP 403", "empty body", "scope"]),
-        case("status --check: a provider that lists neither refresh nor client_credentials only warns", &["status", "--check"])
-            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("grant_types_supported".into(), serde_json::json!(["authorization_code"]))))))
-            .fails(0, &[])
-            .after(|_, out| {
-                assert!(out.stdout.contains("! refresh"), "{}", out.stdout);
-                assert!(!out.stdout.contains("✗"), "{}", out.stdout);
-            }),
-        t("refresh: 500 in plain text").setup(on(TOKEN, Reply::text(500, "Internal Server Error"))).fails(1, &[&token_url]),
+        t("refresh: 500 in plain text")
+            .setup(on(TOKEN, Reply::text(500, "Internal Server Error")))
+            .fails(1, &[&token_url]),
         t("refresh: 502 from a proxy, in HTML")
             .setup(on(TOKEN, Reply::html(502, "<html><h1>Bad Gateway</h1></html>")))
             .fails(1, &[&token_url]),
         t("refresh: invalid_request with a description")
-            .setup(on(TOKEN, Reply::json(400, r#"{"error":"invalid_request","error_description":"grant is missing a parameter"}"#)))
+            .setup(on(
+                TOKEN,
+                Reply::json(400, r#"{"error":"invalid_request","error_description":"grant is missing a parameter"}"#),
+            ))
             .fails(1, &[&token_url, "invalid_request", "grant is missing a parameter"]),
-        t("refresh: invalid_client").setup(on(TOKEN, Reply::json(401, r#"{"error":"invalid_client"}"#))).fails(1, &["invalid_client"]),
+        t("refresh: invalid_client")
+            .setup(on(TOKEN, Reply::json(401, r#"{"error":"invalid_client"}"#)))
+            .fails(1, &["invalid_client"]),
         t("refresh: an unknown error code")
             .setup(on(TOKEN, Reply::json(400, r#"{"error":"temporarily_unavailable"}"#)))
             .fails(1, &["temporarily_unavailable"]),
@@ -832,6 +903,64 @@ fn provider_cases() {
             .setup(on(TOKEN, Reply::json(400, r#"{"error":5}"#)))
             .fails(3, &["rejected the stored refresh token"])
             .loses_credential(),
+        t("refresh: the provider echoes the refresh token")
+            .setup(on(
+                TOKEN,
+                Reply::json(
+                    400,
+                    format!(
+                        r#"{{"error":"invalid_request","error_description":"refresh_token {} is malformed"}}"#,
+                        fake::RT
+                    ),
+                ),
+            ))
+            .fails(1, &["invalid_request"]),
+        t("refresh: terminal escapes in error_description")
+            .setup(on(
+                TOKEN,
+                Reply::json(
+                    400,
+                    serde_json::json!({"error": "invalid_request", "error_description": escape}).to_string(),
+                ),
+            ))
+            .fails(1, &["invalid_request"])
+            .after(|_, out| {
+                assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)
+            }),
+        t("refresh: terminal escapes in the error code")
+            .setup(on(TOKEN, Reply::json(400, serde_json::json!({"error": escape}).to_string())))
+            .fails(1, &[&token_url])
+            .after(|_, out| {
+                assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)
+            }),
+    ];
+    let n = w.run_all("refresh refusal cases", cases);
+    eprintln!("refresh refusal cases: {n}");
+    assert!(n >= 12, "{n}");
+}
+
+/// Refreshing the stored refresh token: a reply that is not a usable token response, or no reply at all.
+#[test]
+fn refresh_reply_cases() {
+    let w = World::new();
+    let base = w.fake.base.clone();
+    let token_url = w.fake.url(TOKEN);
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let tok = ["token", "--no-login"];
+    let t = |name| case(name, &tok);
+    let meta = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| Reply::json(200, w.fake.metadata_with(f));
+    let huge = format!("{{\"issuer\":\"{base}\",\"pad\":\"{}\"}}", "x".repeat(2 << 20));
+    let tokens = |v: serde_json::Value| Reply::json(200, v.to_string());
+    let jwt_at = |exp: serde_json::Value| {
+        tokens(serde_json::json!({"access_token": fake::jwt(&serde_json::json!({"exp": exp, "sub": "x"})),
+            "token_type": "Bearer", "expires_in": 3600}))
+    };
+
+    let cases = vec![
+        t("refresh: a token response with values of the wrong type is not echoed")
+            .setup(on(TOKEN, tokens(serde_json::json!({"access_token": ["echo-me-4f1c"], "token_type": "Bearer"}))))
+            .fails(1, &[&token_url, "invalid refresh response", "wrong type", "access_token"])
+            .after(|_, out| assert!(!out.stderr.contains("echo-me-4f1c"), "{}", out.stderr)),
         t("refresh: 200 without access_token")
             .setup(on(TOKEN, Reply::json(200, r#"{"token_type":"Bearer","expires_in":3600}"#)))
             .fails(1, &[&token_url]),
@@ -860,17 +989,6 @@ fn provider_cases() {
             .env("HTTP_PROXY", &dead)
             .env("ALL_PROXY", &dead)
             .succeeds(AT_NEW, &[]),
-        t("refresh: the provider echoes the refresh token")
-            .setup(on(TOKEN, Reply::json(400, format!(r#"{{"error":"invalid_request","error_description":"refresh_token {} is malformed"}}"#, fake::RT))))
-            .fails(1, &["invalid_request"]),
-        t("refresh: terminal escapes in error_description")
-            .setup(on(TOKEN, Reply::json(400, serde_json::json!({"error": "invalid_request", "error_description": escape}).to_string())))
-            .fails(1, &["invalid_request"])
-            .after(|_, out| assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)),
-        t("refresh: terminal escapes in the error code")
-            .setup(on(TOKEN, Reply::json(400, serde_json::json!({"error": escape}).to_string())))
-            .fails(1, &[&token_url])
-            .after(|_, out| assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)),
         t("refresh: 2 MiB body").setup(on(TOKEN, Reply::json(200, huge.clone()))).fails(1, &[&token_url, "larger than"]),
         t("refresh: slow-loris body")
             .setup(on(TOKEN, Reply::Trickle(Duration::from_millis(200))))
@@ -889,6 +1007,35 @@ fn provider_cases() {
         t("refresh: token endpoint over plain http on a public host")
             .setup(on(DISCOVERY, meta(&|m| drop(m.insert("token_endpoint".into(), "http://192.0.2.1/token".into())))))
             .fails(1, &["http://192.0.2.1/token", "token_endpoint", "https"]),
+    ];
+    let n = w.run_all("refresh reply cases", cases);
+    eprintln!("refresh reply cases: {n}");
+    assert!(n >= 18, "{n}");
+}
+
+/// Client credentials (the client secret is at stake), the device flow (RFC 8628: the provider's text reaches
+/// the terminal, and the device code is a credential), `status --check` and the browser login's start.
+#[test]
+fn client_credentials_device_and_login_cases() {
+    let w = World::new();
+    let base = w.fake.base.clone();
+    let token_url = w.fake.url(TOKEN);
+    let tok = ["token", "--no-login"];
+    let t = |name| case(name, &tok);
+    let meta = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| Reply::json(200, w.fake.metadata_with(f));
+
+    let cases = vec![
+        case("client credentials: 403 with an empty body names the status and the likely cause", &["token", "--no-login"])
+            .cwd("conf")
+            .setup(on(TOKEN, Reply::text(403, "")))
+            .fails(1, &[&token_url, "HTTP 403", "empty body", "scope"]),
+        case("status --check: a provider that lists neither refresh nor client_credentials only warns", &["status", "--check"])
+            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("grant_types_supported".into(), serde_json::json!(["authorization_code"]))))))
+            .fails(0, &[])
+            .after(|_, out| {
+                assert!(out.stdout.contains("! refresh"), "{}", out.stdout);
+                assert!(!out.stdout.contains("✗"), "{}", out.stdout);
+            }),
         // Client credentials: the client secret is at stake.
         t("client credentials: invalid_client")
             .cwd("conf")
@@ -944,9 +1091,9 @@ fn provider_cases() {
             .setup(on(DISCOVERY, meta(&|m| drop(m.remove("authorization_endpoint")))))
             .fails(1, &["authorization_endpoint"]),
     ];
-    let n = w.run_all("provider cases", cases);
-    eprintln!("provider cases: {n}");
-    assert!(n >= 45, "{n}");
+    let n = w.run_all("client credentials, device and login cases", cases);
+    eprintln!("client credentials, device and login cases: {n}");
+    assert!(n >= 11, "{n}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
