@@ -1249,20 +1249,13 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
+/// The token file's content: damaged (read as "log in again", never as a wrong token) or from another version.
 #[test]
-fn store_cases() {
+fn token_file_content_cases() {
     let w = World::new();
     let entry = w.entry_path.display().to_string();
-    let tokens = w.s.tokens_dir().display().to_string();
     let tok = ["token", "--no-login"];
     let t = |name| case(name, &tok);
-    let root = privileged();
-    let blocker = w.file("not-a-dir", "a regular file");
-    let bus = silent_bus(w.s.root());
-    assert!(
-        std::fs::create_dir("/sys/mlflow-oidc-catalogue").is_err(),
-        "this case needs /sys to refuse mkdir, even to root"
-    );
 
     let cases = vec![
         t("store: truncated token file")
@@ -1300,6 +1293,28 @@ fn store_cases() {
         t("store: obtained_at = i64::MIN")
             .setup(|w| w.edit_entry(|v| v["tokens"]["obtained_at"] = i64::MIN.into()))
             .succeeds(AT_NEW, &[]),
+    ];
+    let n = w.run_all("token file content cases", cases);
+    eprintln!("token file content cases: {n}");
+    assert!(n >= 8, "{n}");
+}
+
+/// Where the store lives: directories where files should be, places nobody can write, wrong modes, planted links.
+#[test]
+fn store_place_and_mode_cases() {
+    let w = World::new();
+    let entry = w.entry_path.display().to_string();
+    let tokens = w.s.tokens_dir().display().to_string();
+    let tok = ["token", "--no-login"];
+    let t = |name| case(name, &tok);
+    let root = privileged();
+    let blocker = w.file("not-a-dir", "a regular file");
+    assert!(
+        std::fs::create_dir("/sys/mlflow-oidc-catalogue").is_err(),
+        "this case needs /sys to refuse mkdir, even to root"
+    );
+
+    let cases = vec![
         t("store: the token file is a directory")
             .setup(|w| {
                 std::fs::remove_file(&w.entry_path).unwrap();
@@ -1382,6 +1397,22 @@ fn store_cases() {
                 let p = conf_entry(w);
                 assert!(!std::fs::symlink_metadata(p).unwrap().file_type().is_symlink());
             }),
+    ];
+    let n = w.run_all("store place and mode cases", cases);
+    eprintln!("store place and mode cases: {n}");
+    assert!(n >= 11, "{n}");
+}
+
+/// The OS keyring absent, silent or pointed at by an entry it no longer holds.
+#[test]
+fn keyring_cases() {
+    let w = World::new();
+    let tokens = w.s.tokens_dir().display().to_string();
+    let tok = ["token", "--no-login"];
+    let t = |name| case(name, &tok);
+    let bus = silent_bus(w.s.root());
+
+    let cases = vec![
         t("keyring: asked for, but no session bus").env("MLFLOW_OIDC_STORE", "keyring").fails(1, &["keyring"]),
         t("keyring: a bus that never answers costs the keyring timeout, not a hang")
             .env("MLFLOW_OIDC_STORE", "keyring")
@@ -1415,9 +1446,9 @@ fn store_cases() {
             .succeeds_silently(&["Logged out of"])
             .loses_credential(),
     ];
-    let n = w.run_all("store cases", cases);
-    eprintln!("store cases: {n}");
-    assert!(n >= 20, "{n}");
+    let n = w.run_all("keyring cases", cases);
+    eprintln!("keyring cases: {n}");
+    assert!(n >= 6, "{n}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
