@@ -1495,34 +1495,90 @@ fn issued_secrets(idp: &support::Idp, s: &Sandbox) -> Vec<String> {
     v
 }
 
-#[test]
-fn callback_cases() {
-    let idp = support::Idp::start();
-    let mut s = Sandbox::new();
-    s.write(
-        "proj/pyproject.toml",
-        &format!(
-            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{}\"\n\
-             redirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\nscope = \"openid profile email mlflow\"\nuse-id-token = false\n",
-            idp.issuer,
-            support::PUBLIC_CLIENT_ID
-        ),
-    );
-    s.set("MLFLOW_OIDC_STORE", "file");
-    s.set("BROWSER", support::browser_curl().to_str().unwrap());
-    let out = run_bounded(s.cmd("proj", &["login"]), LIMIT);
-    let issuer = idp.issuer.clone();
-    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    // From now on the "browser" opens nothing: the test plays both the attacker and the person.
-    s.set("BROWSER", "true");
+/// A sandbox logged in to the real provider, whose "browser" then opens nothing: the test plays both the attacker
+/// and the person.
+struct CallbackWorld {
+    idp: support::Idp,
+    s: Sandbox,
+}
 
-    let bad = |expect: u16, needle: &'static str| {
-        move |response: String| {
-            assert_eq!(status_of(&response), expect, "{response}");
-            assert!(response.contains(needle), "{response}");
-        }
-    };
+impl CallbackWorld {
+    fn new() -> CallbackWorld {
+        let idp = support::Idp::start();
+        let mut s = Sandbox::new();
+        s.write(
+            "proj/pyproject.toml",
+            &format!(
+                "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{}\"\n\
+                 redirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\nscope = \"openid profile email mlflow\"\nuse-id-token = false\n",
+                idp.issuer,
+                support::PUBLIC_CLIENT_ID
+            ),
+        );
+        s.set("MLFLOW_OIDC_STORE", "file");
+        s.set("BROWSER", support::browser_curl().to_str().unwrap());
+        let out = run_bounded(s.cmd("proj", &["login"]), LIMIT);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        s.set("BROWSER", "true");
+        CallbackWorld { idp, s }
+    }
+
+    /// Run every case of `table` ([`cases::run_every`]); returns how many cases the table has.
+    fn run_all(&self, table: &str, cases: Vec<CallbackCase>) -> usize {
+        cases::run_every(
+            table,
+            cases,
+            |c| c.name,
+            |c| {
+                let before = issued_secrets(&self.idp, &self.s);
+                let login = start_login(&self.s, "proj", c.timeout);
+                (c.junk)(&login);
+                let mut idle = Vec::new();
+                if c.name.contains("idle connections") {
+                    // Browsers open speculative connections and may never use them; a stranger can do it on purpose.
+                    idle = (0..16).map(|_| TcpStream::connect(("127.0.0.1", login.port)).unwrap()).collect();
+                }
+                if c.browser {
+                    let printed = support::run_browser(&support::browser_curl(), &login.url, &[]);
+                    assert!(printed.contains("CALLBACK"), "{printed}");
+                }
+                let out = login.finish(LIMIT + Duration::from_secs(20));
+                drop(idle);
+                let mut secrets = before;
+                secrets.extend(issued_secrets(&self.idp, &self.s));
+                let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+                let needles: Vec<String> = c.needles.iter().map(|s| s.to_string()).collect();
+                check(c.name, &out, c.code, &needles, &secrets, None);
+                assert!(
+                    !out.stderr.contains('\u{1b}'),
+                    "case `{}`: a terminal escape reached stderr: {:?}",
+                    c.name,
+                    out.stderr
+                );
+                // Whatever happened, the stored login still works.
+                let after = run_bounded(self.s.cmd("proj", &["token", "--no-login", "--min-valid", "2m"]), LIMIT);
+                assert_eq!(
+                    after.code, 0,
+                    "case `{}`: the stored credential no longer works:\n{}",
+                    c.name, after.stderr
+                );
+            },
+        )
+    }
+}
+
+/// A check of the loopback listener's answer to a hand-rolled request: its HTTP status and a text it names.
+fn bad(expect: u16, needle: &'static str) -> impl Fn(String) {
+    move |response: String| {
+        assert_eq!(status_of(&response), expect, "{response}");
+        assert!(response.contains(needle), "{response}");
+    }
+}
+
+/// Junk at the loopback port while a person logs in: refused, and the real login still succeeds.
+#[test]
+fn callback_junk_cases() {
+    let w = CallbackWorld::new();
     let cases = vec![
         cb("callback: a foreign state", move |l| bad(400, "state mismatch")(l.get("code=forged&state=not-ours"))),
         cb("callback: our state, no code", move |l| {
@@ -1593,6 +1649,28 @@ fn callback_cases() {
             needles: &["Logged in"],
             timeout: "45",
         },
+        cb("callback: our state from a foreign Host (DNS rebinding)", move |l| {
+            let r = send(
+                l.port,
+                format!("GET {}?code=c&state={} HTTP/1.1\r\nHost: evil.example:{}\r\n\r\n", l.path, l.state, l.port)
+                    .as_bytes(),
+            );
+            bad(400, "evil.example")(r)
+        }),
+    ];
+    let n = w.run_all("callback junk cases", cases);
+    eprintln!("callback junk cases: {n}");
+    assert!(n >= 14, "{n}");
+}
+
+/// Callbacks that end the login: the provider's refusal, a forged code, a mix-up (RFC 9207), or only junk until the
+/// login's time runs out. Each says why, and the stored login still works.
+#[test]
+fn callback_outcome_cases() {
+    let w = CallbackWorld::new();
+    let issuer = w.idp.issuer.clone();
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let cases = vec![
         cb("callback: error=access_denied with our state", move |l| {
             bad(400, "access_denied")(
                 l.get(&format!("error=access_denied&error_description=no+thanks&state={}", l.state)),
@@ -1621,14 +1699,6 @@ fn callback_cases() {
             bad(400, "RFC 9207")(l.get(&format!("code=c&state={}", l.state)))
         })
         .ends(1, &["carries no `iss`", "RFC 9207"]),
-        cb("callback: our state from a foreign Host (DNS rebinding)", move |l| {
-            let r = send(
-                l.port,
-                format!("GET {}?code=c&state={} HTTP/1.1\r\nHost: evil.example:{}\r\n\r\n", l.path, l.state, l.port)
-                    .as_bytes(),
-            );
-            bad(400, "evil.example")(r)
-        }),
         CallbackCase {
             name: "callback: only junk until the login times out",
             junk: Box::new(move |l| bad(400, "state mismatch")(l.get("code=c&state=x"))),
@@ -1638,42 +1708,9 @@ fn callback_cases() {
             timeout: "4",
         },
     ];
-    let n = cases::run_every(
-        "callback cases",
-        cases,
-        |c| c.name,
-        |c| {
-            let before = issued_secrets(&idp, &s);
-            let login = start_login(&s, "proj", c.timeout);
-            (c.junk)(&login);
-            let mut idle = Vec::new();
-            if c.name.contains("idle connections") {
-                // Browsers open speculative connections and may never use them; a stranger can do it on purpose.
-                idle = (0..16).map(|_| TcpStream::connect(("127.0.0.1", login.port)).unwrap()).collect();
-            }
-            if c.browser {
-                let printed = support::run_browser(&support::browser_curl(), &login.url, &[]);
-                assert!(printed.contains("CALLBACK"), "{printed}");
-            }
-            let out = login.finish(LIMIT + Duration::from_secs(20));
-            drop(idle);
-            let mut secrets = before;
-            secrets.extend(issued_secrets(&idp, &s));
-            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            let needles: Vec<String> = c.needles.iter().map(|s| s.to_string()).collect();
-            check(c.name, &out, c.code, &needles, &secrets, None);
-            assert!(
-                !out.stderr.contains('\u{1b}'),
-                "case `{}`: a terminal escape reached stderr: {:?}",
-                c.name,
-                out.stderr
-            );
-            // Whatever happened, the stored login still works.
-            let after = run_bounded(s.cmd("proj", &["token", "--no-login", "--min-valid", "2m"]), LIMIT);
-            assert_eq!(after.code, 0, "case `{}`: the stored credential no longer works:\n{}", c.name, after.stderr);
-        },
-    );
-    eprintln!("callback cases: {n}");
+    let n = w.run_all("callback outcome cases", cases);
+    eprintln!("callback outcome cases: {n}");
+    assert!(n >= 6, "{n}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
