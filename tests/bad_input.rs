@@ -219,7 +219,7 @@ impl World {
         s.set("MLFLOW_OIDC_HTTP_CONNECT_TIMEOUT", "2s");
         let out = run_bounded(s.cmd("proj", &["login", "--timeout", "30"]), LIMIT);
         check("setup: login", &out, 0, &[], SECRETS, None);
-        let entry_path = token_file(&s.tokens_dir());
+        let entry_path = s.token_file();
         let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&entry_path).unwrap()).unwrap();
         assert_eq!(v["tokens"]["refresh_token"], fake::RT, "the login stored the refresh token in the file");
         v["tokens"]["access_expires_at"] = 1.into();
@@ -325,15 +325,6 @@ impl World {
         f(&mut v);
         std::fs::write(&self.entry_path, serde_json::to_vec(&v).unwrap()).unwrap();
     }
-}
-
-fn token_file(dir: &Path) -> PathBuf {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .unwrap_or_else(|| panic!("no token file in {}", dir.display()))
 }
 
 fn remove_any(p: &Path) {
@@ -1453,7 +1444,7 @@ impl CallbackCase {
 fn issued_secrets(idp: &support::Idp, s: &Sandbox) -> Vec<String> {
     let mut v: Vec<String> =
         idp.token_requests().iter().filter_map(|r| r["params"]["code"].as_str().map(str::to_string)).collect();
-    if let Ok(text) = std::fs::read(token_file(&s.tokens_dir())) {
+    if let Ok(text) = std::fs::read(s.token_file()) {
         let e: serde_json::Value = serde_json::from_slice(&text).unwrap();
         for k in ["access_token", "refresh_token", "id_token"] {
             if let Some(t) = e["tokens"][k].as_str() {
@@ -1942,20 +1933,10 @@ fn hostile_token_a_client_credentials_token_with_lf_is_refused_and_nothing_store
     let conf = w.s.path("conf/pyproject.toml");
     w.fake.set(TOKEN, Reply::json(200, r#"{"access_token":"a\nX-Injected: yes","token_type":"Bearer"}"#));
     // Token entries only: taking the refresh lock leaves a `.lock` file, which holds nothing.
-    let entries = || {
-        let mut v: Vec<_> = std::fs::read_dir(w.s.tokens_dir())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        v.sort();
-        v
-    };
-    let before = entries();
+    let before = w.s.token_files();
     let out = w.run(&case("cc", &["token", "--no-login"]).arg(conf.to_str().unwrap()).arg("--config"));
     check("client credentials with LF", &out, 1, &[w.fake.base.clone(), "RFC 6750".into()], SECRETS, None);
-    assert_eq!(before, entries(), "nothing stored");
+    assert_eq!(before, w.s.token_files(), "nothing stored");
 }
 
 #[test]
