@@ -12,6 +12,10 @@
 //! Provider misbehaviour uses the scripted provider in `tests/fake` (a real one will not send HTML on demand);
 //! callbacks use the real provider (`tests/support`) and a hand-rolled client on the loopback port.
 //!
+//! Cases are rows of tables, one test per theme, each in its own world; every row runs even when another fails,
+//! and the failure names every failing row ([`cases::run_every`]; `MLFLOW_OIDC_TEST_CASE` runs the rows whose names
+//! contain it). The cases that need a test of their own have one.
+//!
 //! The tests run as root in CI, where permission bits do not stop anyone: permission-denied cases are built
 //! from things root cannot do either (a directory where a file should be, a path through a regular file, /sys),
 //! or are conditional, asserting why.
