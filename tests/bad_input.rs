@@ -1410,6 +1410,42 @@ fn keyring_cases() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// The runner itself: a table that fails must name every failing row, and one failing row must not stop the rest.
+
+struct Row(&'static str, bool);
+
+impl cases::Case for Row {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+}
+
+#[test]
+fn a_table_reports_every_failing_row_by_name_and_runs_them_all() {
+    // `run_matching` without a filter: MLFLOW_OIDC_TEST_CASE, if the developer set it, must not thin this table.
+    let ran = std::cell::Cell::new(0);
+    let table = vec![Row("first fails", false), Row("second passes", true), Row("third fails", false)];
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cases::run_matching("a test table", 3, table, None, |r| {
+            ran.set(ran.get() + 1);
+            assert!(r.1, "case `{}`: exit code\n  left: 1\n right: 2", r.0);
+        })
+    }));
+    let message = *outcome.expect_err("a table with failing rows passed").downcast::<String>().unwrap();
+    assert_eq!(ran.get(), 3, "every row ran");
+    assert!(message.starts_with("a test table: 2 of 3 cases failed:\n"), "{message}");
+    assert!(
+        message.contains("`first fails`: case `first fails`: exit code\n      left: 1\n      right: 2"),
+        "{message}"
+    );
+    assert!(message.contains("`third fails`") && !message.contains("second passes"), "{message}");
+    // A row lost in an edit is noticed.
+    let short =
+        std::panic::catch_unwind(|| cases::run_matching("a test table", 4, vec![Row("only", true)], None, |_| {}));
+    assert!(short.is_err(), "a table with fewer rows than it had passed");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Callbacks: whatever reaches the loopback port during a real login (real provider, scripted attacker).
 
 type Junk = Box<dyn Fn(&PendingLogin)>;

@@ -16,10 +16,17 @@ pub const FILTER: &str = "MLFLOW_OIDC_TEST_CASE";
 /// Run `run` on every case of `table`, each under `catch_unwind`, then fail naming every case that failed with the
 /// first line of its panic message (the full message and backtrace are above it in the captured output).
 /// Names must be unique, and the table must have at least `at_least` cases, filtered or not: a row lost in an edit
-/// is noticed.
+/// is noticed. Only the rows named by [`FILTER`] run when it is set.
 // The filter is the developer's, read here rather than in every table; the note says the run is partial.
-#[allow(clippy::disallowed_methods, clippy::print_stderr)]
+#[allow(clippy::disallowed_methods)]
 pub fn run_every<C: Case>(table: &str, at_least: usize, cases: Vec<C>, run: impl Fn(&C)) {
+    let filter = std::env::var(FILTER).ok().filter(|f| !f.is_empty());
+    run_matching(table, at_least, cases, filter.as_deref(), run);
+}
+
+/// [`run_every`] with the filter given: only the rows whose names contain `filter` run.
+#[allow(clippy::print_stderr)]
+pub fn run_matching<C: Case>(table: &str, at_least: usize, cases: Vec<C>, filter: Option<&str>, run: impl Fn(&C)) {
     let name = |c: &C| c.name();
     let total = cases.len();
     assert!(total >= at_least, "{table}: {total} cases, fewer than the {at_least} it had");
@@ -27,10 +34,8 @@ pub fn run_every<C: Case>(table: &str, at_least: usize, cases: Vec<C>, run: impl
     for c in &cases {
         assert!(names.insert(name(c)), "{table}: duplicate case name {:?}", name(c));
     }
-    let filter = std::env::var(FILTER).ok().filter(|f| !f.is_empty());
-    let chosen: Vec<C> =
-        cases.into_iter().filter(|c| filter.as_ref().is_none_or(|f| name(c).contains(f.as_str()))).collect();
-    if let Some(f) = &filter {
+    let chosen: Vec<C> = cases.into_iter().filter(|c| filter.is_none_or(|f| name(c).contains(f))).collect();
+    if let Some(f) = filter {
         eprintln!("{table}: running {} of {total} cases ({FILTER}={f:?})", chosen.len());
     }
     let ran = chosen.len();
