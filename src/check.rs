@@ -311,8 +311,8 @@ pub fn tracking_check(uri: &str, http: &Http, token: Option<&str>) -> Check {
 fn port_check(c: &ServerConfig) -> Check {
     match crate::loopback::bind_any(&c.redirect_uri, &c.redirect_ports, c.redirect_tls_files()) {
         Ok(l) => pass("redirect port", format!("{} can be bound", l.redirect_uri)),
-        Err(Error::Config(m)) | Err(Error::Interaction(m)) | Err(Error::PortInUse { message: m, .. }) => {
-            fail("redirect port", m, "free the port, or use port 0 / redirect-ports")
+        Err(e @ (Error::Config(_) | Error::Interaction(_) | Error::PortInUse { .. })) => {
+            fail("redirect port", e.to_string(), "free the port, or use port 0 / redirect-ports")
         }
         Err(e) => fail("redirect port", e.to_string(), "free the port"),
     }

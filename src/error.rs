@@ -9,7 +9,7 @@ use std::fmt;
 #[derive(Debug)]
 pub enum Error {
     /// Bad flags, configuration files or environment values: fix the input and re-run.
-    Config(String),
+    Config(Detail),
     /// Valid configuration, but no server in it for this tracking URI (the MLflow plugin stays silent on it).
     NoServer(String),
     /// No usable credentials and no way to get them without a person: run `login`.
@@ -17,32 +17,108 @@ pub enum Error {
     /// The provider answered, and said no (OAuth error, bad metadata, denied consent).
     Provider(String),
     /// The provider could not be reached or did not answer in time.
-    Network(String),
+    Network(Detail),
     /// Reading or writing local state (token cache, keyring) failed.
-    Store(String),
+    Store(Detail),
     /// A person is needed but did not finish in time, or cancelled.
-    Interaction(String),
+    Interaction(Detail),
     /// A local operation failed (writing stdout, running a command, rendering); `source` keeps the I/O error.
     Io { what: String, source: std::io::Error },
     /// The loopback redirect port is taken by another program; `bind_any` then tries the fallback ports.
     PortInUse { port: u16, message: String },
 }
 
+/// Our words for a failure and, when there is one, the error underneath them, which
+/// [`std::error::Error::source`] hands to a caller that branches on it (`ErrorKind::NotFound`, a keyring
+/// error) instead of on our wording (STYLE.md habit 12, rbw's `{source, file}`; issue 24).
+///
+/// The message we print is the same as before the source was kept: [`Error`]'s `Display` renders only our
+/// words (an I/O error's short reason appended at display time), and our error renderer prints only `Display`,
+/// never the chain. A source is kept only when its own text is safe to print: never a parse error of a token
+/// response or of the token cache (serde quotes the value it choked on), never anything holding a secret.
+pub struct Detail {
+    message: String,
+    cause: Option<Cause>,
+}
+
+enum Cause {
+    /// Rendered as `{message}: {reason}`, the reason being [`io_reason`]'s short lower-case words.
+    Io(std::io::Error),
+    /// Already phrased inside the message by the caller; kept for `source()` only.
+    Other(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl Detail {
+    /// Our words, with nothing underneath.
+    pub fn new(message: impl Into<String>) -> Self {
+        Detail { message: message.into(), cause: None }
+    }
+
+    /// `what` failed because of `source`: printed as `{what}: {short reason}`, e.g. "cannot read token cache
+    /// /x: permission denied".
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Detail { message: what.into(), cause: Some(Cause::Io(source)) }
+    }
+
+    /// `message` (which already says what `source` means, in our words) with `source` kept underneath.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Detail { message: message.into(), cause: Some(Cause::Other(source.into())) }
+    }
+
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.cause {
+            Some(Cause::Io(e)) => Some(e),
+            Some(Cause::Other(e)) => Some(e.as_ref()),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Display for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        match &self.cause {
+            Some(Cause::Io(e)) => write!(f, ": {}", io_reason(e)),
+            Some(Cause::Other(_)) | None => Ok(()),
+        }
+    }
+}
+
+/// The source's `Display`, not its `Debug`: a `{:?}` of our error (a test's `unwrap`) must not print what a
+/// source's fields hold (a keyring error can carry the undecodable secret's bytes).
+impl fmt::Debug for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = self.source().map(|e| e.to_string());
+        f.debug_struct("Detail").field("message", &self.message).field("source", &source).finish()
+    }
+}
+
 impl Error {
     pub fn config(msg: impl Into<String>) -> Self {
-        Error::Config(msg.into())
+        Error::Config(Detail::new(msg))
+    }
+    /// Reading a file the user named (a config file, a key, a CA bundle) failed: `what` names it.
+    pub fn config_io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Config(Detail::io(what, source))
     }
     pub fn provider(msg: impl Into<String>) -> Self {
         Error::Provider(msg.into())
     }
     pub fn network(msg: impl Into<String>) -> Self {
-        Error::Network(msg.into())
+        Error::Network(Detail::new(msg))
     }
     pub fn store(msg: impl Into<String>) -> Self {
-        Error::Store(msg.into())
+        Error::Store(Detail::new(msg))
+    }
+    /// Reading or writing local state failed: `what` names the file and the operation.
+    pub fn store_io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Store(Detail::io(what, source))
     }
     pub fn interaction(msg: impl Into<String>) -> Self {
-        Error::Interaction(msg.into())
+        Error::Interaction(Detail::new(msg))
     }
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { what: what.into(), source }
@@ -106,13 +182,8 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Config(m)
-            | Error::NoServer(m)
-            | Error::Provider(m)
-            | Error::Network(m)
-            | Error::Store(m)
-            | Error::Interaction(m)
-            | Error::PortInUse { message: m, .. } => f.write_str(m),
+            Error::Config(d) | Error::Network(d) | Error::Store(d) | Error::Interaction(d) => fmt::Display::fmt(d, f),
+            Error::NoServer(m) | Error::Provider(m) | Error::PortInUse { message: m, .. } => f.write_str(m),
             Error::Io { what, source } => write!(f, "{what} ({})", io_reason(source)),
             Error::LoginRequired { server, detail } => {
                 let arg = if server.is_empty() { String::new() } else { format!(" --server {}", shell_word(server)) };
@@ -130,7 +201,8 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
-            _ => None,
+            Error::Config(d) | Error::Network(d) | Error::Store(d) | Error::Interaction(d) => d.source(),
+            Error::NoServer(_) | Error::Provider(_) | Error::LoginRequired { .. } | Error::PortInUse { .. } => None,
         }
     }
 }
@@ -254,6 +326,44 @@ mod tests {
             Error::network("cannot reach x").to_json(None).to_string(),
             r#"{"error":{"exit_code":1,"hint":null,"kind":"network","message":"cannot reach x"}}"#
         );
+    }
+
+    #[test]
+    fn an_io_source_is_kept_and_only_its_short_reason_printed() {
+        use std::error::Error as _;
+        let denied = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = Error::store_io("cannot read token cache /c/k.json", denied());
+        assert_eq!(e.to_string(), "cannot read token cache /c/k.json: permission denied");
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the I/O error is kept");
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+        // The JSON error object, the plugin's contract, prints the same message.
+        assert_eq!(
+            e.to_json(None).to_string(),
+            r#"{"error":{"exit_code":1,"hint":null,"kind":"store","message":"cannot read token cache /c/k.json: permission denied"}}"#
+        );
+        let e = Error::config_io("cannot read config file /c.toml", std::io::Error::other("Bad thing (os error 5)"));
+        assert_eq!(e.to_string(), "cannot read config file /c.toml: bad thing");
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.source().is_some());
+        assert!(Error::config("bad").source().is_none());
+    }
+
+    #[test]
+    fn a_source_is_never_debug_printed() {
+        use std::error::Error as _;
+        #[derive(Debug)]
+        struct Holds(#[allow(dead_code)] &'static str);
+        impl fmt::Display for Holds {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("undecodable secret")
+            }
+        }
+        impl std::error::Error for Holds {}
+        let e = Error::Store(Detail::with_source("cannot read the refresh token in the OS keyring", Holds("s3cr3t")));
+        assert_eq!(e.to_string(), "cannot read the refresh token in the OS keyring");
+        assert!(e.source().is_some_and(|s| s.is::<Holds>()));
+        let debug = format!("{e:?}");
+        assert!(!debug.contains("s3cr3t") && debug.contains("undecodable secret"), "{debug}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Filesystem helpers shared by the token store and the discovery cache: private directories, atomic writes,
-//! file-name-safe key hashing and short I/O error reasons.
+//! file-name-safe key hashing.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -7,7 +7,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-/// Kept here for the callers that format I/O failures of files (it lives in `error`, which renders them).
+/// For the callers that still put an I/O failure's reason inside their message rather than keep the error as
+/// the source ([`Error::store_io`], [`Error::config_io`]): src/flow/source.rs and src/http.rs.
 pub use crate::error::io_reason;
 use crate::error::{Error, Result};
 
@@ -57,11 +58,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
                 && meta.permissions().mode() & 0o077 != 0
             {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-                    Error::store(format!(
-                        "{} is open to other users and cannot be made private: {}",
-                        dir.display(),
-                        io_reason(&e)
-                    ))
+                    Error::store_io(format!("{} is open to other users and cannot be made private", dir.display()), e)
                 })?;
             }
         }
@@ -74,7 +71,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         b.mode(0o700);
     }
-    b.create(dir).map_err(|e| Error::store(format!("cannot create directory {}: {}", dir.display(), io_reason(&e))))
+    b.create(dir).map_err(|e| Error::store_io(format!("cannot create directory {}", dir.display()), e))
 }
 
 /// Write `bytes` to `path` so that readers see the old content or the new, never a torn file: a 0600 temp file
@@ -84,8 +81,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     ensure_private_dir(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), unique()));
-    let fail =
-        |what: &str, e: std::io::Error| Error::store(format!("cannot {what} {}: {}", path.display(), io_reason(&e)));
+    let fail = |what: &str, e: std::io::Error| Error::store_io(format!("cannot {what} {}", path.display()), e);
     let result = (|| {
         let mut f = private_options().write(true).create_new(true).open(&tmp).map_err(|e| fail("write", e))?;
         f.write_all(bytes).map_err(|e| fail("write", e))?;

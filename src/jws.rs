@@ -55,10 +55,7 @@ impl SigningKey {
     pub fn load(path: &Path, kid: Option<&str>) -> Result<SigningKey> {
         let name = path.display();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!(
-                "cannot read the client assertion key {name} (`client-assertion-key`): {}",
-                crate::fsutil::io_reason(&e)
-            ))
+            Error::config_io(format!("cannot read the client assertion key {name} (`client-assertion-key`)"), e)
         })?;
         // A signing key is a credential: one that another user owns or may rewrite could be theirs (issue 12's
         // rule for every file we trust, as ssh's StrictModes does for identity files).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use keyring_core::Entry;
 
-use crate::error::{Error, Result};
+use crate::error::{Detail, Error, Result};
 
 /// The keyring service name of every entry.
 pub const SERVICE: &str = "mlflow-oidc";
@@ -79,7 +79,9 @@ impl Keyring {
         }
         match rx.recv_timeout(self.timeout) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(Error::store(format!("cannot {what} in the OS keyring: {}", describe(&e)))),
+            Ok(Err(e)) => {
+                Err(Error::Store(Detail::with_source(format!("cannot {what} in the OS keyring: {}", describe(&e)), e)))
+            }
             Err(_) => Err(Error::store(format!(
                 "the OS keyring did not answer within {}s while trying to {what} (is the Secret Service locked or hung?): \
                  use --store file, or unlock the keyring",

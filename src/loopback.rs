@@ -7,7 +7,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Detail, Error, Result};
 
 mod page;
 #[cfg(test)]
@@ -118,11 +118,14 @@ pub fn bind(redirect_uri: &str, tls: Option<TlsFiles<'_>>) -> Result<Listener> {
     } else {
         vec![bind_one(redirect_uri, ip, port)?]
     };
-    let actual = sockets[0].local_addr().map_err(|e| Error::interaction(format!("listener has no address: {e}")))?;
+    let actual = sockets[0]
+        .local_addr()
+        .map_err(|e| Error::Interaction(Detail::with_source(format!("listener has no address: {e}"), e)))?;
     let random_port = (port == 0).then(|| redirect_uri.to_string());
     let redirect_uri = if port == 0 { with_port(redirect_uri, &u, actual.port()) } else { redirect_uri.to_string() };
     for s in &sockets {
-        s.set_nonblocking(true).map_err(|e| Error::interaction(format!("cannot configure the listener: {e}")))?;
+        s.set_nonblocking(true)
+            .map_err(|e| Error::Interaction(Detail::with_source(format!("cannot configure the listener: {e}"), e)))?;
     }
     let hosts = allowed_hosts(&sockets, localhost, actual.port());
     Ok(Listener { sockets, redirect_uri, path: u.path().to_string(), hosts, notes, tls, random_port })
@@ -182,7 +185,10 @@ fn allowed_hosts(sockets: &[TcpListener], localhost: bool, port: u16) -> Vec<Str
 fn bind_localhost(redirect_uri: &str, port: u16, notes: &mut Vec<String>) -> Result<Vec<TcpListener>> {
     for _ in 0..DUAL_BIND_TRIES {
         let v4 = bind_one(redirect_uri, IpAddr::V4(Ipv4Addr::LOCALHOST), port)?;
-        let actual = v4.local_addr().map_err(|e| Error::interaction(format!("listener has no address: {e}")))?.port();
+        let actual = v4
+            .local_addr()
+            .map_err(|e| Error::Interaction(Detail::with_source(format!("listener has no address: {e}"), e)))?
+            .port();
         match TcpListener::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), actual)) {
             Ok(v6) => return Ok(vec![v4, v6]),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port == 0 => continue,
@@ -213,7 +219,8 @@ fn bind_one(redirect_uri: &str, ip: IpAddr, port: u16) -> Result<TcpListener> {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             in_use(redirect_uri, &shown, port)
         } else {
-            Error::interaction(format!("cannot listen on {shown}:{port} for redirect URI {redirect_uri}: {e}"))
+            let what = format!("cannot listen on {shown}:{port} for redirect URI {redirect_uri}: {e}");
+            Error::Interaction(Detail::with_source(what, e))
         }
     })
 }

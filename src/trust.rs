@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::fsutil::io_reason;
 
 const FILE_NAME: &str = "trusted-projects.json";
 
@@ -63,13 +62,11 @@ impl TrustList {
                     path.display()
                 )));
             }
-            Err(e) => return Err(Error::store(format!("cannot read {}: {}", path.display(), io_reason(&e)))),
+            Err(e) => return Err(Error::store_io(format!("cannot read {}", path.display()), e)),
         };
         #[cfg(unix)]
         {
-            let meta = file
-                .metadata()
-                .map_err(|e| Error::store(format!("cannot read {}: {}", path.display(), io_reason(&e))))?;
+            let meta = file.metadata().map_err(|e| Error::store_io(format!("cannot read {}", path.display()), e))?;
             if let Some(why) = crate::fsutil::distrust(&meta) {
                 return Err(Error::store(format!(
                     "{} is {why}: another user could have trusted project files for you. Remove it (or `chown` it \

@@ -12,6 +12,10 @@
 //! Provider misbehaviour uses the scripted provider in `tests/fake` (a real one will not send HTML on demand);
 //! callbacks use the real provider (`tests/support`) and a hand-rolled client on the loopback port.
 //!
+//! Cases are rows of tables, one test per theme, each in its own world; every row runs even when another fails,
+//! and the failure names every failing row ([`cases::run_every`]; `MLFLOW_OIDC_TEST_CASE` runs the rows whose names
+//! contain it). The cases that need a test of their own have one.
+//!
 //! The tests run as root in CI, where permission bits do not stop anyone: permission-denied cases are built
 //! from things root cannot do either (a directory where a file should be, a path through a regular file, /sys),
 //! or are conditional, asserting why.
@@ -36,6 +40,7 @@ use std::time::{Duration, Instant};
 use drive::{PendingLogin, run_bounded, send, start_login, status_of};
 use fake::{AT_CC, AT_NEW, CLIENT_ID, CLIENT_ID_CONF, CLIENT_SECRET, Fake, Reply, SECRETS};
 use sandbox::{Out, Sandbox};
+use support::cases;
 
 const SERVER: &str = "http://127.0.0.1:5997";
 /// No case may take longer than this (the slow ones wait out a 2 s HTTP timeout).
@@ -97,6 +102,11 @@ struct Case {
     prints: Option<&'static str>,
 }
 
+/// `token --no-login`, the command most cases run.
+fn t(name: &'static str) -> Case {
+    case(name, &["token", "--no-login"])
+}
+
 fn case(name: &'static str, args: &[&str]) -> Case {
     Case {
         name,
@@ -109,6 +119,12 @@ fn case(name: &'static str, args: &[&str]) -> Case {
         after: None,
         keeps: true,
         prints: None,
+    }
+}
+
+impl cases::Case for Case {
+    fn name(&self) -> &'static str {
+        self.name
     }
 }
 
@@ -207,13 +223,20 @@ impl World {
         s.set("MLFLOW_OIDC_HTTP_CONNECT_TIMEOUT", "2s");
         let out = run_bounded(s.cmd("proj", &["login", "--timeout", "30"]), LIMIT);
         check("setup: login", &out, 0, &[], SECRETS, None);
-        let entry_path = token_file(&s.tokens_dir());
+        let entry_path = s.token_file();
         let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&entry_path).unwrap()).unwrap();
         assert_eq!(v["tokens"]["refresh_token"], fake::RT, "the login stored the refresh token in the file");
         v["tokens"]["access_expires_at"] = 1.into();
         let w = World { s, fake, entry_path, entry: serde_json::to_vec(&v).unwrap() };
         w.restore();
         w
+    }
+
+    /// A world, its provider's issuer and its token endpoint's URL, which the token endpoint's cases name.
+    fn with_token_url() -> (World, String, String) {
+        let w = World::new();
+        let (base, token_url) = (w.fake.base.clone(), w.fake.url(TOKEN));
+        (w, base, token_url)
     }
 
     /// Back to the state every case starts from.
@@ -254,36 +277,25 @@ impl World {
         run_bounded(cmd, LIMIT)
     }
 
-    /// Run every case from a restored world; returns how many ran. Every case runs even when an earlier one
-    /// fails, and the failures are listed together at the end.
-    fn run_all(&self, cases: Vec<Case>) -> usize {
-        let n = cases.len();
-        let mut names = std::collections::BTreeSet::new();
-        let mut failed = Vec::new();
-        for c in cases {
-            assert!(names.insert(c.name), "duplicate case name {}", c.name);
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.restore();
-                if let Some(f) = &c.setup {
-                    f(self);
-                }
-                let out = self.run(&c);
-                check(c.name, &out, c.code, &c.needles, SECRETS, c.prints);
-                if let Some(f) = &c.after {
-                    f(self, &out);
-                }
-                if c.keeps {
-                    self.restore_permissions();
-                    self.credential_still_works(c.name);
-                }
-            }));
-            if outcome.is_err() {
-                failed.push(c.name);
+    /// Run every case of `table` from a restored world ([`cases::run_every`]: each case runs even when an earlier
+    /// one fails, and the failures are listed by name at the end); the table has at least `at_least` cases.
+    fn run_all(&self, table: &str, at_least: usize, cases: Vec<Case>) {
+        cases::run_every(table, at_least, cases, |c| {
+            self.restore();
+            if let Some(f) = &c.setup {
+                f(self);
             }
-        }
+            let out = self.run(c);
+            check(c.name, &out, c.code, &c.needles, SECRETS, c.prints);
+            if let Some(f) = &c.after {
+                f(self, &out);
+            }
+            if c.keeps {
+                self.restore_permissions();
+                self.credential_still_works(c.name);
+            }
+        });
         self.restore();
-        assert!(failed.is_empty(), "{} of {n} cases failed (details above): {failed:#?}", failed.len());
-        n
     }
 
     /// Undo what a case did to modes and directories, but not to the token file's content.
@@ -306,21 +318,17 @@ impl World {
         p.to_str().unwrap().to_string()
     }
 
+    /// The fake's discovery document edited by `f`, as a reply.
+    fn meta(&self, f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)) -> Reply {
+        Reply::json(200, self.fake.metadata_with(f))
+    }
+
     /// The stored entry of `proj`, edited by `f` (for store cases).
     fn edit_entry(&self, f: impl FnOnce(&mut serde_json::Value)) {
         let mut v: serde_json::Value = serde_json::from_slice(&self.entry).unwrap();
         f(&mut v);
         std::fs::write(&self.entry_path, serde_json::to_vec(&v).unwrap()).unwrap();
     }
-}
-
-fn token_file(dir: &Path) -> PathBuf {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .unwrap_or_else(|| panic!("no token file in {}", dir.display()))
 }
 
 fn remove_any(p: &Path) {
@@ -345,23 +353,33 @@ fn make_writable(p: &Path) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Configuration: files, keys, types, URLs, environment values, non-UTF-8.
+// Configuration: files, keys, types, URLs, environment values, non-UTF-8. Three tables, each in its own world.
+
+/// A `--config` file's block for [`SERVER`] with a placeholder issuer, plus `extra` lines.
+fn server(extra: &str) -> String {
+    format!(
+        "[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"https://idp.example.com\"\nclient-id = \"c\"\n{extra}"
+    )
+}
+
+/// The same with `issuer` as the issuer.
+fn with_issuer(issuer: &str) -> String {
+    format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{issuer}\"\nclient-id = \"c\"\n")
+}
+
+/// The same with `redirect` as the redirect URI.
+fn with_redirect(redirect: &str) -> String {
+    server(&format!("redirect-uri = \"{redirect}\"\n"))
+}
+
+// Configuration files: TOML syntax, encodings, paths, shapes, types and keys.
 
 #[test]
-fn configuration_cases() {
+fn configuration_file_cases() {
     let w = World::new();
     let base = w.fake.base.clone();
     let ok_block = block(&base, "");
     let tok = ["token", "--no-login"];
-    let server = |extra: &str| {
-        format!(
-            "[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"https://idp.example.com\"\nclient-id = \"c\"\n{extra}"
-        )
-    };
-    let with_issuer =
-        |i: &str| format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{i}\"\nclient-id = \"c\"\n");
-    let with_redirect = |r: &str| server(&format!("redirect-uri = \"{r}\"\n"));
-
     let f = |name: &str, text: &str| w.file(name, text);
     let unclosed = f("unclosed.toml", "[tool.mlflow-oidc-client\nuri = 1\n");
     let escape = f("escape.toml", "[[tracking-servers]]\nuri = \"http://m\\q\"\n");
@@ -371,12 +389,6 @@ fn configuration_cases() {
     let non_utf8 = w.file("latin1.toml", b"[[tracking-servers]]\nuri = \"caf\xe9\"\n");
     let utf16 = w.file("utf16.toml", b"\xff\xfe[\x00[\x00t\x00");
     let bom = w.file("bom.toml", format!("\u{feff}{ok_block}"));
-    let plain_http_server = f(
-        "plain-http-server.toml",
-        &format!(
-            "[[tracking-servers]]\nuri = \"http://mlflow.example.com\"\nissuer = \"{base}\"\nclient-id = \"{CLIENT_ID}\"\n"
-        ),
-    );
     let int_servers = f("int-servers.toml", "[tool.mlflow-oidc-client]\ntracking-servers = 3\n");
     let table_servers = f("table-servers.toml", "[tool.mlflow-oidc-client.tracking-servers]\nuri = \"x\"\n");
     let tool_string = f("tool-string.toml", "tool = \"x\"\n");
@@ -395,18 +407,6 @@ fn configuration_cases() {
     let float = f("float.toml", &server("offline-access = 1.5\n"));
     let no_issuer = f("no-issuer.toml", &format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nclient-id = \"c\"\n"));
     let no_id = f("no-id.toml", &format!("[[tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"https://i\"\n"));
-    let http_public = f("http-public.toml", &with_issuer("http://idp.example.com/realms/ml"));
-    let http_any = f("http-any.toml", &with_issuer("http://0.0.0.0:8080"));
-    let http_lookalike = f("http-lookalike.toml", &with_issuer("http://localhost.evil.example"));
-    let ftp = f("ftp.toml", &with_issuer("ftp://idp.example.com"));
-    let relative = f("relative.toml", &with_issuer("idp.example.com/realms/ml"));
-    let query = f("query.toml", &with_issuer("https://idp.example.com/?realm=ml"));
-    let https_redirect = f("https-redirect.toml", &with_redirect("https://127.0.0.1:8080/cb"));
-    let public_redirect = f("public-redirect.toml", &with_redirect("http://192.0.2.1:8080/cb"));
-    let wildcard_redirect = f("wildcard-redirect.toml", &with_redirect("http://0.0.0.0:8080/cb"));
-    let portless = f("portless.toml", &with_redirect("http://127.0.0.1/cb"));
-    let pathless = f("pathless.toml", &with_redirect("http://127.0.0.1:8080"));
-    let fragment = f("fragment.toml", &with_redirect("http://127.0.0.1:8080/cb#x"));
     let auth_method = f("auth-method.toml", &server("token-endpoint-auth-method = \"private_key_jwt\"\n"));
     let store_int = f("store-int.toml", &format!("store = 5\n{}", server("")));
     let store_cloud = f("store-cloud.toml", &format!("store = \"cloud\"\n{}", server("")));
@@ -415,17 +415,10 @@ fn configuration_cases() {
         "uriless.toml",
         &format!("[[tool.mlflow-oidc-client.tracking-servers]]\nissuer = \"https://i\"\n\n{ok_block}"),
     );
-    let two_servers = f(
-        "two-servers.toml",
-        "[[tracking-servers]]\nuri = \"https://a.example.com\"\nissuer = \"https://i\"\nclient-id = \"c\"\n\
-         [[tracking-servers]]\nuri = \"https://b.example.com\"\nissuer = \"https://i\"\nclient-id = \"c\"\n",
-    );
     let empty = f("empty.toml", "");
-    let not_pem = f("not-pem.pem", "this is not a certificate\n");
     let dir = w.s.path("cfg").to_str().unwrap().to_string();
     let through_file = format!("{unclosed}/x.toml");
     let latin1_path = OsString::from_vec(b"/nonexistent/caf\xe9.toml".to_vec());
-
     let c = |name, path: &String| case(name, &tok).arg(path).arg("--config");
     let cases = vec![
         // Files.
@@ -473,6 +466,36 @@ fn configuration_cases() {
         c("key: store = \"cloud\"", &store_cloud).env("MLFLOW_OIDC_STORE", "").fails(2, &[&store_cloud, "cloud"]),
         c("key: token-endpoint-auth-method = private_key_jwt", &auth_method)
             .fails(2, &["token-endpoint-auth-method", "private_key_jwt"]),
+    ];
+    w.run_all("configuration file cases", 33, cases);
+}
+
+// Configuration URLs: issuers, redirect URIs, which server is meant.
+
+#[test]
+fn configuration_url_cases() {
+    let w = World::new();
+    let tok = ["token", "--no-login"];
+    let f = |name: &str, text: &str| w.file(name, text);
+    let http_public = f("http-public.toml", &with_issuer("http://idp.example.com/realms/ml"));
+    let http_any = f("http-any.toml", &with_issuer("http://0.0.0.0:8080"));
+    let http_lookalike = f("http-lookalike.toml", &with_issuer("http://localhost.evil.example"));
+    let ftp = f("ftp.toml", &with_issuer("ftp://idp.example.com"));
+    let relative = f("relative.toml", &with_issuer("idp.example.com/realms/ml"));
+    let query = f("query.toml", &with_issuer("https://idp.example.com/?realm=ml"));
+    let https_redirect = f("https-redirect.toml", &with_redirect("https://127.0.0.1:8080/cb"));
+    let public_redirect = f("public-redirect.toml", &with_redirect("http://192.0.2.1:8080/cb"));
+    let wildcard_redirect = f("wildcard-redirect.toml", &with_redirect("http://0.0.0.0:8080/cb"));
+    let portless = f("portless.toml", &with_redirect("http://127.0.0.1/cb"));
+    let pathless = f("pathless.toml", &with_redirect("http://127.0.0.1:8080"));
+    let fragment = f("fragment.toml", &with_redirect("http://127.0.0.1:8080/cb#x"));
+    let two_servers = f(
+        "two-servers.toml",
+        "[[tracking-servers]]\nuri = \"https://a.example.com\"\nissuer = \"https://i\"\nclient-id = \"c\"\n\
+         [[tracking-servers]]\nuri = \"https://b.example.com\"\nissuer = \"https://i\"\nclient-id = \"c\"\n",
+    );
+    let c = |name, path: &String| case(name, &tok).arg(path).arg("--config");
+    let cases = vec![
         // URLs.
         c("url: http issuer on a public host", &http_public)
             .fails(2, &["http://idp.example.com/realms/ml", "https://"]),
@@ -498,6 +521,27 @@ fn configuration_cases() {
             .arg("https://nowhere.example.com")
             .arg("--server")
             .fails(2, &["https://nowhere.example.com", SERVER]),
+    ];
+    w.run_all("configuration URL cases", 14, cases);
+}
+
+// Environment values, the command line, exec and proxy.
+
+#[test]
+fn environment_and_usage_cases() {
+    let w = World::new();
+    let base = w.fake.base.clone();
+    let tok = ["token", "--no-login"];
+    let f = |name: &str, text: &str| w.file(name, text);
+    let plain_http_server = f(
+        "plain-http-server.toml",
+        &format!(
+            "[[tracking-servers]]\nuri = \"http://mlflow.example.com\"\nissuer = \"{base}\"\nclient-id = \"{CLIENT_ID}\"\n"
+        ),
+    );
+    let not_pem = f("not-pem.pem", "this is not a certificate\n");
+    let dir = w.s.path("cfg").to_str().unwrap().to_string();
+    let cases = vec![
         // Environment values.
         case("env: boolean", &tok)
             .env("MLFLOW_TRACKING_OIDC_INTERACTIVE", "maybe")
@@ -558,13 +602,11 @@ fn configuration_cases() {
             .env("MLFLOW_OIDC_PROXY_UPSTREAM_TIMEOUT", "soon")
             .fails(2, &["MLFLOW_OIDC_PROXY_UPSTREAM_TIMEOUT", "soon"]),
     ];
-    let n = w.run_all(cases);
-    eprintln!("configuration cases: {n}");
-    assert!(n >= 60, "{n}");
+    w.run_all("environment and usage cases", 20, cases);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Provider behaviour: discovery, the token endpoint, transport and TLS.
+// Provider behaviour: discovery, transport and TLS, the token endpoint. Three tables, each in its own world.
 
 const DISCOVERY: &str = "/.well-known/openid-configuration";
 /// A window-title change, a screen clear and a colour: what a hostile provider could send a terminal.
@@ -582,6 +624,16 @@ fn device_flow(w: &World, verification_uri: &str) {
     w.fake.set("/device", Reply::json(200, start.to_string()));
 }
 const TOKEN: &str = "/token";
+
+/// A 2 MiB JSON document, over every limit we read a provider's reply with.
+fn huge(issuer: &str) -> String {
+    format!("{{\"issuer\":\"{issuer}\",\"pad\":\"{}\"}}", "x".repeat(2 << 20))
+}
+
+/// No terminal escape (ESC, BEL) of the provider's reached stderr (issue 12).
+fn no_escape_on_stderr(_: &World, out: &Out) {
+    assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr);
+}
 
 /// A setup hook that makes the fake answer `path` with `reply`.
 fn on(path: &'static str, reply: Reply) -> impl Fn(&World) + 'static {
@@ -690,28 +742,15 @@ impl Drop for TlsPeer {
     }
 }
 
+/// Discovery (OpenID Connect Discovery 1.0): what the provider's metadata document can be instead of one.
 #[test]
-fn provider_cases() {
+fn discovery_cases() {
     let w = World::new();
     let base = w.fake.base.clone();
     let disco = w.fake.discovery_url();
-    let token_url = w.fake.url(TOKEN);
-    let tls = TlsPeer::start();
-    let tls_issuer = format!("https://127.0.0.1:{}", tls.port);
-    let dead = format!("http://127.0.0.1:{}", support::free_port());
-    let tok = ["token", "--no-login"];
-    let t = |name| case(name, &tok);
-    let meta = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| Reply::json(200, w.fake.metadata_with(f));
-    let huge = format!("{{\"issuer\":\"{base}\",\"pad\":\"{}\"}}", "x".repeat(2 << 20));
-    let tokens = |v: serde_json::Value| Reply::json(200, v.to_string());
-    let jwt_at = |exp: serde_json::Value| {
-        tokens(serde_json::json!({"access_token": fake::jwt(&serde_json::json!({"exp": exp, "sub": "x"})),
-            "token_type": "Bearer", "expires_in": 3600}))
-    };
     let escape = ESCAPE;
 
     let cases = vec![
-        // Discovery.
         t("discovery: 404").setup(on(DISCOVERY, Reply::text(404, "no such realm"))).fails(1, &[&disco, "HTTP 404"]),
         t("discovery: 500").setup(on(DISCOVERY, Reply::text(500, "oops"))).fails(1, &[&disco, "HTTP 500"]),
         t("discovery: an HTML login page")
@@ -723,43 +762,52 @@ fn provider_cases() {
         t("discovery: empty body").setup(on(DISCOVERY, Reply::json(200, ""))).fails(1, &[&disco, "valid OpenID"]),
         t("discovery: a JSON array").setup(on(DISCOVERY, Reply::json(200, "[]"))).fails(1, &[&disco, "valid OpenID"]),
         t("discovery: issuer is a number")
-            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("issuer".into(), 5.into())))))
+            .setup(on(DISCOVERY, w.meta(&|m| drop(m.insert("issuer".into(), 5.into())))))
             .fails(1, &[&disco, "valid OpenID"]),
         t("discovery: wrong issuer")
-            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("issuer".into(), "https://evil.example.com".into())))))
+            .setup(on(DISCOVERY, w.meta(&|m| drop(m.insert("issuer".into(), "https://evil.example.com".into())))))
             .fails(1, &[&disco, "https://evil.example.com", &base]),
         t("discovery: terminal escapes in the issuer")
-            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("issuer".into(), format!("https://evil.example.com/{escape}").into())))))
+            .setup(on(
+                DISCOVERY,
+                w.meta(&|m| drop(m.insert("issuer".into(), format!("https://evil.example.com/{escape}").into()))),
+            ))
             .fails(1, &[&disco, "https://evil.example.com/"])
-            .after(|_, out| assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)),
+            .after(no_escape_on_stderr),
         // Issue 12: provider text reaches no terminal raw, also where the first catalogue missed it.
         case("status --check: terminal escapes in endpoint URLs (OSC 52 included)", &["status", "--check"])
-            .setup(on(DISCOVERY, meta(&|m| {
-                for k in ["token_endpoint", "authorization_endpoint", "revocation_endpoint", "device_authorization_endpoint"] {
-                    m.insert(k.into(), format!("{base}/{k}\u{1b}]52;c;cHduZWQ=\u{7}{escape}").into());
-                }
-                m.insert("scopes_supported".into(), serde_json::json!(["openid", format!("x{escape}")]));
-            })))
+            .setup(on(
+                DISCOVERY,
+                w.meta(&|m| {
+                    for k in [
+                        "token_endpoint",
+                        "authorization_endpoint",
+                        "revocation_endpoint",
+                        "device_authorization_endpoint",
+                    ] {
+                        m.insert(k.into(), format!("{base}/{k}\u{1b}]52;c;cHduZWQ=\u{7}{escape}").into());
+                    }
+                    m.insert("scopes_supported".into(), serde_json::json!(["openid", format!("x{escape}")]));
+                }),
+            ))
             .fails(0, &[])
             .after(|_, out| {
                 assert!(out.stdout.contains("token endpoint"), "{}", out.stdout);
                 assert!(!out.stdout.contains('\u{1b}') && !out.stdout.contains('\u{7}'), "{:?}", out.stdout)
             }),
-        t("refresh: a token response with values of the wrong type is not echoed")
-            .setup(on(TOKEN, tokens(serde_json::json!({"access_token": ["echo-me-4f1c"], "token_type": "Bearer"}))))
-            .fails(1, &[&token_url, "invalid refresh response", "wrong type", "access_token"])
-            .after(|_, out| assert!(!out.stderr.contains("echo-me-4f1c"), "{}", out.stderr)),
         t("discovery: no token_endpoint")
-            .setup(on(DISCOVERY, meta(&|m| drop(m.remove("token_endpoint")))))
+            .setup(on(DISCOVERY, w.meta(&|m| drop(m.remove("token_endpoint")))))
             .fails(1, &["token_endpoint", &base]),
         t("discovery: token_endpoint is not a URL")
-            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("token_endpoint".into(), "::not a url::".into())))))
+            .setup(on(DISCOVERY, w.meta(&|m| drop(m.insert("token_endpoint".into(), "::not a url::".into())))))
             .fails(1, &["token_endpoint", "::not a url::"]),
         t("discovery: a redirect is not followed")
             .setup(on(DISCOVERY, Reply::Redirect(302, format!("{base}/elsewhere"))))
             .fails(1, &[&disco, "HTTP 302"])
             .after(never_requested("/elsewhere")),
-        t("discovery: 2 MiB body").setup(on(DISCOVERY, Reply::json(200, huge.clone()))).fails(1, &[&disco, "larger than"]),
+        t("discovery: 2 MiB body")
+            .setup(on(DISCOVERY, Reply::json(200, huge(&base))))
+            .fails(1, &[&disco, "larger than"]),
         t("discovery: slow-loris body")
             .setup(on(DISCOVERY, Reply::Trickle(Duration::from_millis(200))))
             .fails(1, &[&disco, "timeout"]),
@@ -771,11 +819,25 @@ fn provider_cases() {
             .setup(on(DISCOVERY, Reply::Raw(b"\x16\x03\x01\x00\xffgarbage\r\n\r\n".to_vec())))
             .fails(1, &[&disco, "cannot reach"]),
         t("discovery: 100 KiB of headers")
-            .setup(on(DISCOVERY, Reply::Raw(format!("HTTP/1.1 200 OK\r\nX-Pad: {}\r\n\r\n{{}}", "a".repeat(100 << 10)).into_bytes())))
+            .setup(on(
+                DISCOVERY,
+                Reply::Raw(format!("HTTP/1.1 200 OK\r\nX-Pad: {}\r\n\r\n{{}}", "a".repeat(100 << 10)).into_bytes()),
+            ))
             .fails(1, &[&disco, "cannot reach"]),
-        t("transport: connection refused")
-            .env("MLFLOW_TRACKING_OIDC_ISSUER", &dead)
-            .fails(1, &[&dead, "cannot reach"]),
+    ];
+    w.run_all("discovery cases", 19, cases);
+}
+
+/// Transport and TLS: the provider unreachable, unknown, or behind a certificate nobody trusts.
+#[test]
+fn transport_and_tls_cases() {
+    let w = World::new();
+    let tls = TlsPeer::start();
+    let tls_issuer = format!("https://127.0.0.1:{}", tls.port);
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+
+    let cases = vec![
+        t("transport: connection refused").env("MLFLOW_TRACKING_OIDC_ISSUER", &dead).fails(1, &[&dead, "cannot reach"]),
         t("transport: unknown host")
             .env("MLFLOW_TRACKING_OIDC_ISSUER", "https://idp.nonexistent.invalid")
             .fails(1, &["idp.nonexistent.invalid", "cannot reach"]),
@@ -789,7 +851,24 @@ fn provider_cases() {
         t("tls: plain HTTP behind an https:// issuer")
             .env("MLFLOW_TRACKING_OIDC_ISSUER", format!("https://127.0.0.1:{}", w.fake.port))
             .fails(1, &[&format!("https://127.0.0.1:{}", w.fake.port), "cannot reach"]),
-        // The token endpoint, refreshing the stored refresh token.
+    ];
+    w.run_all("transport and TLS cases", 5, cases);
+}
+
+/// Refreshing the stored refresh token: the provider says no (RFC 6749 §5.2 and what providers send instead), or
+/// sends a reply that is not a usable token response, or no reply at all.
+#[test]
+fn refresh_cases() {
+    let (w, base, token_url) = World::with_token_url();
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let tokens = |v: serde_json::Value| Reply::json(200, v.to_string());
+    let jwt_at = |exp: serde_json::Value| {
+        tokens(serde_json::json!({"access_token": fake::jwt(&serde_json::json!({"exp": exp, "sub": "x"})),
+            "token_type": "Bearer", "expires_in": 3600}))
+    };
+    let escape = ESCAPE;
+
+    let cases = vec![
         t("refresh: invalid_grant means a new login")
             .setup(on(TOKEN, Reply::json(400, r#"{"error":"invalid_grant"}"#)))
             .fails(3, &["refresh token", "mlflow-oidc login"])
@@ -809,25 +888,21 @@ fn provider_cases() {
             .setup(on(TOKEN, Reply::html(401, "<html>Unauthorized</html>")))
             .fails(3, &["not logged in", "mlflow-oidc login"])
             .loses_credential(),
-        case("client credentials: 403 with an empty body names the status and the likely cause", &["token", "--no-login"])
-            .cwd("conf")
-            .setup(on(TOKEN, Reply::text(403, "")))
-            .fails(1, &[&token_url, "HTTP 403", "empty body", "scope"]),
-        case("status --check: a provider that lists neither refresh nor client_credentials only warns", &["status", "--check"])
-            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("grant_types_supported".into(), serde_json::json!(["authorization_code"]))))))
-            .fails(0, &[])
-            .after(|_, out| {
-                assert!(out.stdout.contains("! refresh"), "{}", out.stdout);
-                assert!(!out.stdout.contains("✗"), "{}", out.stdout);
-            }),
-        t("refresh: 500 in plain text").setup(on(TOKEN, Reply::text(500, "Internal Server Error"))).fails(1, &[&token_url]),
+        t("refresh: 500 in plain text")
+            .setup(on(TOKEN, Reply::text(500, "Internal Server Error")))
+            .fails(1, &[&token_url]),
         t("refresh: 502 from a proxy, in HTML")
             .setup(on(TOKEN, Reply::html(502, "<html><h1>Bad Gateway</h1></html>")))
             .fails(1, &[&token_url]),
         t("refresh: invalid_request with a description")
-            .setup(on(TOKEN, Reply::json(400, r#"{"error":"invalid_request","error_description":"grant is missing a parameter"}"#)))
+            .setup(on(
+                TOKEN,
+                Reply::json(400, r#"{"error":"invalid_request","error_description":"grant is missing a parameter"}"#),
+            ))
             .fails(1, &[&token_url, "invalid_request", "grant is missing a parameter"]),
-        t("refresh: invalid_client").setup(on(TOKEN, Reply::json(401, r#"{"error":"invalid_client"}"#))).fails(1, &["invalid_client"]),
+        t("refresh: invalid_client")
+            .setup(on(TOKEN, Reply::json(401, r#"{"error":"invalid_client"}"#)))
+            .fails(1, &["invalid_client"]),
         t("refresh: an unknown error code")
             .setup(on(TOKEN, Reply::json(400, r#"{"error":"temporarily_unavailable"}"#)))
             .fails(1, &["temporarily_unavailable"]),
@@ -836,6 +911,36 @@ fn provider_cases() {
             .setup(on(TOKEN, Reply::json(400, r#"{"error":5}"#)))
             .fails(3, &["rejected the stored refresh token"])
             .loses_credential(),
+        t("refresh: the provider echoes the refresh token")
+            .setup(on(
+                TOKEN,
+                Reply::json(
+                    400,
+                    format!(
+                        r#"{{"error":"invalid_request","error_description":"refresh_token {} is malformed"}}"#,
+                        fake::RT
+                    ),
+                ),
+            ))
+            .fails(1, &["invalid_request"]),
+        t("refresh: terminal escapes in error_description")
+            .setup(on(
+                TOKEN,
+                Reply::json(
+                    400,
+                    serde_json::json!({"error": "invalid_request", "error_description": escape}).to_string(),
+                ),
+            ))
+            .fails(1, &["invalid_request"])
+            .after(no_escape_on_stderr),
+        t("refresh: terminal escapes in the error code")
+            .setup(on(TOKEN, Reply::json(400, serde_json::json!({"error": escape}).to_string())))
+            .fails(1, &[&token_url])
+            .after(no_escape_on_stderr),
+        t("refresh: a token response with values of the wrong type is not echoed")
+            .setup(on(TOKEN, tokens(serde_json::json!({"access_token": ["echo-me-4f1c"], "token_type": "Bearer"}))))
+            .fails(1, &[&token_url, "invalid refresh response", "wrong type", "access_token"])
+            .after(|_, out| assert!(!out.stderr.contains("echo-me-4f1c"), "{}", out.stderr)),
         t("refresh: 200 without access_token")
             .setup(on(TOKEN, Reply::json(200, r#"{"token_type":"Bearer","expires_in":3600}"#)))
             .fails(1, &[&token_url]),
@@ -864,18 +969,7 @@ fn provider_cases() {
             .env("HTTP_PROXY", &dead)
             .env("ALL_PROXY", &dead)
             .succeeds(AT_NEW, &[]),
-        t("refresh: the provider echoes the refresh token")
-            .setup(on(TOKEN, Reply::json(400, format!(r#"{{"error":"invalid_request","error_description":"refresh_token {} is malformed"}}"#, fake::RT))))
-            .fails(1, &["invalid_request"]),
-        t("refresh: terminal escapes in error_description")
-            .setup(on(TOKEN, Reply::json(400, serde_json::json!({"error": "invalid_request", "error_description": escape}).to_string())))
-            .fails(1, &["invalid_request"])
-            .after(|_, out| assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)),
-        t("refresh: terminal escapes in the error code")
-            .setup(on(TOKEN, Reply::json(400, serde_json::json!({"error": escape}).to_string())))
-            .fails(1, &[&token_url])
-            .after(|_, out| assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)),
-        t("refresh: 2 MiB body").setup(on(TOKEN, Reply::json(200, huge.clone()))).fails(1, &[&token_url, "larger than"]),
+        t("refresh: 2 MiB body").setup(on(TOKEN, Reply::json(200, huge(&base)))).fails(1, &[&token_url, "larger than"]),
         t("refresh: slow-loris body")
             .setup(on(TOKEN, Reply::Trickle(Duration::from_millis(200))))
             .fails(1, &[&token_url, "timeout"]),
@@ -888,11 +982,33 @@ fn provider_cases() {
             .fails(1, &[&token_url])
             .after(never_requested("/elsewhere")),
         t("refresh: token endpoint refuses connections")
-            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("token_endpoint".into(), format!("{dead}/token").into())))))
+            .setup(on(DISCOVERY, w.meta(&|m| drop(m.insert("token_endpoint".into(), format!("{dead}/token").into())))))
             .fails(1, &[&format!("{dead}/token"), "cannot reach"]),
         t("refresh: token endpoint over plain http on a public host")
-            .setup(on(DISCOVERY, meta(&|m| drop(m.insert("token_endpoint".into(), "http://192.0.2.1/token".into())))))
+            .setup(on(DISCOVERY, w.meta(&|m| drop(m.insert("token_endpoint".into(), "http://192.0.2.1/token".into())))))
             .fails(1, &["http://192.0.2.1/token", "token_endpoint", "https"]),
+    ];
+    w.run_all("refresh cases", 30, cases);
+}
+
+/// Client credentials (the client secret is at stake), the device flow (RFC 8628: the provider's text reaches
+/// the terminal, and the device code is a credential), `status --check` and the browser login's start.
+#[test]
+fn client_credentials_device_and_login_cases() {
+    let (w, base, token_url) = World::with_token_url();
+
+    let cases = vec![
+        case("client credentials: 403 with an empty body names the status and the likely cause", &["token", "--no-login"])
+            .cwd("conf")
+            .setup(on(TOKEN, Reply::text(403, "")))
+            .fails(1, &[&token_url, "HTTP 403", "empty body", "scope"]),
+        case("status --check: a provider that lists neither refresh nor client_credentials only warns", &["status", "--check"])
+            .setup(on(DISCOVERY, w.meta(&|m| drop(m.insert("grant_types_supported".into(), serde_json::json!(["authorization_code"]))))))
+            .fails(0, &[])
+            .after(|_, out| {
+                assert!(out.stdout.contains("! refresh"), "{}", out.stdout);
+                assert!(!out.stdout.contains("✗"), "{}", out.stdout);
+            }),
         // Client credentials: the client secret is at stake.
         t("client credentials: invalid_client")
             .cwd("conf")
@@ -922,7 +1038,7 @@ fn provider_cases() {
                 w.fake.set(TOKEN, Reply::json(400, r#"{"error":"access_denied"}"#));
             })
             .fails(1, &["denied"])
-            .after(|_, out| assert!(!out.stderr.contains('\u{1b}') && !out.stderr.contains('\u{7}'), "{:?}", out.stderr)),
+            .after(no_escape_on_stderr),
         case("device: the provider echoes the device code", &["login", "--device", "--timeout", "20"])
             .setup(move |w: &World| {
                 device_flow(w, "http://127.0.0.1/device");
@@ -945,12 +1061,10 @@ fn provider_cases() {
             .after(|_, out| assert!(out.stdout.contains("clock"), "{}", out.stdout)),
         // Browser login.
         case("login: no authorization_endpoint", &["login", "--timeout", "5"])
-            .setup(on(DISCOVERY, meta(&|m| drop(m.remove("authorization_endpoint")))))
+            .setup(on(DISCOVERY, w.meta(&|m| drop(m.remove("authorization_endpoint")))))
             .fails(1, &["authorization_endpoint"]),
     ];
-    let n = w.run_all(cases);
-    eprintln!("provider cases: {n}");
-    assert!(n >= 45, "{n}");
+    w.run_all("client credentials, device and login cases", 11, cases);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1059,9 +1173,7 @@ fn workload_identity_cases() {
             .setup(on(TOKEN, Reply::json(400, r#"{"error":"unsupported_grant_type"}"#)))
             .fails(1, &["unsupported_grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"]),
     ];
-    let n = w.run_all(cases);
-    eprintln!("workload identity cases: {n}");
-    assert!(n >= 14, "{n}");
+    w.run_all("workload identity cases", 14, cases);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1106,20 +1218,11 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
+/// The token file's content: damaged (read as "log in again", never as a wrong token) or from another version.
 #[test]
-fn store_cases() {
+fn token_file_content_cases() {
     let w = World::new();
     let entry = w.entry_path.display().to_string();
-    let tokens = w.s.tokens_dir().display().to_string();
-    let tok = ["token", "--no-login"];
-    let t = |name| case(name, &tok);
-    let root = privileged();
-    let blocker = w.file("not-a-dir", "a regular file");
-    let bus = silent_bus(w.s.root());
-    assert!(
-        std::fs::create_dir("/sys/mlflow-oidc-catalogue").is_err(),
-        "this case needs /sys to refuse mkdir, even to root"
-    );
 
     let cases = vec![
         t("store: truncated token file")
@@ -1157,6 +1260,25 @@ fn store_cases() {
         t("store: obtained_at = i64::MIN")
             .setup(|w| w.edit_entry(|v| v["tokens"]["obtained_at"] = i64::MIN.into()))
             .succeeds(AT_NEW, &[]),
+    ];
+    w.run_all("token file content cases", 8, cases);
+}
+
+/// Where the store lives: directories where files should be, places nobody can write, wrong modes, planted links.
+#[test]
+fn store_place_and_mode_cases() {
+    let w = World::new();
+    let entry = w.entry_path.display().to_string();
+    let tokens = w.s.tokens_dir().display().to_string();
+    let tok = ["token", "--no-login"];
+    let root = privileged();
+    let blocker = w.file("not-a-dir", "a regular file");
+    assert!(
+        std::fs::create_dir("/sys/mlflow-oidc-catalogue").is_err(),
+        "this case needs /sys to refuse mkdir, even to root"
+    );
+
+    let cases = vec![
         t("store: the token file is a directory")
             .setup(|w| {
                 std::fs::remove_file(&w.entry_path).unwrap();
@@ -1239,6 +1361,18 @@ fn store_cases() {
                 let p = conf_entry(w);
                 assert!(!std::fs::symlink_metadata(p).unwrap().file_type().is_symlink());
             }),
+    ];
+    w.run_all("store place and mode cases", 11, cases);
+}
+
+/// The OS keyring absent, silent or pointed at by an entry it no longer holds.
+#[test]
+fn keyring_cases() {
+    let w = World::new();
+    let tokens = w.s.tokens_dir().display().to_string();
+    let bus = silent_bus(w.s.root());
+
+    let cases = vec![
         t("keyring: asked for, but no session bus").env("MLFLOW_OIDC_STORE", "keyring").fails(1, &["keyring"]),
         t("keyring: a bus that never answers costs the keyring timeout, not a hang")
             .env("MLFLOW_OIDC_STORE", "keyring")
@@ -1272,9 +1406,43 @@ fn store_cases() {
             .succeeds_silently(&["Logged out of"])
             .loses_credential(),
     ];
-    let n = w.run_all(cases);
-    eprintln!("store cases: {n}");
-    assert!(n >= 20, "{n}");
+    w.run_all("keyring cases", 6, cases);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The runner itself: a table that fails must name every failing row, and one failing row must not stop the rest.
+
+struct Row(&'static str, bool);
+
+impl cases::Case for Row {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+}
+
+#[test]
+fn a_table_reports_every_failing_row_by_name_and_runs_them_all() {
+    // `run_matching` without a filter: MLFLOW_OIDC_TEST_CASE, if the developer set it, must not thin this table.
+    let ran = std::cell::Cell::new(0);
+    let table = vec![Row("first fails", false), Row("second passes", true), Row("third fails", false)];
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cases::run_matching("a test table", 3, table, None, |r| {
+            ran.set(ran.get() + 1);
+            assert!(r.1, "case `{}`: exit code\n  left: 1\n right: 2", r.0);
+        })
+    }));
+    let message = *outcome.expect_err("a table with failing rows passed").downcast::<String>().unwrap();
+    assert_eq!(ran.get(), 3, "every row ran");
+    assert!(message.starts_with("a test table: 2 of 3 cases failed:\n"), "{message}");
+    assert!(
+        message.contains("`first fails`: case `first fails`: exit code\n      left: 1\n      right: 2"),
+        "{message}"
+    );
+    assert!(message.contains("`third fails`") && !message.contains("second passes"), "{message}");
+    // A row lost in an edit is noticed.
+    let short =
+        std::panic::catch_unwind(|| cases::run_matching("a test table", 4, vec![Row("only", true)], None, |_| {}));
+    assert!(short.is_err(), "a table with fewer rows than it had passed");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1296,6 +1464,12 @@ fn cb(name: &'static str, junk: impl Fn(&PendingLogin) + 'static) -> CallbackCas
     CallbackCase { name, junk: Box::new(junk), browser: true, code: 0, needles: &["Logged in"], timeout: "45" }
 }
 
+impl cases::Case for CallbackCase {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
 impl CallbackCase {
     /// No real login follows: the junk itself decides the outcome.
     fn ends(mut self, code: i32, needles: &'static [&'static str]) -> Self {
@@ -1310,7 +1484,7 @@ impl CallbackCase {
 fn issued_secrets(idp: &support::Idp, s: &Sandbox) -> Vec<String> {
     let mut v: Vec<String> =
         idp.token_requests().iter().filter_map(|r| r["params"]["code"].as_str().map(str::to_string)).collect();
-    if let Ok(text) = std::fs::read(token_file(&s.tokens_dir())) {
+    if let Ok(text) = std::fs::read(s.token_file()) {
         let e: serde_json::Value = serde_json::from_slice(&text).unwrap();
         for k in ["access_token", "refresh_token", "id_token"] {
             if let Some(t) = e["tokens"][k].as_str() {
@@ -1321,34 +1495,81 @@ fn issued_secrets(idp: &support::Idp, s: &Sandbox) -> Vec<String> {
     v
 }
 
-#[test]
-fn callback_cases() {
-    let idp = support::Idp::start();
-    let mut s = Sandbox::new();
-    s.write(
-        "proj/pyproject.toml",
-        &format!(
-            "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{}\"\n\
-             redirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\nscope = \"openid profile email mlflow\"\nuse-id-token = false\n",
-            idp.issuer,
-            support::PUBLIC_CLIENT_ID
-        ),
-    );
-    s.set("MLFLOW_OIDC_STORE", "file");
-    s.set("BROWSER", support::browser_curl().to_str().unwrap());
-    let out = run_bounded(s.cmd("proj", &["login"]), LIMIT);
-    let issuer = idp.issuer.clone();
-    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    // From now on the "browser" opens nothing: the test plays both the attacker and the person.
-    s.set("BROWSER", "true");
+/// A sandbox logged in to the real provider, whose "browser" then opens nothing: the test plays both the attacker
+/// and the person.
+struct CallbackWorld {
+    idp: support::Idp,
+    s: Sandbox,
+}
 
-    let bad = |expect: u16, needle: &'static str| {
-        move |response: String| {
-            assert_eq!(status_of(&response), expect, "{response}");
-            assert!(response.contains(needle), "{response}");
-        }
-    };
+impl CallbackWorld {
+    fn new() -> CallbackWorld {
+        let idp = support::Idp::start();
+        let mut s = Sandbox::new();
+        s.write(
+            "proj/pyproject.toml",
+            &format!(
+                "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"{SERVER}\"\nissuer = \"{}\"\nclient-id = \"{}\"\n\
+                 redirect-uri = \"http://127.0.0.1:0/oauth2/callback\"\nscope = \"openid profile email mlflow\"\nuse-id-token = false\n",
+                idp.issuer,
+                support::PUBLIC_CLIENT_ID
+            ),
+        );
+        s.set("MLFLOW_OIDC_STORE", "file");
+        s.set("BROWSER", support::browser_curl().to_str().unwrap());
+        let out = run_bounded(s.cmd("proj", &["login"]), LIMIT);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        s.set("BROWSER", "true");
+        CallbackWorld { idp, s }
+    }
+
+    /// Run every case of `table` ([`cases::run_every`]), which has at least `at_least` cases.
+    fn run_all(&self, table: &str, at_least: usize, cases: Vec<CallbackCase>) {
+        cases::run_every(table, at_least, cases, |c| {
+            let before = issued_secrets(&self.idp, &self.s);
+            let login = start_login(&self.s, "proj", c.timeout);
+            (c.junk)(&login);
+            let mut idle = Vec::new();
+            if c.name.contains("idle connections") {
+                // Browsers open speculative connections and may never use them; a stranger can do it on purpose.
+                idle = (0..16).map(|_| TcpStream::connect(("127.0.0.1", login.port)).unwrap()).collect();
+            }
+            if c.browser {
+                let printed = support::run_browser(&support::browser_curl(), &login.url, &[]);
+                assert!(printed.contains("CALLBACK"), "{printed}");
+            }
+            let out = login.finish(LIMIT + Duration::from_secs(20));
+            drop(idle);
+            let mut secrets = before;
+            secrets.extend(issued_secrets(&self.idp, &self.s));
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            let needles: Vec<String> = c.needles.iter().map(|s| s.to_string()).collect();
+            check(c.name, &out, c.code, &needles, &secrets, None);
+            assert!(
+                !out.stderr.contains('\u{1b}'),
+                "case `{}`: a terminal escape reached stderr: {:?}",
+                c.name,
+                out.stderr
+            );
+            // Whatever happened, the stored login still works.
+            let after = run_bounded(self.s.cmd("proj", &["token", "--no-login", "--min-valid", "2m"]), LIMIT);
+            assert_eq!(after.code, 0, "case `{}`: the stored credential no longer works:\n{}", c.name, after.stderr);
+        })
+    }
+}
+
+/// A check of the loopback listener's answer to a hand-rolled request: its HTTP status and a text it names.
+fn bad(expect: u16, needle: &'static str) -> impl Fn(String) {
+    move |response: String| {
+        assert_eq!(status_of(&response), expect, "{response}");
+        assert!(response.contains(needle), "{response}");
+    }
+}
+
+/// Junk at the loopback port while a person logs in: refused, and the real login still succeeds.
+#[test]
+fn callback_junk_cases() {
+    let w = CallbackWorld::new();
     let cases = vec![
         cb("callback: a foreign state", move |l| bad(400, "state mismatch")(l.get("code=forged&state=not-ours"))),
         cb("callback: our state, no code", move |l| {
@@ -1419,6 +1640,26 @@ fn callback_cases() {
             needles: &["Logged in"],
             timeout: "45",
         },
+        cb("callback: our state from a foreign Host (DNS rebinding)", move |l| {
+            let r = send(
+                l.port,
+                format!("GET {}?code=c&state={} HTTP/1.1\r\nHost: evil.example:{}\r\n\r\n", l.path, l.state, l.port)
+                    .as_bytes(),
+            );
+            bad(400, "evil.example")(r)
+        }),
+    ];
+    w.run_all("callback junk cases", 14, cases);
+}
+
+/// Callbacks that end the login: the provider's refusal, a forged code, a mix-up (RFC 9207), or only junk until the
+/// login's time runs out. Each says why, and the stored login still works.
+#[test]
+fn callback_outcome_cases() {
+    let w = CallbackWorld::new();
+    let issuer = w.idp.issuer.clone();
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let cases = vec![
         cb("callback: error=access_denied with our state", move |l| {
             bad(400, "access_denied")(
                 l.get(&format!("error=access_denied&error_description=no+thanks&state={}", l.state)),
@@ -1447,14 +1688,6 @@ fn callback_cases() {
             bad(400, "RFC 9207")(l.get(&format!("code=c&state={}", l.state)))
         })
         .ends(1, &["carries no `iss`", "RFC 9207"]),
-        cb("callback: our state from a foreign Host (DNS rebinding)", move |l| {
-            let r = send(
-                l.port,
-                format!("GET {}?code=c&state={} HTTP/1.1\r\nHost: evil.example:{}\r\n\r\n", l.path, l.state, l.port)
-                    .as_bytes(),
-            );
-            bad(400, "evil.example")(r)
-        }),
         CallbackCase {
             name: "callback: only junk until the login times out",
             junk: Box::new(move |l| bad(400, "state mismatch")(l.get("code=c&state=x"))),
@@ -1464,45 +1697,7 @@ fn callback_cases() {
             timeout: "4",
         },
     ];
-    let n = cases.len();
-    let mut failed = Vec::new();
-    for c in cases {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let before = issued_secrets(&idp, &s);
-            let login = start_login(&s, "proj", c.timeout);
-            (c.junk)(&login);
-            let mut idle = Vec::new();
-            if c.name.contains("idle connections") {
-                // Browsers open speculative connections and may never use them; a stranger can do it on purpose.
-                idle = (0..16).map(|_| TcpStream::connect(("127.0.0.1", login.port)).unwrap()).collect();
-            }
-            if c.browser {
-                let printed = support::run_browser(&support::browser_curl(), &login.url, &[]);
-                assert!(printed.contains("CALLBACK"), "{printed}");
-            }
-            let out = login.finish(LIMIT + Duration::from_secs(20));
-            drop(idle);
-            let mut secrets = before;
-            secrets.extend(issued_secrets(&idp, &s));
-            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            let needles: Vec<String> = c.needles.iter().map(|s| s.to_string()).collect();
-            check(c.name, &out, c.code, &needles, &secrets, None);
-            assert!(
-                !out.stderr.contains('\u{1b}'),
-                "case `{}`: a terminal escape reached stderr: {:?}",
-                c.name,
-                out.stderr
-            );
-            // Whatever happened, the stored login still works.
-            let after = run_bounded(s.cmd("proj", &["token", "--no-login", "--min-valid", "2m"]), LIMIT);
-            assert_eq!(after.code, 0, "case `{}`: the stored credential no longer works:\n{}", c.name, after.stderr);
-        }));
-        if ok.is_err() {
-            failed.push(c.name);
-        }
-    }
-    assert!(failed.is_empty(), "{} of {n} callback cases failed (details above): {failed:#?}", failed.len());
-    eprintln!("callback cases: {n}");
+    w.run_all("callback outcome cases", 6, cases);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1778,20 +1973,10 @@ fn hostile_token_a_client_credentials_token_with_lf_is_refused_and_nothing_store
     let conf = w.s.path("conf/pyproject.toml");
     w.fake.set(TOKEN, Reply::json(200, r#"{"access_token":"a\nX-Injected: yes","token_type":"Bearer"}"#));
     // Token entries only: taking the refresh lock leaves a `.lock` file, which holds nothing.
-    let entries = || {
-        let mut v: Vec<_> = std::fs::read_dir(w.s.tokens_dir())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        v.sort();
-        v
-    };
-    let before = entries();
+    let before = w.s.token_files();
     let out = w.run(&case("cc", &["token", "--no-login"]).arg(conf.to_str().unwrap()).arg("--config"));
     check("client credentials with LF", &out, 1, &[w.fake.base.clone(), "RFC 6750".into()], SECRETS, None);
-    assert_eq!(before, entries(), "nothing stored");
+    assert_eq!(before, w.s.token_files(), "nothing stored");
 }
 
 #[test]

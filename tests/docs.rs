@@ -1,5 +1,6 @@
 //! The documentation is true to the code: the settings reference is generated from the settings table and
-//! names every variable the code reads, the README stays short, and every relative link resolves.
+//! names every variable the code reads, the README stays short, every relative link resolves, and every test
+//! SECURITY.md cites exists.
 //! Regenerate the reference with: `UPDATE_GENERATED=1 cargo test --test docs`.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
@@ -106,4 +107,66 @@ fn the_readme_is_short_and_every_relative_link_resolves() {
         }
     }
     assert!(broken.is_empty(), "links to files that do not exist: {broken:?}");
+}
+
+/// SECURITY.md's last column names the tests that prove each defence: every one of them must exist, or a renamed
+/// or split test silently leaves a defence unproven on paper (issue 24 split `bad_input`'s tables; the names of two
+/// issue-21 tests had already gone stale there).
+#[test]
+fn every_test_security_md_names_exists() {
+    let mut files = Vec::new();
+    for dir in ["src", "tests"] {
+        files_under_skipping(&root().join(dir), &mut files);
+    }
+    let mut defined = std::collections::BTreeSet::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let mut words = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty());
+        while let Some(w) = words.next() {
+            if (w == "fn" || w == "def")
+                && let Some(name) = words.next()
+            {
+                defined.insert(name.to_string());
+            }
+        }
+    }
+    let security = std::fs::read_to_string(root().join("SECURITY.md")).unwrap();
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for row in security.lines().filter(|l| l.starts_with('|') && !l.starts_with("|---")) {
+        let cells: Vec<&str> = row.split('|').collect();
+        let Some(proofs) = cells.len().checked_sub(2).map(|i| cells[i]) else { continue };
+        for (i, quoted) in proofs.split('`').enumerate() {
+            let name = quoted.rsplit("::").next().unwrap_or(quoted);
+            // Test names are sentences in snake case, or a table's `…_cases`; field names (`error_description`) and
+            // files are neither.
+            let is_test_name = i % 2 == 1
+                && (name.matches('_').count() >= 2 || name.ends_with("_cases"))
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if is_test_name {
+                named += 1;
+                if !defined.contains(name) {
+                    missing.push(quoted.to_string());
+                }
+            }
+        }
+    }
+    assert!(named >= 60, "only {named} test names found in SECURITY.md: the table's layout changed?");
+    assert!(missing.is_empty(), "SECURITY.md names tests that do not exist: {missing:#?}");
+}
+
+/// Rust and Python sources under `dir`, not descending into node_modules or build output.
+fn files_under_skipping(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap_or_default();
+        if p.is_dir() {
+            if name != "node_modules" && name != "target" && name != "__pycache__" {
+                files_under_skipping(&p, out);
+            }
+        } else if p.extension().is_some_and(|x| x == "rs" || x == "py") {
+            out.push(p);
+        }
+    }
 }

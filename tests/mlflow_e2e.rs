@@ -208,17 +208,7 @@ fn not_logged_in_is_one_clear_error_naming_the_login_command() {
 #[test]
 fn a_long_run_outlives_many_access_tokens_without_a_failed_request() {
     let st = stack();
-    let mut s = project(&format!(
-        "client-id = \"{PUBLIC_CLIENT_ID}\"\nscope = \"openid profile email mlflow\"\nuse-id-token = false\n\
-         ca-bundle = \"{}\"",
-        st.ca.display()
-    ));
-    // The browser driver (curl) talks to the provider too: it trusts the CA through SSL_CERT_FILE.
-    s.set("BROWSER", support::browser_curl().to_str().unwrap());
-    s.set("SSL_CERT_FILE", st.ca.to_str().unwrap());
-    s.set("IDP_LOGIN_USER", "longrun");
-    let login = s.mo(&["login"]);
-    assert_eq!(login.code, 0, "{}", login.stderr);
+    let s = e2e::logged_in("longrun");
 
     let log = s.path("bin.log");
     let wrapper = counting_wrapper(&s, &log);

@@ -90,22 +90,6 @@ impl Drop for Running {
     }
 }
 
-/// The public client with a person's login (refresh tokens), access tokens for the `mlflow` audience.
-fn logged_in(user: &str) -> Sandbox {
-    let st = stack();
-    let mut s = project(&format!(
-        "client-id = \"{PUBLIC_CLIENT_ID}\"\nscope = \"openid profile email mlflow\"\nuse-id-token = false\n\
-         ca-bundle = \"{}\"",
-        st.ca.display()
-    ));
-    s.set("BROWSER", support::browser_curl().to_str().unwrap());
-    s.set("SSL_CERT_FILE", st.ca.to_str().unwrap());
-    s.set("IDP_LOGIN_USER", user);
-    let login = s.mo(&["login"]);
-    assert_eq!(login.code, 0, "{}", login.stderr);
-    s
-}
-
 /// The MLflow Python client, without the plugin's help: run from a directory with no configuration, the
 /// plugin's binary replaced by a counting wrapper; returns the output and the plugin's `token` calls (none).
 fn plain_python(s: &Sandbox, uri: &str, args: &[&str], env: &[(&str, &str)]) -> (sandbox::Out, Vec<String>) {
@@ -138,7 +122,7 @@ fn access_since(st: &Stack, before: usize) -> Vec<e2e::Access> {
 #[test]
 fn mlflow_without_the_plugin_logs_for_65_s_through_the_proxy() {
     let st = stack();
-    let s = logged_in("proxy-longrun");
+    let s = e2e::logged_in("proxy-longrun");
     let mut proxy = Running::start(&s, &[]);
     let refreshes_before = st.idp.count_grants("refresh_token");
     let seconds = 65;

@@ -36,18 +36,17 @@ fn project(idp: &Idp, extra: &str) -> Sandbox {
     s
 }
 
-fn mo(s: &Sandbox, args: &[&str]) -> Out {
-    run_bounded(s.cmd("proj", args), LIMIT)
+/// The real provider and a project whose "browser" opens nothing: the test plays both the person and the attacker
+/// at the loopback port.
+fn silent_browser_login_setup() -> (Idp, Sandbox) {
+    let idp = Idp::start();
+    let mut s = project(&idp, "");
+    s.set("BROWSER", "true");
+    (idp, s)
 }
 
-fn token_entry(s: &Sandbox) -> serde_json::Value {
-    let file = std::fs::read_dir(s.tokens_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .unwrap();
-    serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap()
+fn mo(s: &Sandbox, args: &[&str]) -> Out {
+    run_bounded(s.cmd("proj", args), LIMIT)
 }
 
 /// LISTEN sockets on `port` in /proc/net/tcp{,6}: their local addresses, as the kernel writes them.
@@ -82,9 +81,7 @@ fn external_address() -> Option<std::net::IpAddr> {
 
 #[test]
 fn the_redirect_listener_binds_only_loopback() {
-    let idp = Idp::start();
-    let mut s = project(&idp, "");
-    s.set("BROWSER", "true");
+    let (_idp, s) = silent_browser_login_setup();
     // `localhost` is 127.0.0.1 and [::1] (as /proc/net/tcp6 writes it) on one port: issue 12.
     const V6: &str = "00000000000000000000000001000000";
     let localhost: &[&str] = if ipv6_loopback() { &["0100007F", V6] } else { &["0100007F"] };
@@ -116,9 +113,7 @@ fn the_redirect_listener_binds_only_loopback() {
 
 #[test]
 fn only_the_exact_redirect_path_ends_a_login() {
-    let idp = Idp::start();
-    let mut s = project(&idp, "");
-    s.set("BROWSER", "true");
+    let (idp, s) = silent_browser_login_setup();
     let login = start_login(&s, "proj", "60");
     for target in [
         "/oauth2/callback/",
@@ -146,9 +141,7 @@ fn only_the_exact_redirect_path_ends_a_login() {
 
 #[test]
 fn state_is_exact_fresh_and_single_use() {
-    let idp = Idp::start();
-    let mut s = project(&idp, "");
-    s.set("BROWSER", "true");
+    let (idp, s) = silent_browser_login_setup();
 
     // 1. Near misses of the state are refused, then the real login completes.
     let login = start_login(&s, "proj", "60");
@@ -421,10 +414,10 @@ fn verbose_output_never_shows_a_token_or_a_secret() {
         outs.push((label.to_string(), out));
     };
     run("login", &["-v", "login"]);
-    let first = token_entry(&s);
+    let first = s.stored_entry();
     run("token (cached)", &["-v", "token"]);
     run("token (refresh)", &["-v", "token", "--min-valid", "2m"]);
-    let second = token_entry(&s);
+    let second = s.stored_entry();
     run("token --format json", &["-v", "token", "--format", "json"]);
     run("exec", &["-v", "exec", "--", "true"]);
     run("status", &["-v", "status"]);
@@ -568,9 +561,7 @@ fn seventy_slow_connections_do_not_stall_the_real_login() {
     use std::io::Write;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let idp = Idp::start();
-    let mut s = project(&idp, "");
-    s.set("BROWSER", "true");
+    let (_idp, s) = silent_browser_login_setup();
     let login = start_login(&s, "proj", "40");
     let (port, stop, opened) = (login.port, Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
     // 70 clients that each drip one byte every 2 s, and reconnect when closed: more than the connection cap, and
@@ -612,9 +603,7 @@ fn seventy_slow_connections_do_not_stall_the_real_login() {
 
 #[test]
 fn a_localhost_redirect_holds_both_loopback_addresses_and_answers_on_ipv6() {
-    let idp = Idp::start();
-    let mut s = project(&idp, "");
-    s.set("BROWSER", "true");
+    let (_idp, s) = silent_browser_login_setup();
     let redirect = "http://localhost:0/oauth2/callback";
     let login = drive::start_login_with(&s, "proj", "30", &[("MLFLOW_TRACKING_OIDC_REDIRECT_URI", redirect)]);
     let port = login.port;
@@ -638,9 +627,7 @@ fn a_localhost_redirect_holds_both_loopback_addresses_and_answers_on_ipv6() {
 
 #[test]
 fn the_browser_says_logged_in_only_after_the_code_was_redeemed() {
-    let idp = Idp::start();
-    let mut s = project(&idp, "");
-    s.set("BROWSER", "true");
+    let (idp, s) = silent_browser_login_setup();
     // A code the provider refuses: the browser hears that, not "logged in", and the CLI says what the provider said.
     let login = start_login(&s, "proj", "30");
     let iss = url::form_urlencoded::byte_serialize(idp.issuer.as_bytes()).collect::<String>();
@@ -664,9 +651,7 @@ fn the_browser_says_logged_in_only_after_the_code_was_redeemed() {
 
 #[test]
 fn a_callback_without_iss_is_refused_when_the_provider_always_sends_it() {
-    let idp = Idp::start();
-    let mut s = project(&idp, "");
-    s.set("BROWSER", "true");
+    let (idp, s) = silent_browser_login_setup();
     // oidc-provider advertises authorization_response_iss_parameter_supported: true (RFC 9207 §3), so a response
     // without `iss` may come from another provider the person was tricked into (a mix-up): never redeem it.
     let login = start_login(&s, "proj", "30");
@@ -857,12 +842,7 @@ fn machine_project(idp: &Idp) -> (Sandbox, std::path::PathBuf) {
     s.write("proj/pyproject.toml", &machine_block("tool.mlflow-oidc-client.tracking-servers", &idp.issuer));
     let first = mo(&s, &["token"]);
     assert_eq!(first.code, 0, "{}", first.stderr);
-    let file = std::fs::read_dir(s.tokens_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .unwrap();
+    let file = s.token_file();
     (s, file)
 }
 

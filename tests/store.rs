@@ -32,24 +32,11 @@ fn project(idp: &Idp, store: &str) -> Sandbox {
     s
 }
 
-fn entry_path(s: &Sandbox) -> std::path::PathBuf {
-    std::fs::read_dir(s.tokens_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .unwrap_or_else(|| panic!("no token file in {}", s.tokens_dir().display()))
-}
-
-fn entry(s: &Sandbox) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(entry_path(s)).unwrap()).unwrap()
-}
-
 /// Make the cached access token look expired without waiting for it.
 fn expire(s: &Sandbox) {
-    let mut e = entry(s);
+    let mut e = s.stored_entry();
     e["tokens"]["access_expires_at"] = serde_json::json!(1);
-    std::fs::write(entry_path(s), serde_json::to_vec(&e).unwrap()).unwrap();
+    std::fs::write(s.token_file(), serde_json::to_vec(&e).unwrap()).unwrap();
 }
 
 fn secret_tool(args: &[&str]) -> (bool, String) {
@@ -89,7 +76,7 @@ fn the_refresh_token_lives_in_the_keyring_and_logout_revokes_and_removes_it() {
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
 
     // The file holds the access token only; the refresh token is in the Secret Service.
-    let e = entry(&s);
+    let e = s.stored_entry();
     assert!(e["tokens"].get("refresh_token").is_none(), "{e}");
     assert_eq!(e["refresh_token_in"], "keyring");
     let items = keyring_items_for(&idp.issuer);
@@ -148,9 +135,9 @@ fn without_a_session_bus_auto_falls_back_to_the_file_store_once_and_says_so() {
     let out = s.mo(&["login"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("warning: the OS keyring is unavailable"), "{}", out.stderr);
-    assert!(entry(&s)["tokens"]["refresh_token"].is_string(), "the refresh token is in the file");
+    assert!(s.stored_entry()["tokens"]["refresh_token"].is_string(), "the refresh token is in the file");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(entry_path(&s)).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(s.token_file()).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::metadata(s.tokens_dir()).unwrap().permissions().mode() & 0o777, 0o700);
 
     // The choice is remembered: no second warning, and status says why.
@@ -253,7 +240,7 @@ fn kill_9_during_refresh_never_tears_the_store() {
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for round in 0..25 {
         expire(&s);
-        let rt_before = entry(&s)["tokens"]["refresh_token"].clone();
+        let rt_before = s.stored_entry()["tokens"]["refresh_token"].clone();
         let ok_refreshes =
             || idp.token_requests().iter().filter(|r| r["grant_type"] == "refresh_token" && r["status"] == 200).count();
         let answered_before = ok_refreshes();
@@ -267,7 +254,7 @@ fn kill_9_during_refresh_never_tears_the_store() {
         // A request already on the wire is still processed (and logged) by the provider after the kill.
         std::thread::sleep(Duration::from_millis(300));
         // The store always parses: old or new credentials, never a torn file.
-        let after = entry(&s);
+        let after = s.stored_entry();
         let rt_after = after["tokens"]["refresh_token"].clone();
         let answered = ok_refreshes() > answered_before;
         let out = s.mo(&["token"]);

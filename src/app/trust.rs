@@ -50,8 +50,7 @@ pub(super) fn trust(flags: &Flags, args: &TrustArgs, deps: &mut Deps) -> Result<
         }
         return Ok(());
     }
-    let bytes = std::fs::read(&path)
-        .map_err(|e| Error::config(format!("cannot read {}: {}", path.display(), crate::fsutil::io_reason(&e))))?;
+    let bytes = std::fs::read(&path).map_err(|e| Error::config_io(format!("cannot read {}", path.display()), e))?;
     let text = String::from_utf8(bytes.clone())
         .map_err(|_| Error::config(format!("{} is not valid UTF-8: not a pyproject.toml", path.display())))?;
     // A file that does not parse is refused rather than trusted blind: what it would unlock is unknown.

@@ -8,7 +8,6 @@ use super::validate::{check_auth_param, check_resource, parse_bool};
 use super::{Block, ConfigFile, FileKind, Flags, SERVERS_KEY, TOOL_TABLE};
 use crate::env::Env;
 use crate::error::{Error, Result};
-use crate::fsutil::io_reason;
 
 /// The configuration files to use, and those found but skipped because another user could have written them.
 #[derive(Debug, Default)]
@@ -175,9 +174,8 @@ fn read_trusted(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(_) => return read_optional(path), // the same messages for a directory or no permission
         };
-        let meta = f
-            .metadata()
-            .map_err(|e| Error::config(format!("cannot read config file {}: {}", path.display(), io_reason(&e))))?;
+        let meta =
+            f.metadata().map_err(|e| Error::config_io(format!("cannot read config file {}", path.display()), e))?;
         if meta.is_dir() {
             return read_optional(path);
         }
@@ -190,7 +188,7 @@ fn read_trusted(
         }
         let mut bytes = Vec::new();
         f.read_to_end(&mut bytes)
-            .map_err(|e| Error::config(format!("cannot read config file {}: {}", path.display(), io_reason(&e))))?;
+            .map_err(|e| Error::config_io(format!("cannot read config file {}", path.display()), e))?;
         String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| Error::config(format!("config file {} is not valid UTF-8", path.display())))
@@ -236,7 +234,7 @@ fn read_optional(path: &Path) -> Result<Option<String>> {
             let _ = e;
             Err(Error::config(format!("config file {} is a directory, not a file", path.display())))
         }
-        Err(e) => Err(Error::config(format!("cannot read config file {}: {}", path.display(), io_reason(&e)))),
+        Err(e) => Err(Error::config_io(format!("cannot read config file {}", path.display()), e)),
     }
 }
 

@@ -236,3 +236,19 @@ fn the_wait_ends_at_the_deadline() {
     let e = l.wait("s", Instant::now() + Duration::from_millis(100), |_| {}).unwrap_err();
     assert!(e.to_string().contains("timed out"), "{e}");
 }
+
+/// Issue 24: a listener that cannot be opened keeps the OS error as the source (its kind, for a caller that
+/// branches), and says the same words as before.
+#[test]
+fn a_bind_failure_keeps_the_os_error() {
+    use std::error::Error as _;
+    // TEST-NET-1 (RFC 5737) is no address of this host: EADDRNOTAVAIL, even for root.
+    let e = bind_one("http://192.0.2.1:8080/cb", "192.0.2.1".parse().unwrap(), 8080).err().unwrap();
+    assert!(matches!(e, Error::Interaction(_)), "{e:?}");
+    assert!(
+        e.to_string().starts_with("cannot listen on 192.0.2.1:8080 for redirect URI http://192.0.2.1:8080/cb: "),
+        "{e}"
+    );
+    let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the OS error is kept");
+    assert_eq!(io.kind(), std::io::ErrorKind::AddrNotAvailable);
+}

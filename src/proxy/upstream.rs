@@ -211,9 +211,8 @@ fn tls_config(tls: &UpstreamTls, https: bool) -> Result<rustls::ClientConfig> {
 
 fn read_client_cert(path: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let what = "MLFLOW_TRACKING_CLIENT_CERT_PATH";
-    let bytes = std::fs::read(path).map_err(|e| {
-        Error::config(format!("cannot read {what} {}: {}", path.display(), crate::fsutil::io_reason(&e)))
-    })?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::config_io(format!("cannot read {what} {}", path.display()), e))?;
     let invalid =
         |e: rustls::pki_types::pem::Error| Error::config(format!("{what} {} is not valid PEM: {e}", path.display()));
     let chain = CertificateDer::pem_slice_iter(&bytes).collect::<std::result::Result<Vec<_>, _>>().map_err(invalid)?;

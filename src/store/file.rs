@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{Entry, LockGuard, TokenStore};
 use crate::error::{Error, Result};
-use crate::fsutil::{atomic_write, ensure_private_dir, io_reason, is_symlink_refusal, open_nofollow, private_options};
+use crate::fsutil::{atomic_write, ensure_private_dir, is_symlink_refusal, open_nofollow, private_options};
 
 /// Tokens as JSON files, 0600 in a 0700 directory, replaced atomically.
 pub struct FileStore {
@@ -50,19 +50,14 @@ impl FileStore {
         {
             return Err(untrusted_error(&self.dir, &why));
         }
-        let meta =
-            file.metadata().map_err(|e| Error::store(format!("cannot read {}: {}", path.display(), io_reason(&e))))?;
+        let meta = file.metadata().map_err(|e| Error::store_io(format!("cannot read {}", path.display()), e))?;
         if let Some(why) = crate::fsutil::distrust(&meta) {
             return Err(untrusted_error(path, &why));
         }
         let mode = meta.mode() & 0o7777;
         if mode & 0o077 != 0 {
             file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-                Error::store(format!(
-                    "{} is readable by other users and cannot be made private: {}",
-                    path.display(),
-                    io_reason(&e)
-                ))
+                Error::store_io(format!("{} is readable by other users and cannot be made private", path.display()), e)
             })?;
             self.notes.push(format!(
                 "{} was readable by other users (mode {mode:04o}); made it 0600. If others could log in here, \
@@ -106,13 +101,13 @@ impl TokenStore for FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) if is_symlink_refusal(&e) => return Err(symlink_error(&path)),
             Err(e) => {
-                return Err(Error::store(format!("cannot read token cache {}: {}", path.display(), io_reason(&e))));
+                return Err(Error::store_io(format!("cannot read token cache {}", path.display()), e));
             }
         };
         self.check_file(&file, &path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
-            .map_err(|e| Error::store(format!("cannot read token cache {}: {}", path.display(), io_reason(&e))))?;
+            .map_err(|e| Error::store_io(format!("cannot read token cache {}", path.display()), e))?;
         serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             Error::store(format!(
                 "token cache {} is corrupt ({}): run `mlflow-oidc logout` and log in again, or delete the file",
@@ -132,7 +127,7 @@ impl TokenStore for FileStore {
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::store(format!("cannot delete token cache {}: {}", path.display(), io_reason(&e)))),
+            Err(e) => Err(Error::store_io(format!("cannot delete token cache {}", path.display()), e)),
         }
     }
 
@@ -150,7 +145,7 @@ impl TokenStore for FileStore {
                     path.display()
                 ))
             } else {
-                Error::store(format!("cannot open lock file {}: {}", path.display(), io_reason(&e)))
+                Error::store_io(format!("cannot open lock file {}", path.display()), e)
             }
         })?;
         self.check_file(&file, &path)?;
@@ -177,7 +172,7 @@ impl TokenStore for FileStore {
                     )));
                 }
                 Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(Error::store(format!("cannot lock {}: {}", path.display(), io_reason(&e))));
+                    return Err(Error::store_io(format!("cannot lock {}", path.display()), e));
                 }
             }
         }

@@ -124,3 +124,21 @@ fn where_the_refresh_token_lives_is_read_tolerantly_and_written_as_before() {
     // A newer version's place is no refresh token here, not a corrupt entry.
     assert_eq!(read(r#""vault""#), super::Elsewhere::Unknown);
 }
+
+/// Issue 24: a store failure keeps the I/O error underneath (`source()`) for callers that branch on its kind,
+/// and prints the same words as before it was kept.
+#[cfg(unix)]
+#[test]
+fn a_store_failure_keeps_its_io_error() {
+    use std::error::Error as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let store = FileStore::new(file.join("tokens"), Default::default());
+    let Err(e) = store.lock("k", Duration::from_secs(1)) else { panic!("a directory under a file was created") };
+    assert_eq!(e.to_string(), format!("cannot create directory {}/tokens: not a directory", file.display()));
+    assert_eq!(e.exit_code(), 1);
+    assert_eq!(e.kind(), "store");
+    let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the I/O error is the source");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotADirectory);
+}

@@ -209,6 +209,24 @@ impl Access {
     }
 }
 
+/// The public client with a person's login (refresh tokens) as `user`, access tokens for the `mlflow` audience.
+pub fn logged_in(user: &str) -> Sandbox {
+    let st = stack();
+    let mut s = project(&format!(
+        "client-id = \"{}\"\nscope = \"openid profile email mlflow\"\nuse-id-token = false\n\
+         ca-bundle = \"{}\"",
+        crate::support::PUBLIC_CLIENT_ID,
+        st.ca.display()
+    ));
+    // The browser driver (curl) talks to the provider too: it trusts the CA through SSL_CERT_FILE.
+    s.set("BROWSER", crate::support::browser_curl().to_str().unwrap());
+    s.set("SSL_CERT_FILE", st.ca.to_str().unwrap());
+    s.set("IDP_LOGIN_USER", user);
+    let login = s.mo(&["login"]);
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    s
+}
+
 /// A sandbox whose project has one `[[tool.mlflow-oidc-client.tracking-servers]]` block for the
 /// proxy, with `extra` lines, and the venv's `bin` first on PATH.
 pub fn project(extra: &str) -> Sandbox {

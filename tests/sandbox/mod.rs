@@ -100,16 +100,31 @@ impl Sandbox {
         self.data_dir().join("tokens")
     }
 
-    /// The cached entry of the sandbox's one server (file store), as JSON.
+    /// The token entries of the file store, sorted (the `.lock` files beside them hold nothing).
     #[allow(dead_code)] // Not every test binary that includes the sandbox reads entries.
-    pub fn stored_entry(&self) -> serde_json::Value {
+    pub fn token_files(&self) -> Vec<PathBuf> {
         let dir = self.tokens_dir();
-        let file = std::fs::read_dir(&dir)
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
             .flatten()
-            .find(|e| e.file_name().to_string_lossy().ends_with(".json"))
-            .unwrap_or_else(|| panic!("no token file in {}", dir.display()));
-        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// The token entry of the sandbox's one server (file store).
+    #[allow(dead_code)]
+    pub fn token_file(&self) -> PathBuf {
+        let files = self.token_files();
+        files.into_iter().next().unwrap_or_else(|| panic!("no token file in {}", self.tokens_dir().display()))
+    }
+
+    /// The cached entry of the sandbox's one server (file store), as JSON.
+    #[allow(dead_code)]
+    pub fn stored_entry(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.token_file()).unwrap()).unwrap()
     }
 
     /// Set an environment variable for every later command.

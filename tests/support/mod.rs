@@ -21,6 +21,8 @@
 //! - any login name / password works in the browser drivers (`IDP_LOGIN_USER`, default alice).
 #![allow(dead_code)] // every test binary uses a different subset
 
+pub mod cases;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
