@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
-use crate::error::{Error, Result};
+use crate::error::{Detail, Error, Result};
 
 /// Responses bigger than this are refused: a provider's JSON is a few kilobytes, and a hostile one must not
 /// make us buffer gigabytes.
@@ -106,7 +106,7 @@ impl Http {
     pub(crate) fn call(&self, req: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>> {
         let url = req.uri().to_string();
         let agent = self.agent_for(req.uri())?;
-        let fail = |e: ureq::Error| describe_error(&url, &e, self.timeout);
+        let fail = |e: ureq::Error| describe_error(&url, e, self.timeout);
         let (parts, body) = req.into_parts();
         let resp = if parts.method == http::Method::GET {
             agent.run(http::Request::from_parts(parts, ())).map_err(fail)?
@@ -197,8 +197,8 @@ pub fn redact_echo(text: &str, client: Option<(&str, &str)>, extra: &[&str]) -> 
     crate::error::printable(&crate::error::redact(text, &secrets))
 }
 
-fn describe_error(url: &str, e: &ureq::Error, timeout: Duration) -> Error {
-    let why = match e {
+fn describe_error(url: &str, e: ureq::Error, timeout: Duration) -> Error {
+    let why = match &e {
         ureq::Error::Timeout(_) => format!("no complete answer within {}s (timeout)", timeout.as_secs()),
         ureq::Error::HostNotFound => "host not found".to_string(),
         ureq::Error::ConnectionFailed => "connection failed".to_string(),
@@ -228,7 +228,8 @@ fn describe_error(url: &str, e: &ureq::Error, timeout: Duration) -> Error {
         ),
         other => other.to_string(),
     };
-    Error::network(format!("cannot reach {url}: {why}"))
+    // The transport error stays underneath for `source()`; its words are already in `why`.
+    Error::Network(Detail::with_source(format!("cannot reach {url}: {why}"), e))
 }
 
 /// The OS trust store plus `SSL_CERT_FILE` plus the server's `ca-bundle`.
@@ -254,9 +255,8 @@ fn extra_anchors(settings: &HttpSettings) -> Result<Vec<Certificate<'static>>> {
 }
 
 pub(crate) fn read_pem(path: &Path, what: &str) -> Result<Vec<Certificate<'static>>> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        Error::config(format!("cannot read {what} {}: {}", path.display(), crate::fsutil::io_reason(&e)))
-    })?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::config_io(format!("cannot read {what} {}", path.display()), e))?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&bytes) {
         match item {

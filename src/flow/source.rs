@@ -2,7 +2,7 @@
 //! a file (Kubernetes projected tokens rotate under us), a variable, GitHub Actions' token service, a command.
 
 use crate::config::{ServerConfig, TokenSource};
-use crate::error::{Error, Result};
+use crate::error::{Detail, Error, Result};
 use crate::http::Http;
 use crate::token::{Claims, Secret};
 
@@ -28,12 +28,13 @@ pub fn read(c: &ServerConfig, source: &TokenSource, role: Role, http: &Http, now
     let token = match source {
         TokenSource::File(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::config(format!(
+                let message = format!(
                     "cannot read the `{key}` token file {}: {} (a Kubernetes projected token or \
                      AZURE_FEDERATED_TOKEN_FILE must be mounted there; check the path and the pod's volume)",
                     path.display(),
                     crate::fsutil::io_reason(&e)
-                ))
+                );
+                Error::Config(Detail::with_source(message, e))
             })?;
             text.trim().to_string()
         }

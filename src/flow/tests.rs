@@ -266,6 +266,7 @@ fn every_request_reads_every_reply_shape_the_same_way() {
                     "the {endpoint} {url} returned an invalid {what} response (a field is missing or has the wrong type"
                 )),
                 (Shape::Oversized, _, Outcome::Failed(Error::Network(m))) => {
+                    let m = m.to_string();
                     m.starts_with(&format!("cannot reach {url}")) && m.contains("larger than")
                 }
                 _ => false,
