@@ -98,3 +98,45 @@ fn an_https_loopback_redirect_is_served_with_the_users_certificate_and_shown_by_
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(run_bounded(s.cmd("proj", &["token"]), Duration::from_secs(30)).stdout.trim(), fake::AT_LOGIN);
 }
+
+/// RFC 8628 §3.5: a provider that stops answering while the person types the code is polled again after a
+/// growing wait, not given up on; the login completes once it answers. The scripted provider (tests/fake) is
+/// needed for this: a real one cannot be made to drop exactly the polls.
+#[test]
+fn a_device_login_survives_a_provider_that_drops_two_polls() {
+    let f = fake::Fake::start();
+    let meta = f.metadata_with(|m| drop(m.insert("device_authorization_endpoint".into(), f.url("/device").into())));
+    f.set("/.well-known/openid-configuration", fake::Reply::json(200, meta));
+    let start = serde_json::json!({
+        "device_code": fake::DEVICE_CODE, "user_code": "WDJB-MJHT", "verification_uri": "http://127.0.0.1/device",
+        "expires_in": 60, "interval": 1,
+    });
+    f.set("/device", fake::Reply::json(200, start.to_string()));
+    f.set("/token", fake::Reply::Close);
+    let s = fake_project(&f, "http://127.0.0.1:0/oauth2/callback");
+    let config = std::fs::read_to_string(s.path("proj/pyproject.toml")).unwrap();
+    s.write("proj/pyproject.toml", &format!("{config}use-id-token = false\n"));
+    let polls = |f: &fake::Fake| f.requests().iter().filter(|r| r.path == "/token").count();
+    let out = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // The person approves after the second dropped poll; bounded, the login's own timeout is 40 s.
+            for _ in 0..400 {
+                if polls(&f) >= 2 {
+                    let tokens = serde_json::json!({"access_token": fake::AT_LOGIN, "token_type": "Bearer",
+                        "expires_in": 3600, "refresh_token": fake::RT});
+                    f.set("/token", fake::Reply::json(200, tokens.to_string()));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        run_bounded(s.cmd("proj", &["login", "--device", "--timeout", "40"]), Duration::from_secs(60))
+    });
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(polls(&f), 3, "{}", out.stderr);
+    assert!(out.stderr.contains("polling again in 1s"), "{}", out.stderr);
+    assert!(out.stderr.contains("polling again in 2s"), "the wait doubles: {}", out.stderr);
+    assert!(!out.stderr.contains(fake::DEVICE_CODE), "{}", out.stderr);
+    let token = s.run("proj", &["token"], &[]);
+    assert_eq!(token.stdout.trim(), fake::AT_LOGIN, "{}", token.stderr);
+}

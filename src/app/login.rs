@@ -1,7 +1,7 @@
 //! `login`: a machine's client credentials, or a person's login — the authorization code flow on a loopback
 //! redirect or the device flow, chosen by [`choose_flow`] from the facts of this environment.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Deps;
 use super::LOCK_TIMEOUT;
@@ -176,6 +176,11 @@ pub(super) fn interactive_login(
     }
 }
 
+/// How long the device flow's polls may fail to reach the provider before the login ends with that error.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(120);
+/// The longest wait between polls while the provider is unreachable.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
+
 /// RFC 8628: show the code, poll honouring `interval` and `slow_down`, until approval, denial or expiry.
 fn device_login(
     c: &ServerConfig,
@@ -203,23 +208,31 @@ fn device_login(
     }
     let deadline = deps.clock.instant() + Duration::from_secs(device.expires_in.min(timeout.max(1)));
     let mut interval = Duration::from_secs(device.interval);
+    // Transport failures of the polls (not the provider's answers): when they began, and the wait before the next.
+    let mut unreachable: Option<(Instant, Duration, String)> = None;
     let mut countdown = Countdown::new(deps.stderr_is_tty);
     let waiting = format!("Waiting for approval of code {}", device.user_code);
     loop {
-        let next = deps.clock.instant() + interval;
+        let next = deps.clock.instant() + unreachable.as_ref().map_or(interval, |u| u.1);
         while deps.clock.instant() < next {
             let now = deps.clock.instant();
             if now >= deadline {
                 countdown.clear(&mut deps.err);
+                let unanswered =
+                    unreachable.as_ref().map(|u| format!("; the last poll failed: {}", u.2)).unwrap_or_default();
                 return Err(Error::interaction(format!(
-                    "the login was not approved in time (code {} expired): run `mlflow-oidc login` again",
+                    "the login was not approved in time (code {} expired{unanswered}): run `mlflow-oidc login` again",
                     device.user_code
                 )));
             }
             countdown.tick(&mut deps.err, &waiting, (deadline - now).as_secs());
             deps.clock.sleep((next - deps.clock.instant().min(next)).min(Duration::from_millis(500)));
         }
-        match flows.poll_device(&provider.http, &device, deps.now()) {
+        let poll = flows.poll_device(&provider.http, &device, deps.now());
+        if !matches!(poll, Err(Error::Network(_))) {
+            unreachable = None;
+        }
+        match poll {
             Ok(DevicePoll::Pending) => {}
             Ok(DevicePoll::SlowDown) => {
                 // RFC 8628 §3.5: add 5 seconds to the interval for this and all later requests.
@@ -229,6 +242,20 @@ fn device_login(
             Ok(DevicePoll::Done(set)) => {
                 countdown.clear(&mut deps.err);
                 return Ok(set);
+            }
+            // RFC 8628 §3.5: on a connection timeout the client should back off exponentially, not give up: a
+            // provider restarting or a dropped Wi-Fi must not cost the person the code they are typing. Bounded:
+            // after UNREACHABLE_FOR of nothing but transport failures the error ends the login.
+            Err(e @ Error::Network(_)) => {
+                let since = unreachable.as_ref().map_or_else(|| deps.clock.instant(), |u| u.0);
+                if deps.clock.instant().saturating_duration_since(since) >= UNREACHABLE_FOR {
+                    countdown.clear(&mut deps.err);
+                    return Err(e);
+                }
+                let wait = unreachable.as_ref().map_or(interval, |u| u.1 * 2).min(MAX_POLL_BACKOFF);
+                unreachable = Some((since, wait, e.to_string()));
+                countdown.clear(&mut deps.err);
+                deps.note(format!("{e}; polling again in {}s", wait.as_secs()));
             }
             Err(e) => {
                 countdown.clear(&mut deps.err);
