@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::token::Secret;
 
 mod forward;
+mod idle;
 mod server;
 pub mod tokens;
 pub mod upstream;
@@ -60,6 +61,8 @@ struct Shared {
     /// Without a pool: for the resend of a request whose pooled connection the server had closed.
     fresh_client: upstream::Client,
     upstream_timeout: Duration,
+    /// How long a request body may pause (Limits::body_timeout).
+    body_timeout: Duration,
     tokens: Arc<TokenCell>,
     log: Option<Log>,
     /// Requests being served (from the head read to the response head written).
@@ -200,6 +203,7 @@ impl Proxy {
             client,
             fresh_client,
             upstream_timeout: settings.upstream_timeout,
+            body_timeout: settings.limits.body_timeout,
             tokens: tokens.clone(),
             log: settings.log,
             busy: AtomicUsize::new(0),

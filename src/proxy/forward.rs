@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 
+use super::idle::{Idle, Stalled};
 use super::tokens::{Failure, FailureKind, Lease};
 use super::{Refusal, Shared, route};
 
@@ -210,6 +211,7 @@ async fn forward(shared: &Shared, req: Request<Incoming>, forwarded: &str) -> Re
         return error(400, "BAD_REQUEST", "mlflow-oidc proxy: the request target is not a valid URI");
     };
     let (parts, body) = req.into_parts();
+    let body = Idle::new(body, shared.body_timeout);
     let headers = forwardable(&parts.headers, shared.capability.expose());
     // hyper has checked the framing: a valid length (or chunked), never both.
     let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
@@ -225,7 +227,7 @@ async fn forward(shared: &Shared, req: Request<Incoming>, forwarded: &str) -> Re
     match declared {
         Some(n) if n <= REPLAY_MAX as u64 => match Limited::new(body, REPLAY_MAX).collect().await {
             Ok(b) => kept = Some(b.to_bytes()),
-            Err(_) => return error(400, "BAD_REQUEST", "mlflow-oidc proxy: the request body was cut off"),
+            Err(e) => return body_failed(e.as_ref()),
         },
         _ => stream = Some(body),
     }
@@ -304,6 +306,7 @@ async fn forward(shared: &Shared, req: Request<Incoming>, forwarded: &str) -> Re
                 shared.log(&format!("proxy: resending after a broken connection to the tracking server: {e}"));
                 resent = true;
             }
+            Ok(Err(e)) if Stalled::find(&e).is_some() => return body_failed(&e),
             Ok(Err(e)) => {
                 let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
                 shared.log(&format!("proxy: the tracking server failed: {reason}"));
@@ -315,6 +318,15 @@ async fn forward(shared: &Shared, req: Request<Incoming>, forwarded: &str) -> Re
                 );
             }
         }
+    }
+}
+
+/// The client's request body failed before it was all read: it stalled (408, RFC 9110 §15.5.9), or it was cut
+/// off or too long for its declared length (400).
+fn body_failed(e: &(dyn std::error::Error + 'static)) -> Response<Body> {
+    match Stalled::find(e) {
+        Some(s) => error(408, "BAD_REQUEST", &format!("mlflow-oidc proxy: {s}")),
+        None => error(400, "BAD_REQUEST", "mlflow-oidc proxy: the request body was cut off"),
     }
 }
 

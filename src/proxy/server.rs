@@ -42,6 +42,9 @@ pub struct Limits {
     /// How long one write to a client may make no progress (a client that never reads, a pipeline it never
     /// collects) before its connection is closed.
     pub write_timeout: Duration,
+    /// How long a request body may send nothing before the request is answered 408 (kept bodies) or ended
+    /// (streamed ones); the in-flight slot it held is free again.
+    pub body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +55,7 @@ impl Default for Limits {
             head_timeout: Duration::from_secs(30),
             max_head: 64 << 10,
             write_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

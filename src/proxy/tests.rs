@@ -676,3 +676,27 @@ fn a_guard_s_login_redirect_on_an_api_call_is_named_in_mlflow_s_shape_not_relaye
     let resp = no_follow.get(format!("{}ui/guarded", h.uri)).call().unwrap();
     assert_eq!(resp.status(), 302);
 }
+
+#[test]
+fn clients_that_declare_a_body_and_stall_get_408_and_give_their_slots_back() {
+    let limits = Limits { max_in_flight: 2, body_timeout: Duration::from_secs(1), ..Limits::default() };
+    let h = harness_with(None, Some("good"), Some("good"), limits);
+    // One body small enough to be kept for a replay, one that streams to the server; each sends a little and
+    // then nothing, with its connection open.
+    let mut stalled = Vec::new();
+    for (length, sent) in [(100usize, 10usize), (4 << 20, 64 << 10)] {
+        let mut s = connect(&h.addr());
+        let head =
+            format!("POST /{}/api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n", h.capability());
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&vec![b'a'; sent]).unwrap();
+        stalled.push(s);
+    }
+    for mut s in stalled {
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).expect("no answer to a stalled body within 30 s");
+        assert_eq!(&head, b"HTTP/1.1 408", "{}", String::from_utf8_lossy(&head));
+    }
+    // Both slots are free again: a person's request is served, not 503.
+    assert_eq!(client().get(format!("{}api/x", h.uri)).call().unwrap().status(), 200);
+}

@@ -30,7 +30,7 @@ const POOL: usize = 64;
 const POOL_IDLE: Duration = Duration::from_secs(4);
 
 /// The body type of every request to the tracking server.
-pub type ReqBody = BoxBody<Bytes, hyper::Error>;
+pub type ReqBody = BoxBody<Bytes, super::idle::BoxError>;
 /// The client the proxy forwards with.
 pub type Client = HyperClient<hyper_rustls::HttpsConnector<Connect>, ReqBody>;
 
