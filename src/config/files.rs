@@ -9,6 +9,7 @@ use super::{Block, ConfigFile, FileKind, Flags, SERVERS_KEY, TOOL_TABLE};
 use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::fsutil::io_reason;
+use crate::paths::Paths;
 
 /// The configuration files to use, and those found but skipped because another user could have written them.
 #[derive(Debug, Default)]
@@ -36,7 +37,8 @@ pub struct Skipped {
 /// its owner's issuer, and `token` would send our client secret there. A project or explicit file in a
 /// directory the user config lists in `safe-directories` is used whoever owns it. Windows: no owner or mode
 /// checks yet (cfg(unix) only; ACLs would be needed) — see SECURITY.md.
-pub fn load_sources(flags: &Flags, env: &Env, user_config: Option<&Path>) -> Result<Loaded> {
+pub fn load_sources(flags: &Flags, env: &Env, paths: &Paths) -> Result<Loaded> {
+    let user_config = paths.user_config.as_deref();
     let mut out = Loaded::default();
     let mut safe = SafeDirs::default();
     if let Some(path) = user_config
@@ -73,12 +75,20 @@ pub fn load_sources(flags: &Flags, env: &Env, user_config: Option<&Path>) -> Res
                 // hide the project's configuration. A cheap text test first keeps unrelated files unparsed.
                 if text.contains(TOOL_TABLE) {
                     let file = ConfigFile::new(candidate.clone(), FileKind::Project, text);
+                    view_from_cache(&file, paths.cache_dir.as_deref());
                     if has_tool_table(&file) {
                         // The nearest configuring file decides, trusted or not: skipping it must not let a
                         // more distant one (further up a shared tree) take its place.
                         if let Some(text) = read_trusted(&candidate, &safe, user_config, &mut out.skipped)? {
                             let listed = safe.lists(dir);
-                            out.files.push(ConfigFile::new(candidate, FileKind::Project, text).trusted(listed));
+                            // Parsed once: the same bytes keep the table just built (a file changed between the
+                            // two reads is parsed again).
+                            let file = if text == file.text {
+                                file
+                            } else {
+                                ConfigFile::new(candidate, FileKind::Project, text)
+                            };
+                            out.files.push(file.trusted(listed));
                         }
                         break;
                     }
@@ -87,6 +97,17 @@ pub fn load_sources(flags: &Flags, env: &Env, user_config: Option<&Path>) -> Res
         }
     }
     Ok(out)
+}
+
+/// Fill a project file's table from the cache of earlier runs, or parse it and remember it there (issue 23:
+/// the parse is most of a cached `token`). Trust is not part of it: see [`super::cache`].
+fn view_from_cache(file: &ConfigFile, cache_dir: Option<&Path>) {
+    let Some(dir) = cache_dir else { return };
+    if let Some(view) = super::cache::lookup(dir, &file.path, &file.text) {
+        let _ = file.parsed.set(Ok(view));
+    } else if let Ok(view) = file.doc() {
+        super::cache::remember(dir, &file.path, &file.text, view);
+    }
 }
 
 /// The directories the walk may look in: from `cwd` up, but not above the home directory's parent when `cwd`
