@@ -223,6 +223,7 @@ fn read_trusted(
     }
 }
 
+#[cfg(unix)]
 fn skip_record(path: &Path, why: String, user_config: Option<&Path>) -> Skipped {
     let dir = path.parent().unwrap_or(path).display().to_string();
     let user = user_config.map(|p| p.display().to_string()).unwrap_or_else(|| "the user config file".into());
