@@ -70,7 +70,7 @@ pub fn load_sources(flags: &Flags, env: &Env, paths: &Paths) -> Result<Loaded> {
         for dir in walk_up(cwd, env.path("HOME").as_deref()) {
             let candidate = dir.join("pyproject.toml");
             // Reading an untrusted file is harmless; using it is not. Read first to know whether it is ours.
-            if let Some(text) = read_optional(&candidate)? {
+            if let Some((text, distrusted)) = read_candidate(&candidate)? {
                 // Only a pyproject that configures us stops the walk: a sub-package's own pyproject must not
                 // hide the project's configuration. A cheap text test first keeps unrelated files unparsed.
                 if text.contains(TOOL_TABLE) {
@@ -79,16 +79,11 @@ pub fn load_sources(flags: &Flags, env: &Env, paths: &Paths) -> Result<Loaded> {
                     if has_tool_table(&file) {
                         // The nearest configuring file decides, trusted or not: skipping it must not let a
                         // more distant one (further up a shared tree) take its place.
-                        if let Some(text) = read_trusted(&candidate, &safe, user_config, &mut out.skipped)? {
-                            let listed = safe.lists(dir);
-                            // Parsed once: the same bytes keep the table just built (a file changed between the
-                            // two reads is parsed again).
-                            let file = if text == file.text {
-                                file
-                            } else {
-                                ConfigFile::new(candidate, FileKind::Project, text)
-                            };
-                            out.files.push(file.trusted(listed));
+                        let listed = safe.lists(dir);
+                        match distrusted {
+                            #[cfg(unix)]
+                            Some(why) if !listed => out.skipped.push(skip_record(&candidate, why, user_config)),
+                            _ => out.files.push(file.trusted(listed)),
                         }
                         break;
                     }
@@ -146,10 +141,12 @@ struct SafeDirs {
 
 impl SafeDirs {
     fn lists(&self, dir: &Path) -> bool {
-        self.all || {
-            let real = std::fs::canonicalize(dir).ok();
-            self.dirs.iter().any(|d| d == dir || real.as_deref() == Some(d.as_path()))
-        }
+        // No list, no canonicalize (a readlink per path component on every `token`).
+        self.all
+            || !self.dirs.is_empty() && {
+                let real = std::fs::canonicalize(dir).ok();
+                self.dirs.iter().any(|d| d == dir || real.as_deref() == Some(d.as_path()))
+            }
     }
 }
 
@@ -178,6 +175,37 @@ fn safe_directories(file: &ConfigFile) -> Result<SafeDirs> {
         out.dirs.push(std::fs::canonicalize(&p).unwrap_or(p));
     }
     Ok(out)
+}
+
+/// A project file found by the walk, read once: its text and, on Unix, why it may not be used (owner and mode
+/// of the file opened, so the bytes judged are the bytes read). `None` when there is no such file.
+fn read_candidate(path: &Path) -> Result<Option<(String, Option<String>)>> {
+    #[cfg(unix)]
+    {
+        use std::io::Read;
+        let mut f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // The same messages for a directory or no permission.
+            Err(_) => return Ok(read_optional(path)?.map(|t| (t, None))),
+        };
+        let meta = f
+            .metadata()
+            .map_err(|e| Error::config(format!("cannot read config file {}: {}", path.display(), io_reason(&e))))?;
+        if meta.is_dir() {
+            return Ok(read_optional(path)?.map(|t| (t, None)));
+        }
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)
+            .map_err(|e| Error::config(format!("cannot read config file {}: {}", path.display(), io_reason(&e))))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::config(format!("config file {} is not valid UTF-8", path.display())))?;
+        Ok(Some((text, crate::fsutil::distrust(&meta))))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(read_optional(path)?.map(|t| (t, None)))
+    }
 }
 
 /// The file's text when it may be used; else `None`, with the reason recorded in `skipped`. The owner and mode
