@@ -371,6 +371,7 @@ pub(crate) struct Block {
 }
 
 mod build;
+mod cache;
 mod files;
 pub mod keys;
 mod runtime;

@@ -438,3 +438,78 @@ fn a_failing_token_in_json_format_prints_the_error_object() {
     let o = s.run("proj", &["token", "--no-login"], &[]);
     assert_eq!((o.code, o.stdout.as_str()), (1, ""), "{}", o.stderr);
 }
+
+// The cache of project configuration (issue 23, src/config/cache.rs): a cached `token` remembers what a
+// pyproject.toml holds for us, so these run every command twice or more, the later runs from the cache.
+
+fn status_json(s: &Sandbox) -> serde_json::Value {
+    let o = s.mo(&["status", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    serde_json::from_str(&o.stdout).unwrap()
+}
+
+fn cache_entries(s: &Sandbox) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(s.cache_dir().join("project-config")) {
+        Ok(d) => d.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn a_changed_pyproject_takes_effect_at_once_even_with_its_old_size_and_time() {
+    let s = Sandbox::new();
+    let file = s.write("proj/pyproject.toml", &pyproject("https://m.example.com", "scope = \"openid one\""));
+    assert_eq!(status_json(&s)["config"]["scope"], "openid one");
+    assert_eq!(cache_entries(&s).len(), 1, "the first run remembers the file");
+    assert_eq!(status_json(&s)["config"]["scope"], "openid one", "from the cache");
+    // Same length, and its modification time put back: only the bytes say it changed.
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    std::fs::write(&file, pyproject("https://m.example.com", "scope = \"openid two\"")).unwrap();
+    std::fs::File::options().write(true).open(&file).unwrap().set_modified(mtime).unwrap();
+    assert_eq!(status_json(&s)["config"]["scope"], "openid two");
+    assert_eq!(cache_entries(&s).len(), 1, "one entry per project file, replaced");
+}
+
+#[test]
+fn a_project_stays_untrusted_with_the_cache_warm_until_trusted_and_again_once_changed() {
+    let s = Sandbox::new();
+    let file = s.write("proj/pyproject.toml", &pyproject("https://m.example.com", "client-assertion-key = \"k.pem\""));
+    for run in ["first", "cached"] {
+        let v = status_json(&s);
+        assert_eq!(v["untrusted"]["ignored_keys"], serde_json::json!(["client-assertion-key"]), "{run} run");
+        assert_eq!(v["config"]["credential"]["kind"], "none", "{run} run");
+    }
+    assert_eq!(s.mo(&["trust"]).code, 0);
+    for run in ["first", "cached"] {
+        let v = status_json(&s);
+        assert!(v["untrusted"].is_null(), "{run} run after trust: {v}");
+    }
+    std::fs::write(&file, pyproject("https://m.example.com", "client-assertion-key = \"x.pem\"")).unwrap();
+    let v = status_json(&s);
+    assert_eq!(v["untrusted"]["ignored_keys"], serde_json::json!(["client-assertion-key"]), "changed: {v}");
+}
+
+#[test]
+fn a_damaged_or_foreign_cache_entry_is_ignored_and_rewritten() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Sandbox::new();
+    s.write("proj/pyproject.toml", &pyproject("https://m.example.com", ""));
+    status_json(&s);
+    let entries = cache_entries(&s);
+    let [entry] = entries.as_slice() else { panic!("one entry: {entries:?}") };
+    let good = std::fs::read_to_string(entry).unwrap();
+    assert!(good.contains("https://idp.example.com/realms/ml"), "{good}");
+
+    std::fs::write(entry, "{\"v\":1,\"path\":").unwrap();
+    let o = s.mo(&["status", "--json"]);
+    assert_eq!((o.code, o.stderr.as_str()), (0, ""), "a damaged entry is no error and no warning");
+    assert_eq!(std::fs::read_to_string(entry).unwrap(), good, "rewritten");
+
+    // An entry others may write could name any provider: it is not used, whatever it says.
+    let forged = good.replace("https://idp.example.com/realms/ml", "https://evil.example.com");
+    std::fs::write(entry, &forged).unwrap();
+    std::fs::set_permissions(entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(status_json(&s)["config"]["issuer"], "https://idp.example.com/realms/ml");
+    let mode = std::fs::metadata(entry).unwrap().permissions().mode() & 0o777;
+    assert_eq!((std::fs::read_to_string(entry).unwrap(), mode), (good, 0o600), "rewritten, private");
+}

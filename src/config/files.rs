@@ -8,6 +8,7 @@ use super::validate::{check_auth_param, check_resource, parse_bool};
 use super::{Block, ConfigFile, FileKind, Flags, SERVERS_KEY, TOOL_TABLE};
 use crate::env::Env;
 use crate::error::{Error, Result};
+use crate::paths::Paths;
 
 /// The configuration files to use, and those found but skipped because another user could have written them.
 #[derive(Debug, Default)]
@@ -35,7 +36,8 @@ pub struct Skipped {
 /// its owner's issuer, and `token` would send our client secret there. A project or explicit file in a
 /// directory the user config lists in `safe-directories` is used whoever owns it. Windows: no owner or mode
 /// checks yet (cfg(unix) only; ACLs would be needed) — see SECURITY.md.
-pub fn load_sources(flags: &Flags, env: &Env, user_config: Option<&Path>) -> Result<Loaded> {
+pub fn load_sources(flags: &Flags, env: &Env, paths: &Paths) -> Result<Loaded> {
+    let user_config = paths.user_config.as_deref();
     let mut out = Loaded::default();
     let mut safe = SafeDirs::default();
     if let Some(path) = user_config
@@ -67,17 +69,20 @@ pub fn load_sources(flags: &Flags, env: &Env, user_config: Option<&Path>) -> Res
         for dir in walk_up(cwd, env.path("HOME").as_deref()) {
             let candidate = dir.join("pyproject.toml");
             // Reading an untrusted file is harmless; using it is not. Read first to know whether it is ours.
-            if let Some(text) = read_optional(&candidate)? {
+            if let Some((text, distrusted)) = read_candidate(&candidate)? {
                 // Only a pyproject that configures us stops the walk: a sub-package's own pyproject must not
                 // hide the project's configuration. A cheap text test first keeps unrelated files unparsed.
                 if text.contains(TOOL_TABLE) {
                     let file = ConfigFile::new(candidate.clone(), FileKind::Project, text);
+                    view_from_cache(&file, paths.cache_dir.as_deref());
                     if has_tool_table(&file) {
                         // The nearest configuring file decides, trusted or not: skipping it must not let a
                         // more distant one (further up a shared tree) take its place.
-                        if let Some(text) = read_trusted(&candidate, &safe, user_config, &mut out.skipped)? {
-                            let listed = safe.lists(dir);
-                            out.files.push(ConfigFile::new(candidate, FileKind::Project, text).trusted(listed));
+                        let listed = safe.lists(dir);
+                        match distrusted {
+                            #[cfg(unix)]
+                            Some(why) if !listed => out.skipped.push(skip_record(&candidate, why, user_config)),
+                            _ => out.files.push(file.trusted(listed)),
                         }
                         break;
                     }
@@ -86,6 +91,17 @@ pub fn load_sources(flags: &Flags, env: &Env, user_config: Option<&Path>) -> Res
         }
     }
     Ok(out)
+}
+
+/// Fill a project file's table from the cache of earlier runs, or parse it and remember it there (issue 23:
+/// the parse is most of a cached `token`). Trust is not part of it: see [`super::cache`].
+fn view_from_cache(file: &ConfigFile, cache_dir: Option<&Path>) {
+    let Some(dir) = cache_dir else { return };
+    if let Some(view) = super::cache::lookup(dir, &file.path, &file.text) {
+        let _ = file.parsed.set(Ok(view));
+    } else if let Ok(view) = file.doc() {
+        super::cache::remember(dir, &file.path, &file.text, view);
+    }
 }
 
 /// The directories the walk may look in: from `cwd` up, but not above the home directory's parent when `cwd`
@@ -124,10 +140,12 @@ struct SafeDirs {
 
 impl SafeDirs {
     fn lists(&self, dir: &Path) -> bool {
-        self.all || {
-            let real = std::fs::canonicalize(dir).ok();
-            self.dirs.iter().any(|d| d == dir || real.as_deref() == Some(d.as_path()))
-        }
+        // No list, no canonicalize (a readlink per path component on every `token`).
+        self.all
+            || !self.dirs.is_empty() && {
+                let real = std::fs::canonicalize(dir).ok();
+                self.dirs.iter().any(|d| d == dir || real.as_deref() == Some(d.as_path()))
+            }
     }
 }
 
@@ -156,6 +174,36 @@ fn safe_directories(file: &ConfigFile) -> Result<SafeDirs> {
         out.dirs.push(std::fs::canonicalize(&p).unwrap_or(p));
     }
     Ok(out)
+}
+
+/// A project file found by the walk, read once: its text and, on Unix, why it may not be used (owner and mode
+/// of the file opened, so the bytes judged are the bytes read). `None` when there is no such file.
+fn read_candidate(path: &Path) -> Result<Option<(String, Option<String>)>> {
+    #[cfg(unix)]
+    {
+        use std::io::Read;
+        let mut f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // The same messages for a directory or no permission.
+            Err(_) => return Ok(read_optional(path)?.map(|t| (t, None))),
+        };
+        let meta =
+            f.metadata().map_err(|e| Error::config_io(format!("cannot read config file {}", path.display()), e))?;
+        if meta.is_dir() {
+            return Ok(read_optional(path)?.map(|t| (t, None)));
+        }
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)
+            .map_err(|e| Error::config_io(format!("cannot read config file {}", path.display()), e))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::config(format!("config file {} is not valid UTF-8", path.display())))?;
+        Ok(Some((text, crate::fsutil::distrust(&meta))))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(read_optional(path)?.map(|t| (t, None)))
+    }
 }
 
 /// The file's text when it may be used; else `None`, with the reason recorded in `skipped`. The owner and mode
@@ -200,6 +248,7 @@ fn read_trusted(
     }
 }
 
+#[cfg(unix)]
 fn skip_record(path: &Path, why: String, user_config: Option<&Path>) -> Skipped {
     let dir = path.parent().unwrap_or(path).display().to_string();
     let user = user_config.map(|p| p.display().to_string()).unwrap_or_else(|| "the user config file".into());

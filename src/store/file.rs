@@ -13,7 +13,8 @@ use crate::fsutil::{atomic_write, ensure_private_dir, is_symlink_refusal, open_n
 /// Tokens as JSON files, 0600 in a 0700 directory, replaced atomically.
 pub struct FileStore {
     pub(super) dir: PathBuf,
-    /// Where warnings go (a token file re-tightened to 0600).
+    /// Where warnings go (a token file re-tightened to 0600: Unix only, Windows has no mode checks yet).
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(super) notes: crate::warnings::Warnings,
 }
 
@@ -75,6 +76,7 @@ impl FileStore {
     }
 }
 
+#[cfg(unix)]
 fn untrusted_error(path: &Path, why: &str) -> Error {
     Error::store(format!(
         "refusing to use {}: {why}. Another user may have planted it. Delete it (`rm {}`) and run \
