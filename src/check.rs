@@ -203,7 +203,7 @@ fn endpoint_checks(c: &ServerConfig, meta: &Metadata, out: &mut Vec<Check>) {
 
 /// The client's key and the platform tokens it sends can be read, and look as the provider will want them.
 fn credential_checks(c: &ServerConfig, meta: &Metadata, http: &Http, now: i64, out: &mut Vec<Check>) {
-    use crate::flow::source::{self, Role};
+    use crate::flow::platform_token::{self, Role};
     if let Some(path) = &c.client_assertion_key {
         match crate::jws::SigningKey::load(path, c.client_assertion_kid.as_deref()) {
             Ok(k) => out.push(pass(
@@ -225,18 +225,18 @@ fn credential_checks(c: &ServerConfig, meta: &Metadata, http: &Http, now: i64, o
     ];
     for (src, role, name) in sources {
         let Some(src) = src else { continue };
-        if let crate::config::TokenSource::Command(_) = src {
+        if let crate::config::PlatformToken::Command(_) = src {
             out.push(pass(name, format!("{} (not run by --check)", src.describe())));
             continue;
         }
-        let token = match source::read(c, src, role, http, now) {
+        let token = match platform_token::read(c, src, role, http, now) {
             Ok(t) => t,
             Err(e) => {
                 out.push(fail(name, e.to_string(), format!("fix `{}` or its source", role.key())));
                 continue;
             }
         };
-        let Some(claims) = crate::token::Claims::peek(token.expose()) else {
+        let Some(claims) = crate::tokenset::Claims::peek(token.expose()) else {
             out.push(pass(name, format!("{} holds a token (not a JWT: not inspected)", src.describe())));
             continue;
         };
@@ -245,7 +245,7 @@ fn credential_checks(c: &ServerConfig, meta: &Metadata, http: &Http, now: i64, o
             Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
             _ => Vec::new(),
         };
-        let left = claims.exp.map(|e| format!(", expires in {}", crate::token::human_duration(e - now)));
+        let left = claims.exp.map(|e| format!(", expires in {}", crate::tokenset::human_duration(e - now)));
         let detail = format!(
             "{}: a JWT from {} for {}{}",
             src.describe(),

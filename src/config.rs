@@ -1,12 +1,12 @@
 //! Configuration resolution, compatible with the `mlflow-oidc-client` plugin: config files found on disk
-//! (I/O, in [`load_sources`]) and a pure [`resolve`] from (flags, environment, file texts) to one
+//! (I/O, in [`load_files`]) and a pure [`resolve`] from (flags, environment, file texts) to one
 //! [`ServerConfig`] plus where each value came from.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::token::Secret;
+use crate::tokenset::Secret;
 
 pub const DEFAULT_REDIRECT_URI: &str = "http://127.0.0.1:39303/oauth2/callback";
 pub const DEFAULT_SCOPE: &str = "openid profile email";
@@ -16,20 +16,20 @@ const SERVERS_KEY: &str = "tracking-servers";
 
 /// Where a resolved value came from, as `status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum Origin {
     Env,
     File(PathBuf),
     Flag,
     Default,
 }
 
-impl fmt::Display for Source {
+impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::Env => f.write_str("env"),
-            Source::File(p) => write!(f, "file:{}", p.display()),
-            Source::Flag => f.write_str("flag"),
-            Source::Default => f.write_str("default"),
+            Origin::Env => f.write_str("env"),
+            Origin::File(p) => write!(f, "file:{}", p.display()),
+            Origin::Flag => f.write_str("flag"),
+            Origin::Default => f.write_str("default"),
         }
     }
 }
@@ -62,7 +62,7 @@ impl AuthMethod {
 
 /// Where a platform token (a federated client assertion or a subject token) comes from; read on every use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
+pub enum PlatformToken {
     /// A file re-read on every use (a Kubernetes projected token, `AZURE_FEDERATED_TOKEN_FILE`).
     File(PathBuf),
     /// An environment variable (GitLab CI `id_tokens`); its value as captured at start-up.
@@ -73,14 +73,14 @@ pub enum TokenSource {
     Command(String),
 }
 
-impl TokenSource {
+impl PlatformToken {
     /// What `status` and messages call it: never the token.
     pub fn describe(&self) -> String {
         match self {
-            TokenSource::File(p) => format!("file {}", p.display()),
-            TokenSource::Env { name, .. } => format!("environment variable {name}"),
-            TokenSource::GithubActions { .. } => "GitHub Actions OIDC token service".into(),
-            TokenSource::Command(c) => format!("command `{c}`"),
+            PlatformToken::File(p) => format!("file {}", p.display()),
+            PlatformToken::Env { name, .. } => format!("environment variable {name}"),
+            PlatformToken::GithubActions { .. } => "GitHub Actions OIDC token service".into(),
+            PlatformToken::Command(c) => format!("command `{c}`"),
         }
     }
 }
@@ -162,15 +162,15 @@ pub struct ServerConfig {
     pub client_assertion_key: Option<PathBuf>,
     pub client_assertion_kid: Option<String>,
     /// A platform token sent as a federated client assertion.
-    pub client_assertion: Option<TokenSource>,
+    pub client_assertion: Option<PlatformToken>,
     /// The `audience` asked of GitHub Actions' token service.
     pub github_actions_audience: Option<String>,
     pub grant: GrantChoice,
     /// The token to exchange (RFC 8693) or assert (RFC 7523 §2.1).
-    pub subject_token: Option<TokenSource>,
+    pub subject_token: Option<PlatformToken>,
     pub subject_token_type: String,
     /// For each field name (`uri`, `issuer`, `client_id`, …), where its value came from.
-    pub sources: BTreeMap<&'static str, Source>,
+    pub origins: BTreeMap<&'static str, Origin>,
 }
 
 impl ServerConfig {
@@ -263,7 +263,7 @@ pub enum FileKind {
     Explicit,
 }
 
-/// One configuration file's text, read by [`load_sources`].
+/// One configuration file's text, read by [`load_files`].
 #[derive(Debug, Clone)]
 pub struct ConfigFile {
     pub path: PathBuf,
@@ -379,7 +379,7 @@ mod select;
 mod validate;
 mod view;
 
-pub use files::{Loaded, Skipped, load_sources, store_setting};
+pub use files::{Loaded, Skipped, load_files, store_setting};
 
 /// The keys of a project file's blocks that wait for `mlflow-oidc trust` (for `trust` to say what it unlocks).
 pub fn keys_needing_trust(path: PathBuf, text: String) -> Result<Vec<&'static str>, crate::error::Error> {

@@ -17,14 +17,14 @@ use crate::config::{AuthMethod, ServerConfig};
 use crate::discovery::Metadata;
 use crate::error::{Error, Result};
 use crate::http::Http;
-use crate::token::{Secret, TokenSet};
+use crate::tokenset::{Secret, TokenSet};
 
 mod client_auth;
 mod device;
 mod machine;
+pub mod platform_token;
 pub(crate) mod request;
 mod revoke;
-pub mod source;
 #[cfg(test)]
 mod tests;
 pub(crate) use client_auth::invalid_client_hint;
@@ -421,7 +421,7 @@ pub(crate) fn to_token_set(resp: TokenResponse, now: i64, issuer: &str) -> Resul
         ("a refresh token", &set.refresh_token),
     ] {
         if let Some(t) = token
-            && !crate::token::is_b64token(t.expose())
+            && !crate::tokenset::is_b64token(t.expose())
         {
             return Err(Error::provider(format!(
                 "the provider {} returned {what} with characters a bearer token may not hold (RFC 6750 \

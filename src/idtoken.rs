@@ -3,7 +3,7 @@
 //! straight from the token endpoint over TLS, which §3.1.3.7 step 6 allows in place of it.
 
 use crate::error::{Error, Result, printable};
-use crate::token::{Claims, constant_time_eq};
+use crate::tokenset::{Claims, constant_time_eq};
 
 /// Clock skew tolerated on `exp` and `iat` (the clocks of laptops and providers drift by minutes).
 pub const LEEWAY: i64 = 300;

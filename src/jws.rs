@@ -11,7 +11,7 @@ use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::token::Secret;
+use crate::tokenset::Secret;
 
 /// The JWS algorithm of a signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

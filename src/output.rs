@@ -4,8 +4,8 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{ServerConfig, Skipped};
 use crate::error::{shell_word, strip_controls};
-pub use crate::token::human_duration;
-use crate::token::{Claims, TokenKind, TokenSet, rfc3339};
+pub use crate::tokenset::human_duration;
+use crate::tokenset::{Claims, TokenKind, TokenSet, rfc3339};
 
 /// How `token` prints the token (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,7 +23,7 @@ pub enum Format {
 /// The `config` member of `status --json`: exactly these fields; the secret itself never appears.
 pub fn config_json(c: &ServerConfig) -> Value {
     let sources: Map<String, Value> =
-        c.sources.iter().map(|(k, v)| ((*k).to_string(), Value::String(v.to_string()))).collect();
+        c.origins.iter().map(|(k, v)| ((*k).to_string(), Value::String(v.to_string()))).collect();
     json!({
         "uri": c.uri,
         "issuer": c.issuer,
@@ -67,7 +67,7 @@ pub fn credential(c: &ServerConfig) -> (&'static str, Option<String>) {
 
 /// The human `status` lines for the configuration.
 pub fn config_text(c: &ServerConfig) -> String {
-    let src = |k: &str| c.sources.get(k).map(|s| format!("  ({s})")).unwrap_or_default();
+    let src = |k: &str| c.origins.get(k).map(|s| format!("  ({s})")).unwrap_or_default();
     let mut s = String::new();
     let mut line = |label: &str, value: &str, key: &str| {
         // Values come from files a cloned repository may have written: printed through the one filter.

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::{atomic_write, hash_key};
 
 mod file;
-use crate::token::TokenSet;
+use crate::tokenset::TokenSet;
 pub use file::FileStore;
 
 /// The store key of a server: issuer + client id + tracking URI + audience + scope, so servers never share tokens.
@@ -128,7 +128,7 @@ struct Choice {
 
 #[derive(Serialize, Deserialize)]
 struct KeyringValue {
-    refresh_token: crate::token::Secret<String>,
+    refresh_token: crate::tokenset::Secret<String>,
     saved_at: i64,
 }
 
@@ -210,9 +210,9 @@ impl Store {
                     format!(
                         "the keyring was unavailable on {} ({}); remembered until {}, when the keyring is asked \
                          again — `--store keyring` switches back now",
-                        crate::token::rfc3339(c.since),
+                        crate::tokenset::rfc3339(c.since),
                         c.reason,
-                        crate::token::rfc3339(retry_at)
+                        crate::tokenset::rfc3339(retry_at)
                     ),
                 );
             }
@@ -268,7 +268,7 @@ impl Store {
     }
 
     /// The refresh token of `entry`, from wherever it lives.
-    pub fn refresh_token(&self, key: &str, entry: &Entry) -> Result<Option<crate::token::Secret<String>>> {
+    pub fn refresh_token(&self, key: &str, entry: &Entry) -> Result<Option<crate::tokenset::Secret<String>>> {
         if let Some(rt) = &entry.tokens.refresh_token {
             return Ok(Some(rt.clone()));
         }

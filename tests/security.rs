@@ -6,7 +6,7 @@
 //! `loopback::tests::the_request_head_has_one_deadline_across_reads`,
 //! `loopback::tests::a_flood_of_idle_connections_evicts_the_oldest_not_the_callback`,
 //! `loopback::tests::the_host_header_must_name_the_listener`,
-//! `token::tests::secret_debug_is_redacted`, `store::tests::files_are_private_and_replaced_atomically`,
+//! `tokenset::tests::secret_debug_is_redacted`, `store::tests::files_are_private_and_replaced_atomically`,
 //! `store::tests::a_planted_symlink_is_replaced_not_followed`, and the issuer and redirect validation in
 //! `config::tests`. SECURITY.md lists which property each test proves.
 
@@ -495,7 +495,7 @@ impl<T> ViaAnything for &Probe<T> {
 #[test]
 #[allow(clippy::needless_borrow)] // the borrow is the probe: it makes the by-value impl win when it applies
 fn the_secret_type_has_no_display_and_a_redacted_debug() {
-    use mlflow_oidc::token::{Secret, TokenSet};
+    use mlflow_oidc::tokenset::{Secret, TokenSet};
     let secret = Secret::new("hunter2-secret".to_string());
     assert_eq!((&Probe("x".to_string())).kind(), "Display", "the probe itself works");
     assert_eq!((&Probe(secret.clone())).kind(), "not Display", "Secret must not implement Display");

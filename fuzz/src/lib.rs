@@ -13,7 +13,7 @@ use mlflow_oidc::discovery::{Metadata, discovery_url};
 use mlflow_oidc::env::Env;
 use mlflow_oidc::loopback::{Callback, judge, judge_request};
 use mlflow_oidc::store::Entry;
-use mlflow_oidc::token::{Claims, MinValid, Secret, TokenKind, TokenSet, rfc3339};
+use mlflow_oidc::tokenset::{Claims, MinValid, Secret, TokenKind, TokenSet, rfc3339};
 
 /// Configuration: TOML parsing, block extraction and resolution, plus the URL validators, on arbitrary text.
 ///

@@ -15,7 +15,7 @@ Outside MLflow, :func:`get_token` and :class:`OidcAuth` give the same tokens to 
 
 from __future__ import annotations
 
-from mlflow_oidc._token import SOURCE, MlflowOidcError, find_binary
+from mlflow_oidc._token import CACHE, MlflowOidcError, find_binary
 
 __all__ = ["MlflowOidcError", "OidcAuth", "find_binary", "get_token"]
 
@@ -26,7 +26,7 @@ def get_token(server: str | None = None) -> str:
         from mlflow.tracking import get_tracking_uri
 
         server = get_tracking_uri()
-    return SOURCE.token(server)
+    return CACHE.token(server)
 
 
 def __getattr__(name: str):

@@ -21,7 +21,7 @@ from mlflow_oidc._binary import MlflowOidcError, find_binary
 from mlflow_oidc._explain import rejection
 from mlflow_oidc._text import printable as _printable
 
-__all__ = ["SOURCE", "MlflowOidcError", "TokenSource", "find_binary"]
+__all__ = ["CACHE", "MlflowOidcError", "TokenCache", "find_binary"]
 
 _logger = logging.getLogger("mlflow_oidc")
 
@@ -53,7 +53,7 @@ class _Entry:
         self.renew_at = expires_at - self.margin
 
 
-class TokenSource:
+class TokenCache:
     """Per-server token cache in front of `mlflow-oidc token --format json`."""
 
     def __init__(self, clock: Callable[[], float] = time.time, run=None) -> None:
@@ -181,7 +181,7 @@ def _failure_message(server: str, failed: _binary.Failure) -> str:
 
 
 # The process-wide cache shared by the MLflow plugins and get_token().
-SOURCE = TokenSource()
+CACHE = TokenCache()
 
 
 def _warn_untrusted(server: str, status_json: str) -> None:

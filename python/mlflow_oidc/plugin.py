@@ -8,7 +8,7 @@
   URI, so plain `mlflow …` commands work with only a pyproject block and MLFLOW_TRACKING_URI, as
   they did with mlflow-oidc-client. MLflow users without such a configuration are untouched.
 
-Both get their tokens from :data:`mlflow_oidc._token.SOURCE`, one in-process cache per server.
+Both get their tokens from :data:`mlflow_oidc._token.CACHE`, one in-process cache per server.
 The auth provider sees each request's URL and adds a token only within the tracking or registry
 URI (origin and path prefix, :mod:`mlflow_oidc._match`); the header provider cannot see it (its
 class doc says what it sends where).
@@ -26,7 +26,7 @@ from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestA
 from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 
 from mlflow_oidc import _guard, _match
-from mlflow_oidc._token import SOURCE, MlflowOidcError
+from mlflow_oidc._token import CACHE, MlflowOidcError
 
 _logger = logging.getLogger("mlflow_oidc")
 
@@ -93,12 +93,12 @@ class OidcAuth(AuthBase):
                               target.origin() if target else "a URL that is not plain http(s)",
                               self.server or "the tracking or registry URI")
             return r
-        token = SOURCE.token(server)
+        token = CACHE.token(server)
         r.headers["Authorization"] = f"Bearer {token}"
 
         def explain(resp, *args, **kwargs):
             if resp.status_code == 401:
-                SOURCE.explain_rejection(server, token)
+                CACHE.explain_rejection(server, token)
             # Raised before requests follows the redirect: the login page never reaches MLflow's JSON parser.
             login = _guard.diagnose(resp.status_code, resp.headers.get("Location"), resp.headers.get("Content-Type"))
             if login is not None:
@@ -141,8 +141,8 @@ class OidcRequestHeaderProvider(RequestHeaderProvider):
         if env.get("MLFLOW_TRACKING_TOKEN") or (env.get("MLFLOW_TRACKING_USERNAME") and env.get("MLFLOW_TRACKING_PASSWORD")):
             return False  # MLflow puts these in Authorization after us: don't fetch a token for nothing
         uri = _tracking_uri()
-        return _match.server_scope(uri) is not None and SOURCE.configured(uri)
+        return _match.server_scope(uri) is not None and CACHE.configured(uri)
 
     def request_headers(self) -> dict:
         # No URL here (see the class doc): the token of the tracking URI, whatever the destination.
-        return {"Authorization": f"Bearer {SOURCE.token(_tracking_uri())}"}
+        return {"Authorization": f"Bearer {CACHE.token(_tracking_uri())}"}

@@ -97,7 +97,7 @@ def fig_plugin(rep, sb, idp, counts):
 NEW_PLUGIN_PER_REQUEST = """
 import json, os, sys, time
 import requests
-from mlflow_oidc._token import SOURCE
+from mlflow_oidc._token import CACHE
 from mlflow_oidc.plugin import OidcRequestAuthProvider, OidcRequestHeaderProvider
 n = int(sys.argv[1])
 uri = os.environ["MLFLOW_TRACKING_URI"]
@@ -107,7 +107,7 @@ auth_provider = OidcRequestAuthProvider()
 assert header.in_context() and header.request_headers()["Authorization"].startswith("Bearer ")
 req = requests.Request("GET", uri + "/api/2.0/mlflow/runs/log-metric").prepare()
 auth_provider.get_auth()(req)
-calls_before = dict(SOURCE.calls)
+calls_before = dict(CACHE.calls)
 
 def per_call(fn):
     for _ in range(50):
@@ -138,7 +138,7 @@ def static_token():
 
 out = {"header_ns": per_call(with_header_provider), "auth_ns": per_call(with_auth_provider),
        "static_ns": per_call(static_token)}
-out["binary_runs_during_loop"] = sum(SOURCE.calls.values()) - sum(calls_before.values())
+out["binary_runs_during_loop"] = sum(CACHE.calls.values()) - sum(calls_before.values())
 print(json.dumps(out))
 """
 

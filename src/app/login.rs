@@ -14,7 +14,7 @@ use crate::flow::{DevicePoll, Flows};
 use crate::loopback::{self, Callback};
 use crate::progress::Countdown;
 use crate::store::{Entry, TokenStore};
-use crate::token::{Claims, TokenSet};
+use crate::tokenset::{Claims, TokenSet};
 
 pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<()> {
     let mut session = Session::open(flags, deps)?;
@@ -50,7 +50,7 @@ pub(super) fn login(flags: &Flags, args: &LoginArgs, deps: &mut Deps) -> Result<
         .and_then(|cl| cl.who());
     let until = set
         .expires_at(session.kind())
-        .map(|e| format!(" (token valid until {})", crate::token::rfc3339(e)))
+        .map(|e| format!(" (token valid until {})", crate::tokenset::rfc3339(e)))
         .unwrap_or_default();
     let refresh = match (set.refresh_token.is_some(), c.is_machine()) {
         (true, _) => "",

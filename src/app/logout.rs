@@ -9,7 +9,7 @@ use crate::discovery;
 use crate::error::Result;
 use crate::flow::ClientAuth;
 use crate::store::{Entry, LockGuard, Store, TokenStore};
-use crate::token::Secret;
+use crate::tokenset::Secret;
 
 pub(super) fn logout(flags: &Flags, args: &LogoutArgs, deps: &mut Deps) -> Result<()> {
     if args.all {

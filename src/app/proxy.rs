@@ -1,4 +1,4 @@
-//! `proxy` and `exec --proxy`: start the reverse proxy (src/proxy.rs) for the configured tracking server and
+//! `proxy` and `exec --proxy`: start the reverse proxy (src/reverse_proxy.rs) for the configured tracking server and
 //! keep its token fresh with the `token` logic ([`valid_token`]: cache → refresh under the lock → machine
 //! grant), on this thread, until a signal or the command's exit stops it.
 
@@ -13,7 +13,7 @@ use crate::cli::{ExecArgs, ProxyArgs};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Flags, keys};
 use crate::error::{Error, Result};
-use crate::proxy::{self, Failure, FailureKind, Fresh, Proxy, TokenCell, upstream};
+use crate::reverse_proxy::{self, Failure, FailureKind, Fresh, Proxy, TokenCell, upstream};
 
 /// In-flight requests get this long to finish when the proxy stops.
 const GRACE: Duration = Duration::from_secs(10);
@@ -176,7 +176,7 @@ fn start(
              the server's CA with MLFLOW_TRACKING_SERVER_CERT_PATH (or SSL_CERT_FILE) and unset it",
         ));
     }
-    if !proxy::is_loopback(&listen) {
+    if !reverse_proxy::is_loopback(&listen) {
         if !allow_remote {
             return Err(Error::config(format!(
                 "refusing to listen on {listen}: not a loopback address (anyone who can reach it and learns the \
@@ -225,18 +225,18 @@ fn start(
     {
         cell.seed(fresh);
     }
-    let log: Option<proxy::Log> = deps.verbose.then(|| {
+    let log: Option<reverse_proxy::Log> = deps.verbose.then(|| {
         Arc::new(|line: &str| {
             use std::io::Write;
             let _ = writeln!(std::io::stderr().lock(), "mlflow-oidc: {line}");
-        }) as proxy::Log
+        }) as reverse_proxy::Log
     });
-    let settings = proxy::Settings {
+    let settings = reverse_proxy::Settings {
         listen,
         upstream: upstream.clone(),
         tls,
         upstream_timeout,
-        limits: proxy::Limits::default(),
+        limits: reverse_proxy::Limits::default(),
         log,
     };
     let proxy = Proxy::start(settings, cell.clone())?;

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::flow::Flows;
 use crate::http::Http;
 use crate::store::{self, Store, StoreSettings};
-use crate::token::{TokenKind, TokenSet};
+use crate::tokenset::{TokenKind, TokenSet};
 
 pub struct Session {
     pub server: ServerConfig,
@@ -95,7 +95,7 @@ pub(super) fn store_only(flags: &Flags, deps: &mut Deps) -> Result<Store> {
 /// The config files, with a warning for each one skipped because another user could have written it, and each
 /// project file marked with whether the user trusted its content (issue 21).
 fn load_config(flags: &Flags, deps: &mut Deps) -> Result<config::Loaded> {
-    let mut loaded = config::load_sources(flags, &deps.env, &deps.paths)?;
+    let mut loaded = config::load_files(flags, &deps.env, &deps.paths)?;
     for s in &loaded.skipped {
         deps.warnings.push(s.warning.clone());
     }

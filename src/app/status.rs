@@ -40,7 +40,7 @@ pub(super) fn status(flags: &Flags, args: &StatusArgs, deps: &mut Deps) -> Resul
             // Only a token good for a few more seconds is sent: --check neither logs in nor refreshes.
             let token = entry
                 .as_ref()
-                .filter(|e| e.tokens.freshness(session.kind(), now, crate::token::MinValid::Exactly(5)).is_ok())
+                .filter(|e| e.tokens.freshness(session.kind(), now, crate::tokenset::MinValid::Exactly(5)).is_ok())
                 .and_then(|e| e.tokens.token(session.kind()));
             checks.push(crate::check::tracking_check(uri, &http, token.map(|t| t.expose().as_str())));
         }

@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::keyring_store::MemorySecrets;
 use crate::paths::Paths;
 use crate::store::{self, Backend, Entry, Store, StoreSettings, TokenStore};
-use crate::token::{MinValid, Secret, TokenSet};
+use crate::tokenset::{MinValid, Secret, TokenSet};
 
 const NOW: i64 = 1_800_000_000;
 

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::flow::Flows;
 use crate::output;
 use crate::store::{Entry, LockGuard, TokenStore};
-use crate::token::{MinValid, Secret, TokenKind, TokenSet};
+use crate::tokenset::{MinValid, Secret, TokenKind, TokenSet};
 
 pub(super) fn token(flags: &Flags, args: &TokenArgs, deps: &mut Deps) -> Result<()> {
     let want = Want { min_valid: args.min_valid, no_login: args.no_login, login_timeout: args.timeout };
@@ -17,7 +17,7 @@ pub(super) fn token(flags: &Flags, args: &TokenArgs, deps: &mut Deps) -> Result<
     let got = valid_token(&mut session, &want, deps)?;
     let token = got.tokens.token(got.kind).ok_or_else(|| Error::provider("no token to print"))?;
     // Checked on arrival since issue 21; a token stored by an older version is checked here, where it is printed.
-    if !crate::token::is_b64token(token.expose()) {
+    if !crate::tokenset::is_b64token(token.expose()) {
         return Err(Error::store(format!(
             "the stored token for {} is not a valid bearer token (RFC 6750 §2.1): run `mlflow-oidc logout` and log in again",
             got.config.display_name()

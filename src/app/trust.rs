@@ -106,7 +106,7 @@ fn target(flags: &Flags, path: Option<&Path>, deps: &mut Deps) -> Result<PathBuf
              Give the project's pyproject.toml as PATH",
         ));
     }
-    let loaded = config::load_sources(flags, &deps.env, &deps.paths)?;
+    let loaded = config::load_files(flags, &deps.env, &deps.paths)?;
     if let Some(f) = loaded.files.iter().find(|f| f.kind == FileKind::Project) {
         return Ok(crate::trust::canonical(&f.path));
     }

@@ -8,33 +8,33 @@ use super::keys::{self, Setting};
 use super::validate::{check_auth_param, check_resource, parse_bool, validate_issuer, validate_redirect_uri};
 use super::{
     AuthMethod, Block, DEFAULT_REDIRECT_URI, DEFAULT_SCOPE, DEFAULT_SUBJECT_TOKEN_TYPE, FlowChoice, GrantChoice,
-    ServerConfig, Source, TokenSource,
+    Origin, PlatformToken, ServerConfig,
 };
 use crate::env::Env;
 use crate::error::{Error, Result};
-use crate::token::Secret;
+use crate::tokenset::Secret;
 
 pub(super) fn build_server(
     block: Option<&Block>,
     env: &Env,
     uri: Option<String>,
-    uri_source: Source,
+    uri_origin: Origin,
 ) -> Result<ServerConfig> {
-    let mut sources = BTreeMap::new();
-    sources.insert("uri", uri_source);
+    let mut origins = BTreeMap::new();
+    origins.insert("uri", uri_origin);
 
     // env, then the matched block, then (for the caller) a default — as the plugin's `env or file or default`.
-    let mut string = |s: &'static Setting| -> Result<Option<(String, Source)>> {
+    let mut string = |s: &'static Setting| -> Result<Option<(String, Origin)>> {
         let (key, field) = (s.key, s.field);
         if let Some(v) = env.get(s.env)? {
-            sources.insert(field, Source::Env);
-            return Ok(Some((v.to_string(), Source::Env)));
+            origins.insert(field, Origin::Env);
+            return Ok(Some((v.to_string(), Origin::Env)));
         }
         if let Some(b) = block
             && let Some(v) = b.strings.get(key)
         {
-            sources.insert(field, Source::File(b.file.clone()));
-            return Ok(Some((v.clone(), Source::File(b.file.clone()))));
+            origins.insert(field, Origin::File(b.file.clone()));
+            return Ok(Some((v.clone(), Origin::File(b.file.clone()))));
         }
         Ok(None)
     };
@@ -62,7 +62,7 @@ pub(super) fn build_server(
 
     let name = uri.clone().unwrap_or_else(|| "the environment-only configuration".into());
     let (Some((issuer, issuer_src)), Some((client_id, _))) = (issuer, client_id) else {
-        let missing = match (sources.contains_key("issuer"), sources.contains_key("client_id")) {
+        let missing = match (origins.contains_key("issuer"), origins.contains_key("client_id")) {
             (false, false) => "issuer and client-id",
             (false, true) => "issuer",
             _ => "client-id",
@@ -81,21 +81,21 @@ pub(super) fn build_server(
             r
         }
         None => {
-            sources.insert("redirect_uri", Source::Default);
+            origins.insert("redirect_uri", Origin::Default);
             DEFAULT_REDIRECT_URI.to_string()
         }
     };
     let (scope, scope_explicit) = match scope {
         Some((s, _)) => (s, true),
         None => {
-            sources.insert("scope", Source::Default);
+            origins.insert("scope", Origin::Default);
             (DEFAULT_SCOPE.to_string(), false)
         }
     };
     let (audience, audience_explicit) = match audience {
         Some((a, _)) => (a, true),
         None => {
-            sources.insert("audience", Source::Default);
+            origins.insert("audience", Origin::Default);
             (client_id.clone(), false)
         }
     };
@@ -103,9 +103,9 @@ pub(super) fn build_server(
     let client_secret = client_secret.map(|(s, _)| Secret::new(s));
     let client_assertion_key = assertion_key.map(|(p, src)| relative_to_file(p, &src, block));
     let client_assertion =
-        client_assertion.map(|(v, src)| token_source(&v, &src, block, env, keys::CLIENT_ASSERTION)).transpose()?;
+        client_assertion.map(|(v, src)| platform_token(&v, &src, block, env, keys::CLIENT_ASSERTION)).transpose()?;
     let subject_token =
-        subject_token.map(|(v, src)| token_source(&v, &src, block, env, keys::SUBJECT_TOKEN)).transpose()?;
+        subject_token.map(|(v, src)| platform_token(&v, &src, block, env, keys::SUBJECT_TOKEN)).transpose()?;
     // Any credential of the client's own makes it a machine client by default, as a secret always did.
     let has_own_credential = client_secret.is_some()
         || client_assertion_key.is_some()
@@ -115,16 +115,16 @@ pub(super) fn build_server(
     let mut boolean = |s: &'static Setting, default: bool| -> Result<bool> {
         let (key, field, var) = (s.key, s.field, s.env);
         if let Some(v) = env.get(var)? {
-            sources.insert(field, Source::Env);
+            origins.insert(field, Origin::Env);
             return parse_bool(v).ok_or_else(|| {
                 Error::config(format!("{var} must be true or false (or yes/no, 1/0, on/off), not \"{v}\""))
             });
         }
         if let Some(b) = block.and_then(|b| b.bools.get(key).map(|v| (*v, b.file.clone()))) {
-            sources.insert(field, Source::File(b.1));
+            origins.insert(field, Origin::File(b.1));
             return Ok(b.0);
         }
-        sources.insert(field, Source::Default);
+        origins.insert(field, Origin::Default);
         Ok(default)
     };
     let interactive = boolean(keys::INTERACTIVE, !has_own_credential)?;
@@ -272,14 +272,14 @@ pub(super) fn build_server(
         grant,
         subject_token,
         subject_token_type: subject_token_type.unwrap_or_else(|| DEFAULT_SUBJECT_TOKEN_TYPE.to_string()),
-        sources,
+        origins,
     })
 }
 
 /// A relative path in a file is relative to that file, so a project can commit its CA (or key) next to it.
-fn relative_to_file(p: String, src: &Source, block: Option<&Block>) -> PathBuf {
+fn relative_to_file(p: String, src: &Origin, block: Option<&Block>) -> PathBuf {
     match (src, block) {
-        (Source::File(_), Some(b)) if Path::new(&p).is_relative() => {
+        (Origin::File(_), Some(b)) if Path::new(&p).is_relative() => {
             b.file.parent().map(|d| d.join(&p)).unwrap_or_else(|| PathBuf::from(&p))
         }
         _ => PathBuf::from(p),
@@ -289,24 +289,24 @@ fn relative_to_file(p: String, src: &Source, block: Option<&Block>) -> PathBuf {
 /// `file:PATH`, `env:NAME`, `github-actions` or `command:CMD`. From a project file these arrive only once the
 /// user trusted it (issue 21; `needs_trust` in the settings table): a cloned repository's pyproject.toml must not
 /// read the user's files or variables, or run commands, on `mlflow-oidc token`.
-fn token_source(v: &str, src: &Source, block: Option<&Block>, env: &Env, s: &Setting) -> Result<TokenSource> {
+fn platform_token(v: &str, src: &Origin, block: Option<&Block>, env: &Env, s: &Setting) -> Result<PlatformToken> {
     let at = describe(src, s);
     let v = v.trim();
     if let Some(path) = v.strip_prefix("file:") {
         if path.is_empty() {
             return Err(Error::config(format!("{at} is `file:` without a path: write file:PATH")));
         }
-        return Ok(TokenSource::File(relative_to_file(path.to_string(), src, block)));
+        return Ok(PlatformToken::File(relative_to_file(path.to_string(), src, block)));
     }
     if let Some(name) = v.strip_prefix("env:") {
         if name.is_empty() {
             return Err(Error::config(format!("{at} is `env:` without a variable name: write env:NAME")));
         }
         let value = env.get(name)?.map(|t| Secret::new(t.trim().to_string()));
-        return Ok(TokenSource::Env { name: name.to_string(), value });
+        return Ok(PlatformToken::Env { name: name.to_string(), value });
     }
     if v == "github-actions" {
-        return Ok(TokenSource::GithubActions {
+        return Ok(PlatformToken::GithubActions {
             request_url: env.get("ACTIONS_ID_TOKEN_REQUEST_URL")?.map(str::to_string),
             request_token: env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")?.map(|t| Secret::new(t.to_string())),
         });
@@ -315,7 +315,7 @@ fn token_source(v: &str, src: &Source, block: Option<&Block>, env: &Env, s: &Set
         if cmd.trim().is_empty() {
             return Err(Error::config(format!("{at} is `command:` without a command: write command:CMD")));
         }
-        return Ok(TokenSource::Command(cmd.trim().to_string()));
+        return Ok(PlatformToken::Command(cmd.trim().to_string()));
     }
     // The value is not quoted: it may be a token pasted where its source belongs.
     Err(Error::config(format!(
@@ -325,9 +325,9 @@ fn token_source(v: &str, src: &Source, block: Option<&Block>, env: &Env, s: &Set
 }
 
 /// "MLFLOW_TRACKING_OIDC_ISSUER" or "`issuer` in /path/pyproject.toml", for error messages.
-fn describe(src: &Source, s: &Setting) -> String {
+fn describe(src: &Origin, s: &Setting) -> String {
     match src {
-        Source::File(p) => format!("`{}` in {}", s.key, p.display()),
+        Origin::File(p) => format!("`{}` in {}", s.key, p.display()),
         _ => s.env.to_string(),
     }
 }

@@ -36,7 +36,7 @@ pub struct Skipped {
 /// its owner's issuer, and `token` would send our client secret there. A project or explicit file in a
 /// directory the user config lists in `safe-directories` is used whoever owns it. Windows: no owner or mode
 /// checks yet (cfg(unix) only; ACLs would be needed) — see SECURITY.md.
-pub fn load_sources(flags: &Flags, env: &Env, paths: &Paths) -> Result<Loaded> {
+pub fn load_files(flags: &Flags, env: &Env, paths: &Paths) -> Result<Loaded> {
     let user_config = paths.user_config.as_deref();
     let mut out = Loaded::default();
     let mut safe = SafeDirs::default();

@@ -57,7 +57,7 @@ fn keep_project_block(b: &Block, user_blocks: &[Block], warnings: &mut Vec<Strin
     false
 }
 
-/// Resolve the configuration of one server. Pure: all I/O happened in [`load_sources`].
+/// Resolve the configuration of one server. Pure: all I/O happened in [`load_files`].
 pub fn resolve(files: &[ConfigFile], env: &Env, flags: &Flags) -> Result<Resolved> {
     let mut warnings = Vec::new();
     let mut blocks = Vec::new();
@@ -78,28 +78,28 @@ pub fn resolve(files: &[ConfigFile], env: &Env, flags: &Flags) -> Result<Resolve
     blocks.retain(|b| keep_project_block(b, &user_blocks, &mut warnings));
     let known_uris: Vec<String> = blocks.iter().filter_map(|b| b.uri.clone()).collect();
 
-    let (target, uri_source) = match &flags.server {
-        Some(s) if !s.is_empty() => (Some(s.clone()), Source::Flag),
+    let (target, uri_origin) = match &flags.server {
+        Some(s) if !s.is_empty() => (Some(s.clone()), Origin::Flag),
         _ => match env.get("MLFLOW_TRACKING_URI")? {
-            Some(s) => (Some(s.to_string()), Source::Env),
-            None => (None, Source::Default),
+            Some(s) => (Some(s.to_string()), Origin::Env),
+            None => (None, Origin::Default),
         },
     };
     let env_complete =
         env.get("MLFLOW_TRACKING_OIDC_ISSUER")?.is_some() && env.get("MLFLOW_TRACKING_OIDC_CLIENT_ID")?.is_some();
 
-    let (block, uri, uri_source) = match &target {
+    let (block, uri, uri_origin) = match &target {
         Some(t) => match find_block(&blocks, t) {
-            Some(b) => (Some(b), Some(t.clone()), uri_source),
-            None if env_complete => (None, Some(t.clone()), uri_source),
-            None => return Err(no_match_error(t, &uri_source, files, &known_uris)),
+            Some(b) => (Some(b), Some(t.clone()), uri_origin),
+            None if env_complete => (None, Some(t.clone()), uri_origin),
+            None => return Err(no_match_error(t, &uri_origin, files, &known_uris)),
         },
         None => {
             let with_uri: Vec<&Block> = blocks.iter().filter(|b| b.uri.is_some()).collect();
             match with_uri.as_slice() {
-                [] if env_complete => (None, None, Source::Default),
+                [] if env_complete => (None, None, Origin::Default),
                 [] => return Err(nothing_configured_error(files)),
-                [only] => (Some(*only), only.uri.clone(), Source::File(only.file.clone())),
+                [only] => (Some(*only), only.uri.clone(), Origin::File(only.file.clone())),
                 many => {
                     let list = many.iter().filter_map(|b| b.uri.as_deref()).collect::<Vec<_>>().join(", ");
                     return Err(Error::config(format!(
@@ -118,16 +118,16 @@ pub fn resolve(files: &[ConfigFile], env: &Env, flags: &Flags) -> Result<Resolve
         warnings.push(u.warning());
     }
     // A key ignored for want of trust may be why the rest does not add up (a grant without its subject token).
-    let server = build::build_server(block, env, uri, uri_source).map_err(|e| match (e, &untrusted) {
+    let server = build::build_server(block, env, uri, uri_origin).map_err(|e| match (e, &untrusted) {
         (Error::Config(m), Some(u)) => Error::config(format!("{m}. Note: {}", u.warning())),
         (e, _) => e,
     })?;
     Ok(Resolved { server, warnings, skipped: Vec::new(), untrusted })
 }
 
-fn no_match_error(target: &str, source: &Source, files: &[ConfigFile], known: &[String]) -> Error {
+fn no_match_error(target: &str, source: &Origin, files: &[ConfigFile], known: &[String]) -> Error {
     let from = match source {
-        Source::Flag => "--server",
+        Origin::Flag => "--server",
         _ => "MLFLOW_TRACKING_URI",
     };
     let where_ = if files.is_empty() {

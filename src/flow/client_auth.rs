@@ -87,7 +87,7 @@ pub fn client_auth<'a>(config: &'a ServerConfig, metadata: &Metadata, http: &Htt
             let src = config.client_assertion.as_ref().ok_or_else(|| {
                 Error::config("token-endpoint-auth-method is private_key_jwt but `client-assertion` is not set")
             })?;
-            Credential::Assertion(source::read(config, src, source::Role::ClientAssertion, http, now)?)
+            Credential::Assertion(platform_token::read(config, src, platform_token::Role::ClientAssertion, http, now)?)
         }
     };
     Ok(ClientAuth { client_id, credential })

@@ -11,7 +11,7 @@ use super::request::{self, Call, ErrorCode, Expect, Failure, Refusal};
 use super::{Flows, TokenResponse, check_endpoint, sanitize, to_token_set};
 use crate::error::{Error, Result};
 use crate::http::Http;
-use crate::token::{Secret, TokenSet};
+use crate::tokenset::{Secret, TokenSet};
 
 /// RFC 8628 §3.2: what the person is shown and what we poll with.
 pub struct DeviceAuthorization {

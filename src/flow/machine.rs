@@ -2,13 +2,13 @@
 //! grant, which the `oauth2` crate lacks: form POSTs through `flow/request.rs`, authenticated through
 //! [`ClientAuth`](super::ClientAuth).
 
+use super::platform_token::{self, Role};
 use super::request::{self, Call, Expect};
-use super::source::{self, Role};
 use super::{Flows, TokenResponse, to_token_set};
 use crate::config::MachineGrant;
 use crate::error::{Error, Result};
 use crate::http::Http;
-use crate::token::TokenSet;
+use crate::tokenset::TokenSet;
 
 /// RFC 8693 §3: the token type asked for.
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -21,7 +21,7 @@ impl Flows<'_> {
             .subject_token
             .as_ref()
             .ok_or_else(|| Error::config(format!("{}: token exchange needs `subject-token`", c.display_name())))?;
-        let subject = source::read(c, src, Role::SubjectToken, http, now)?;
+        let subject = platform_token::read(c, src, Role::SubjectToken, http, now)?;
         let form: Vec<(&str, &str)> = vec![
             ("grant_type", MachineGrant::TokenExchange.grant_type()),
             ("subject_token", subject.expose()),
@@ -36,7 +36,7 @@ impl Flows<'_> {
     pub fn jwt_bearer(&self, http: &Http, now: i64) -> Result<TokenSet> {
         let c = self.config;
         let assertion = match (&c.subject_token, &c.client_assertion_key) {
-            (Some(src), _) => source::read(c, src, Role::SubjectToken, http, now)?,
+            (Some(src), _) => platform_token::read(c, src, Role::SubjectToken, http, now)?,
             (None, Some(path)) => {
                 let key = crate::jws::SigningKey::load(path, c.client_assertion_kid.as_deref())?;
                 let alg = key.alg(self.metadata.token_endpoint_auth_signing_alg_values_supported.as_deref());

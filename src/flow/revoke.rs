@@ -4,7 +4,7 @@ use super::request::{self, Call, Expect};
 use super::{ClientAuth, check_endpoint};
 use crate::error::Result;
 use crate::http::Http;
-use crate::token::Secret;
+use crate::tokenset::Secret;
 
 /// Revoke `refresh_token` at `endpoint`. Our own request, not oauth2's `revoke_token`: that refuses every
 /// non-https endpoint (RFC 7009 §2), where we accept plain http on loopback hosts like every other endpoint

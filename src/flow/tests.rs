@@ -11,7 +11,7 @@ use crate::discovery::Metadata;
 use crate::env::Env;
 use crate::error::Error;
 use crate::http::Http;
-use crate::token::Secret;
+use crate::tokenset::Secret;
 
 const NOW: i64 = 1_800_000_000;
 const SECRET: &str = "cs-FLOWTEST-5ec2e7";
@@ -158,7 +158,8 @@ fn every_request_reads_every_reply_shape_the_same_way() {
     let device = public_flows.start_device(&http, &device_url).expect("expires_in as a string is read");
 
     let flows = |c| Flows::new(c, &meta).unwrap();
-    let tokens = |r: crate::error::Result<crate::token::TokenSet>| r.map_or_else(Outcome::Failed, |_| Outcome::Tokens);
+    let tokens =
+        |r: crate::error::Result<crate::tokenset::TokenSet>| r.map_or_else(Outcome::Failed, |_| Outcome::Tokens);
     let rt = Secret::new(RT.to_string());
     // Each call: what it is, where it goes, what it sends that must not come back, and how to make it.
     type Run<'r> = Box<dyn Fn() -> Outcome + 'r>;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::tls::Conn;
 use super::{GENERIC_FAILURE, HEAD_DEADLINE, MAX_REQUEST, SUCCESS, WRITE_TIMEOUT};
 use crate::error::printable;
-use crate::token::constant_time_eq;
+use crate::tokenset::constant_time_eq;
 
 pub use super::Callback;
 

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 
 use super::*;
-use crate::token::constant_time_eq;
+use crate::tokenset::constant_time_eq;
 
 fn get(target: &str) -> String {
     format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -1,7 +1,7 @@
 //! Unit tests of the store: the pinned cache format, atomic private writes, locks, keys, the keyring fallback.
 
 use super::*;
-use crate::token::Secret;
+use crate::tokenset::Secret;
 
 fn entry() -> Entry {
     Entry {

@@ -94,7 +94,7 @@ class FakeBinaryCase(unittest.TestCase):
             os.environ.pop(k, None)
         # The source's clock is a fake the tests move (STYLE habit 7): no test sleeps for a token to age.
         self.now = time.time()
-        self.source = _token.TokenSource(clock=lambda: self.now)
+        self.cache = _token.TokenCache(clock=lambda: self.now)
 
     def tearDown(self):
         self.env.stop()
@@ -146,21 +146,21 @@ class FindBinary(FakeBinaryCase):
 class Caching(FakeBinaryCase):
     def test_a_token_is_fetched_once_and_reused_until_near_expiry(self):
         for _ in range(50):
-            self.assertEqual(self.source.token(SERVER), "tok-1")
+            self.assertEqual(self.cache.token(SERVER), "tok-1")
         self.assertEqual(self.calls(), [["token", "--format", "json", "--server", SERVER]])
-        self.assertEqual(self.source.calls["token"], 1)
+        self.assertEqual(self.cache.calls["token"], 1)
 
     def test_renewal_at_a_quarter_of_the_life_left_passes_that_margin_as_min_valid(self):
         self.control(expires_in=4, now=self.now)  # margin at most 1 s: renewed after ~3 s
-        self.assertEqual(self.source.token(SERVER), "tok-1")
-        self.assertEqual(self.source.token(SERVER), "tok-1")
-        entry = self.source._entries[SERVER]
+        self.assertEqual(self.cache.token(SERVER), "tok-1")
+        self.assertEqual(self.cache.token(SERVER), "tok-1")
+        entry = self.cache._entries[SERVER]
         self.assertAlmostEqual(entry.expires_at - entry.renew_at, entry.margin, places=3)
         self.assertLessEqual(entry.margin, 1.0)
         self.now = entry.renew_at - 0.05
-        self.assertEqual(self.source.token(SERVER), "tok-1", "not yet due")
+        self.assertEqual(self.cache.token(SERVER), "tok-1", "not yet due")
         self.now = entry.renew_at + 0.05
-        self.assertEqual(self.source.token(SERVER), "tok-2")
+        self.assertEqual(self.cache.token(SERVER), "tok-2")
         calls = self.calls()
         self.assertEqual(len(calls), 2)
         self.assertEqual(calls[1][-2:], ["--min-valid", "1"])
@@ -168,22 +168,22 @@ class Caching(FakeBinaryCase):
     def test_warnings_of_the_binary_are_logged_once(self):
         self.control(warn="unknown key `client_secert` in pyproject.toml", expires_in=1)
         with self.assertLogs("mlflow_oidc", logging.WARNING) as logs:
-            self.source.token(SERVER)
-            self.source._entries[SERVER].renew_at = 0
-            self.source.token(SERVER)
+            self.cache.token(SERVER)
+            self.cache._entries[SERVER].renew_at = 0
+            self.cache.token(SERVER)
         self.assertEqual(len(self.calls()), 2)
         self.assertEqual(logs.output, ["WARNING:mlflow_oidc:mlflow-oidc warning: unknown key `client_secert` in pyproject.toml"])
 
     def test_the_margin_is_at_most_a_minute(self):
         self.control(expires_in=3600)
-        self.source.token(SERVER)
-        entry = self.source._entries[SERVER]
+        self.cache.token(SERVER)
+        entry = self.cache._entries[SERVER]
         self.assertAlmostEqual(entry.expires_at - entry.renew_at, 60.0, places=3)
 
     def test_servers_are_cached_separately(self):
-        self.assertEqual(self.source.token(SERVER), "tok-1")
-        self.assertEqual(self.source.token(SERVER + "/other"), "tok-2")
-        self.assertEqual(self.source.token(SERVER), "tok-1")
+        self.assertEqual(self.cache.token(SERVER), "tok-1")
+        self.assertEqual(self.cache.token(SERVER + "/other"), "tok-2")
+        self.assertEqual(self.cache.token(SERVER), "tok-1")
 
     def test_threads_share_one_call_in_flight(self):
         self.control(sleep=0.5)
@@ -191,7 +191,7 @@ class Caching(FakeBinaryCase):
 
         def worker():
             barrier.wait()
-            results.append(self.source.token(SERVER))
+            results.append(self.cache.token(SERVER))
 
         threads = [threading.Thread(target=worker) for _ in range(16)]
         for t in threads:
@@ -207,14 +207,14 @@ class Failures(FakeBinaryCase):
         self.control(exit=3, kind="login_required", hint=f"mlflow-oidc login --server {SERVER}",
                      message=f"not logged in to {SERVER}: run `mlflow-oidc login --server {SERVER}`")
         with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
-            self.source.token(SERVER)
+            self.cache.token(SERVER)
         self.assertEqual(str(cm.exception), f"not logged in to {SERVER}: run `mlflow-oidc login --server {SERVER}`")
 
     def test_a_config_error_carries_the_binarys_message(self):
         self.control(exit=2, kind="config", message="issuer must be https", hint=f"mlflow-oidc status --server {SERVER}",
                      stderr="warning: x\nerror: issuer must be https")
         with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
-            self.source.token(SERVER)
+            self.cache.token(SERVER)
         msg = str(cm.exception)
         self.assertIn("issuer must be https", msg)
         self.assertIn(f"mlflow-oidc status --server {SERVER}", msg)
@@ -223,20 +223,20 @@ class Failures(FakeBinaryCase):
         self.control(exit=1, kind="network", message="cannot reach https://idp/token: connection refused",
                      stderr="error: something else entirely")
         with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
-            self.source.token(SERVER)
+            self.cache.token(SERVER)
         self.assertEqual(str(cm.exception),
                          f"mlflow-oidc could not get a token for {SERVER}: cannot reach https://idp/token: connection refused")
 
     def test_a_binary_that_died_without_its_json_error_is_reported_by_its_last_line(self):
         self.control(exit=1, crash=True, stderr="thread 'main' panicked\nerror: out of memory")
         with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
-            self.source.token(SERVER)
+            self.cache.token(SERVER)
         self.assertEqual(str(cm.exception), f"mlflow-oidc could not get a token for {SERVER}: out of memory")
 
     def test_control_characters_in_the_binarys_message_never_reach_the_log(self):
         self.control(exit=1, kind="provider", message="denied\x1b]52;c;ZXZpbA==\x07 by the provider")
         with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
-            self.source.token(SERVER)
+            self.cache.token(SERVER)
         self.assertNotIn("\x1b", str(cm.exception))
         self.assertNotIn("\x07", str(cm.exception))
 
@@ -244,27 +244,27 @@ class Failures(FakeBinaryCase):
         with open(self.bin, "w") as f:
             f.write(f"#!{sys.executable}\nprint('not json')\n")
         with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
-            self.source.token(SERVER)
+            self.cache.token(SERVER)
         self.assertIn("was malformed (not JSON)", str(cm.exception))
 
     def test_a_still_valid_token_is_used_on_when_renewal_fails(self):
         self.control(expires_in=8)  # margin 2 s
-        self.assertEqual(self.source.token(SERVER), "tok-1")
-        entry = self.source._entries[SERVER]
+        self.assertEqual(self.cache.token(SERVER), "tok-1")
+        entry = self.cache._entries[SERVER]
         entry.renew_at = self.now - 1  # due for renewal now
         self.control(exit=1, kind="network", message="provider down")
         with self.assertLogs("mlflow_oidc", logging.WARNING) as logs:
-            self.assertEqual(self.source.token(SERVER), "tok-1")
+            self.assertEqual(self.cache.token(SERVER), "tok-1")
         self.assertIn("provider down", logs.output[0])
         # Not asked again on every request while it is down.
-        self.assertEqual(self.source.token(SERVER), "tok-1")
+        self.assertEqual(self.cache.token(SERVER), "tok-1")
         self.assertEqual(len(self.calls()), 2)
 
 
 class HeaderProvider(FakeBinaryCase):
     def setUp(self):
         super().setUp()
-        self.patch = mock.patch.object(plugin, "SOURCE", self.source)
+        self.patch = mock.patch.object(plugin, "CACHE", self.cache)
         self.patch.start()
         self.provider = plugin.OidcRequestHeaderProvider()
 
@@ -336,7 +336,7 @@ class HeaderProvider(FakeBinaryCase):
 class AuthProvider(FakeBinaryCase):
     def setUp(self):
         super().setUp()
-        self.patch = mock.patch.object(plugin, "SOURCE", self.source)
+        self.patch = mock.patch.object(plugin, "CACHE", self.cache)
         self.patch.start()
 
     def tearDown(self):
@@ -416,7 +416,7 @@ class MalformedAnswers(FakeBinaryCase):
 
     def assert_malformed(self, why):
         with self.assertRaises(mlflow_oidc.MlflowOidcError) as cm:
-            self.source.token(SERVER)
+            self.cache.token(SERVER)
         msg = str(cm.exception)
         self.assertIn(f"for {SERVER} was malformed ({why})", msg)
         self.assertNotIn("secret", msg)
@@ -424,8 +424,8 @@ class MalformedAnswers(FakeBinaryCase):
 
     def test_a_well_formed_answer_is_used(self):
         self.answer()
-        self.assertEqual(self.source.token(SERVER), "eyJ.secret.sig")
-        self.assertEqual(self.source._entries[SERVER].expires_at, 4070908800.0)
+        self.assertEqual(self.cache.token(SERVER), "eyJ.secret.sig")
+        self.assertEqual(self.cache._entries[SERVER].expires_at, 4070908800.0)
 
     def test_a_token_that_is_a_number_is_refused(self):
         self.answer(token=12345)
@@ -443,7 +443,7 @@ class MalformedAnswers(FakeBinaryCase):
         for token in ("eyJ.secret\r\nX-Injected: 1", "eyJ.secret\n", "eyJ.se cret", "eyJ.secret\x1b[2J", "eyJ.sécret"):
             self.answer(token=token)
             self.assert_malformed("`token` has characters a bearer token cannot have")
-        self.assertNotIn(SERVER, self.source._entries)
+        self.assertNotIn(SERVER, self.cache._entries)
 
     def test_a_missing_expiry_is_refused(self):
         self.answer(expires_at=self.ABSENT, expires_in=self.ABSENT)
@@ -458,8 +458,8 @@ class MalformedAnswers(FakeBinaryCase):
 
     def test_expires_in_alone_is_enough(self):
         self.answer(expires_at=self.ABSENT, expires_in=120)
-        self.assertEqual(self.source.token(SERVER), "eyJ.secret.sig")
-        self.assertEqual(self.source._entries[SERVER].expires_at, self.now + 120)
+        self.assertEqual(self.cache.token(SERVER), "eyJ.secret.sig")
+        self.assertEqual(self.cache._entries[SERVER].expires_at, self.now + 120)
 
     def test_an_expires_at_that_is_not_rfc3339_is_refused(self):
         # A local time without offset would be read in this machine's time zone.
@@ -477,7 +477,7 @@ class MalformedAnswers(FakeBinaryCase):
         import requests
 
         r = requests.Request("GET", f"{SERVER}/api/2.0/mlflow/runs/get").prepare()
-        with mock.patch.object(plugin, "SOURCE", self.source), self.assertRaises(mlflow_oidc.MlflowOidcError):
+        with mock.patch.object(plugin, "CACHE", self.cache), self.assertRaises(mlflow_oidc.MlflowOidcError):
             plugin.OidcAuth(SERVER)(r)
         self.assertNotIn("Authorization", r.headers)
 
@@ -490,7 +490,7 @@ class TrustBoundaries(FakeBinaryCase):
 
     def setUp(self):
         super().setUp()
-        for p in (mock.patch.object(plugin, "SOURCE", self.source),
+        for p in (mock.patch.object(plugin, "CACHE", self.cache),
                   mock.patch.object(plugin, "_tracking_uri", lambda: self.tracking),
                   mock.patch.object(plugin, "_registry_uri", lambda: self.registry)):
             p.start()
@@ -616,7 +616,7 @@ class Guard(unittest.TestCase):
 
     def test_the_auth_object_stops_at_the_redirect(self):
         auth = plugin.OidcAuth(SERVER)
-        with mock.patch.object(_token.SOURCE, "token", return_value="tok"):
+        with mock.patch.object(_token.CACHE, "token", return_value="tok"):
             r = auth(requests.Request("GET", SERVER + "/api/2.0/mlflow/experiments/search").prepare())
         resp = requests.Response()
         resp.status_code = 302

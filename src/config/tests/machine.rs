@@ -29,7 +29,7 @@ fn workload_credentials_make_a_machine_client_and_pick_their_grant() {
     assert_eq!(key.machine_grant(), MachineGrant::ClientCredentials);
 
     let fed = ok(&[trusted(&block("http://m", "client-assertion = \"file:/var/run/token\""))], &[], None);
-    assert_eq!(fed.client_assertion, Some(TokenSource::File("/var/run/token".into())));
+    assert_eq!(fed.client_assertion, Some(PlatformToken::File("/var/run/token".into())));
     assert!(fed.is_machine());
 
     let exch =
@@ -37,7 +37,7 @@ fn workload_credentials_make_a_machine_client_and_pick_their_grant() {
     assert_eq!(exch.machine_grant(), MachineGrant::TokenExchange, "auto with a subject token");
     assert_eq!(exch.subject_token_type, DEFAULT_SUBJECT_TOKEN_TYPE);
     match &exch.subject_token {
-        Some(TokenSource::Env { name, value }) => {
+        Some(PlatformToken::Env { name, value }) => {
             assert_eq!((name.as_str(), value.as_ref().map(|v| v.expose().as_str())), ("CI_JOB_JWT", Some("t")))
         }
         other => panic!("{other:?}"),
@@ -50,22 +50,25 @@ fn workload_credentials_make_a_machine_client_and_pick_their_grant() {
         &[("ACTIONS_ID_TOKEN_REQUEST_URL", "https://x/t?a=1")],
         None,
     );
-    assert!(matches!(gh.subject_token, Some(TokenSource::GithubActions { request_url: Some(_), request_token: None })));
+    assert!(matches!(
+        gh.subject_token,
+        Some(PlatformToken::GithubActions { request_url: Some(_), request_token: None })
+    ));
 }
 
 #[test]
 fn commands_may_come_from_the_user_config_the_environment_or_a_trusted_project() {
     let user_block = "[[tracking-servers]]\nuri = \"http://m\"\nissuer = \"https://idp.example.com\"\nclient-id = \"c\"\n\
                       subject-token = \"command:print-token\"\n";
-    assert_eq!(ok(&[user(user_block)], &[], None).subject_token, Some(TokenSource::Command("print-token".into())));
+    assert_eq!(ok(&[user(user_block)], &[], None).subject_token, Some(PlatformToken::Command("print-token".into())));
     let env = ok(
         &[project(&block("http://m", ""))],
         &[("MLFLOW_TRACKING_OIDC_CLIENT_ASSERTION", "command:print-token")],
         None,
     );
-    assert_eq!(env.client_assertion, Some(TokenSource::Command("print-token".into())));
+    assert_eq!(env.client_assertion, Some(PlatformToken::Command("print-token".into())));
     let mine = ok(&[trusted(&block("http://m", "client-assertion = \"command:print-token\""))], &[], None);
-    assert_eq!(mine.client_assertion, Some(TokenSource::Command("print-token".into())));
+    assert_eq!(mine.client_assertion, Some(PlatformToken::Command("print-token".into())));
 }
 
 /// Issue 21: a cloned repository's pyproject.toml names the user's key, files and variables; until the user trusts
@@ -93,7 +96,7 @@ fn an_untrusted_project_file_cannot_spend_the_users_things() {
     assert!(warned[0].contains("run `mlflow-oidc trust /proj/pyproject.toml`"), "{}", warned[0]);
     // Trusted, the same text resolves them.
     let c = ok(&[trusted(&block("http://m", "client-assertion = \"file:/run/t\""))], &[], None);
-    assert_eq!(c.client_assertion, Some(TokenSource::File("/run/t".into())));
+    assert_eq!(c.client_assertion, Some(PlatformToken::File("/run/t".into())));
     // A grant left without its ignored subject token says why.
     let e = err(&[project(&block("http://m", "grant = \"token-exchange\"\nsubject-token = \"env:X\""))], &[], None);
     assert!(e.contains("needs `subject-token`") && e.contains("mlflow-oidc trust /proj/pyproject.toml"), "{e}");

@@ -55,10 +55,10 @@ fn defaults_for_a_public_client() {
     assert!(c.client_secret.is_none());
     assert!(c.offline_access);
     for k in ["redirect_uri", "scope", "audience", "interactive", "use_id_token"] {
-        assert_eq!(c.sources[k], Source::Default, "{k}");
+        assert_eq!(c.origins[k], Origin::Default, "{k}");
     }
-    assert_eq!(c.sources["issuer"], Source::File(PathBuf::from(P)));
-    assert_eq!(c.sources["uri"], Source::File(PathBuf::from(P)));
+    assert_eq!(c.origins["issuer"], Origin::File(PathBuf::from(P)));
+    assert_eq!(c.origins["uri"], Origin::File(PathBuf::from(P)));
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn every_env_var_wins_over_the_file() {
     for k in
         ["issuer", "client_id", "client_secret", "redirect_uri", "scope", "audience", "interactive", "use_id_token"]
     {
-        assert_eq!(c.sources[k], Source::Env, "{k}");
+        assert_eq!(c.origins[k], Origin::Env, "{k}");
     }
 }
 
@@ -162,7 +162,7 @@ fn env_only_configuration_needs_no_file() {
     assert_eq!(c.audience, "c");
     let c = ok(&[], &[env[0], env[1], ("MLFLOW_TRACKING_URI", "http://mlflow.test")], None);
     assert_eq!(c.uri.as_deref(), Some("http://mlflow.test"));
-    assert_eq!(c.sources["uri"], Source::Env);
+    assert_eq!(c.origins["uri"], Origin::Env);
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn server_selection() {
     let c = ok(std::slice::from_ref(&two), &[("MLFLOW_TRACKING_URI", "http://b.test")], Some("http://a.test"));
     assert_eq!(c.uri.as_deref(), Some("http://a.test"));
     assert_eq!(c.client_id, "x");
-    assert_eq!(c.sources["uri"], Source::Flag);
+    assert_eq!(c.origins["uri"], Origin::Flag);
     let c = ok(std::slice::from_ref(&two), &[("MLFLOW_TRACKING_URI", "http://b.test")], None);
     assert_eq!(c.uri.as_deref(), Some("http://b.test"));
     // Several servers and no choice: an error listing them.
@@ -244,10 +244,10 @@ fn project_blocks_take_precedence_over_user_blocks() {
     let files = [u, p];
     let c = ok(&files, &[], Some("http://m.test"));
     assert_eq!(c.client_id, "cid");
-    assert_eq!(c.sources["client_id"], Source::File(PathBuf::from(P)));
+    assert_eq!(c.origins["client_id"], Origin::File(PathBuf::from(P)));
     let c = ok(&files, &[], Some("http://only-user.test"));
     assert_eq!(c.client_id, "u2");
-    assert_eq!(c.sources["client_id"], Source::File(PathBuf::from(U)));
+    assert_eq!(c.origins["client_id"], Origin::File(PathBuf::from(U)));
 }
 
 #[test]
@@ -262,7 +262,7 @@ fn a_project_block_may_not_send_a_user_configured_server_elsewhere() {
         let files = [u.clone(), project(&text)];
         let r = resolve_with(&files, &[], Some("http://m.test")).unwrap();
         assert_eq!(r.server.issuer, "https://user-idp", "{extra}");
-        assert_eq!(r.server.sources["issuer"], Source::File(PathBuf::from(U)));
+        assert_eq!(r.server.origins["issuer"], Origin::File(PathBuf::from(U)));
         let w = r.warnings.join("\n");
         assert!(w.contains(P) && w.contains(U) && w.contains("`issuer`") && w.contains("safe-directories"), "{w}");
         // In a directory the user trusts (`safe-directories`), the project block wins as before.

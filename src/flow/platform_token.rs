@@ -1,10 +1,10 @@
 //! Reading a platform token — a federated client assertion or a subject token — from its source, on every use:
 //! a file (Kubernetes projected tokens rotate under us), a variable, GitHub Actions' token service, a command.
 
-use crate::config::{ServerConfig, TokenSource};
+use crate::config::{PlatformToken, ServerConfig};
 use crate::error::{Detail, Error, Result};
 use crate::http::Http;
-use crate::token::{Claims, Secret};
+use crate::tokenset::{Claims, Secret};
 
 /// Which setting a source belongs to, for messages.
 #[derive(Debug, Clone, Copy)]
@@ -23,10 +23,10 @@ impl Role {
 }
 
 /// The token from `source` now. Errors name the source and the next step and never quote the token.
-pub fn read(c: &ServerConfig, source: &TokenSource, role: Role, http: &Http, now: i64) -> Result<Secret<String>> {
+pub fn read(c: &ServerConfig, source: &PlatformToken, role: Role, http: &Http, now: i64) -> Result<Secret<String>> {
     let key = role.key();
     let token = match source {
-        TokenSource::File(path) => {
+        PlatformToken::File(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 let message = format!(
                     "cannot read the `{key}` token file {}: {} (a Kubernetes projected token or \
@@ -38,7 +38,7 @@ pub fn read(c: &ServerConfig, source: &TokenSource, role: Role, http: &Http, now
             })?;
             text.trim().to_string()
         }
-        TokenSource::Env { name, value } => match value {
+        PlatformToken::Env { name, value } => match value {
             Some(v) => v.expose().clone(),
             None => {
                 return Err(Error::config(format!(
@@ -47,10 +47,10 @@ pub fn read(c: &ServerConfig, source: &TokenSource, role: Role, http: &Http, now
                 )));
             }
         },
-        TokenSource::GithubActions { request_url, request_token } => {
+        PlatformToken::GithubActions { request_url, request_token } => {
             github_actions(request_url.as_deref(), request_token.as_ref(), c.github_actions_audience.as_deref(), http)?
         }
-        TokenSource::Command(cmd) => command(cmd, key)?,
+        PlatformToken::Command(cmd) => command(cmd, key)?,
     };
     if token.is_empty() {
         return Err(Error::config(format!(
@@ -65,8 +65,8 @@ pub fn read(c: &ServerConfig, source: &TokenSource, role: Role, http: &Http, now
             "the `{key}` token from {} expired {} ago (at {}): the platform should renew it (a projected token \
              is refreshed by the kubelet; a CI token lives as long as the job) — get a fresh one and retry",
             source.describe(),
-            crate::token::human_duration(now - exp),
-            crate::token::rfc3339(exp)
+            crate::tokenset::human_duration(now - exp),
+            crate::tokenset::rfc3339(exp)
         )));
     }
     Ok(Secret::new(token))

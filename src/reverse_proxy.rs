@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::token::Secret;
+use crate::tokenset::Secret;
 
 mod forward;
 mod idle;
@@ -124,7 +124,7 @@ pub fn route(method: &str, target: &str, capability: &str) -> std::result::Resul
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (segment, after) = rest.split_at(end);
     // Lengths are public (the capability's is fixed); the bytes are compared in constant time.
-    if !crate::token::constant_time_eq(segment.as_bytes(), capability.as_bytes()) {
+    if !crate::tokenset::constant_time_eq(segment.as_bytes(), capability.as_bytes()) {
         return Err(Refusal::NoCapability);
     }
     let forwarded = format!("/{}", after.trim_start_matches('/'));

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::token::Secret;
+use crate::tokenset::Secret;
 
 /// After a failed renewal, requests get the failure at once for this long instead of each asking the
 /// provider again (a provider that is down would otherwise be hit at the request rate).

@@ -251,7 +251,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Limits,
                 if last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
                     last_said = Some(Instant::now());
                     let line = format!("proxy: cannot accept a connection on {addr}: {e}; retrying");
-                    crate::proxy::forward::warn(&shared, &line);
+                    crate::reverse_proxy::forward::warn(&shared, &line);
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
