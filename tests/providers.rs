@@ -99,11 +99,9 @@ fn an_https_loopback_redirect_is_served_with_the_users_certificate_and_shown_by_
     assert_eq!(run_bounded(s.cmd("proj", &["token"]), Duration::from_secs(30)).stdout.trim(), fake::AT_LOGIN);
 }
 
-/// RFC 8628 §3.5: a provider that stops answering while the person types the code is polled again after a
-/// growing wait, not given up on; the login completes once it answers. The scripted provider (tests/fake) is
-/// needed for this: a real one cannot be made to drop exactly the polls.
-#[test]
-fn a_device_login_survives_a_provider_that_drops_two_polls() {
+/// The scripted provider with a device authorization endpoint (interval 1 s), and a project that logs in to it
+/// and sends the access token.
+fn device_fake() -> (fake::Fake, Sandbox) {
     let f = fake::Fake::start();
     let meta = f.metadata_with(|m| drop(m.insert("device_authorization_endpoint".into(), f.url("/device").into())));
     f.set("/.well-known/openid-configuration", fake::Reply::json(200, meta));
@@ -112,16 +110,27 @@ fn a_device_login_survives_a_provider_that_drops_two_polls() {
         "expires_in": 60, "interval": 1,
     });
     f.set("/device", fake::Reply::json(200, start.to_string()));
-    f.set("/token", fake::Reply::Close);
     let s = fake_project(&f, "http://127.0.0.1:0/oauth2/callback");
     let config = std::fs::read_to_string(s.path("proj/pyproject.toml")).unwrap();
     s.write("proj/pyproject.toml", &format!("{config}use-id-token = false\n"));
-    let polls = |f: &fake::Fake| f.requests().iter().filter(|r| r.path == "/token").count();
-    let out = std::thread::scope(|scope| {
+    (f, s)
+}
+
+fn token_polls(f: &fake::Fake) -> usize {
+    f.requests().iter().filter(|r| r.path == "/token").count()
+}
+
+/// `login --device`, with the person approving once the token endpoint has answered two polls as it was set to.
+fn device_login_approved_after_two_polls(f: &fake::Fake, s: &Sandbox) -> sandbox::Out {
+    let ended = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
         scope.spawn(|| {
-            // The person approves after the second dropped poll; bounded, the login's own timeout is 40 s.
+            // Bounded: the login's own timeout is 40 s; a login that ends sooner ends the wait.
             for _ in 0..400 {
-                if polls(&f) >= 2 {
+                if ended.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                if token_polls(f) >= 2 {
                     let tokens = serde_json::json!({"access_token": fake::AT_LOGIN, "token_type": "Bearer",
                         "expires_in": 3600, "refresh_token": fake::RT});
                     f.set("/token", fake::Reply::json(200, tokens.to_string()));
@@ -130,13 +139,36 @@ fn a_device_login_survives_a_provider_that_drops_two_polls() {
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
-        run_bounded(s.cmd("proj", &["login", "--device", "--timeout", "40"]), Duration::from_secs(60))
-    });
+        let out = run_bounded(s.cmd("proj", &["login", "--device", "--timeout", "40"]), Duration::from_secs(60));
+        ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
+    })
+}
+
+/// RFC 8628 §3.5: a provider that stops answering while the person types the code is polled again after a
+/// growing wait, not given up on; the login completes once it answers. The scripted provider (tests/fake) is
+/// needed for this: a real one cannot be made to drop exactly the polls.
+#[test]
+fn a_device_login_survives_a_provider_that_drops_two_polls() {
+    let (f, s) = device_fake();
+    f.set("/token", fake::Reply::Close);
+    let out = device_login_approved_after_two_polls(&f, &s);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(polls(&f), 3, "{}", out.stderr);
+    assert_eq!(token_polls(&f), 3, "{}", out.stderr);
     assert!(out.stderr.contains("polling again in 1s"), "{}", out.stderr);
     assert!(out.stderr.contains("polling again in 2s"), "the wait doubles: {}", out.stderr);
     assert!(!out.stderr.contains(fake::DEVICE_CODE), "{}", out.stderr);
-    let token = s.run("proj", &["token"], &[]);
-    assert_eq!(token.stdout.trim(), fake::AT_LOGIN, "{}", token.stderr);
+    assert_eq!(s.run("proj", &["token"], &[]).stdout.trim(), fake::AT_LOGIN);
+}
+
+/// GitHub's device flow answers `authorization_pending` with HTTP 200 (against RFC 6749 §5.2's 400): the poll
+/// goes on, it is not "an invalid token response". The scripted provider answers as GitHub does.
+#[test]
+fn a_device_login_polls_on_through_errors_sent_with_200() {
+    let (f, s) = device_fake();
+    f.set("/token", fake::Reply::json(200, r#"{"error":"authorization_pending"}"#));
+    let out = device_login_approved_after_two_polls(&f, &s);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(token_polls(&f), 3, "{}", out.stderr);
+    assert_eq!(s.run("proj", &["token"], &[]).stdout.trim(), fake::AT_LOGIN);
 }

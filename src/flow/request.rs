@@ -247,21 +247,28 @@ pub fn check(resp: &http::Response<Vec<u8>>, expect: Expect) -> Result<(), Refus
     let status = resp.status().as_u16();
     let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = resp.body();
+    let oauth_error = || {
+        serde_json::from_slice::<ErrorBody>(body).ok().map(|e| Refusal::OAuth {
+            status,
+            code: ErrorCode::parse(&e.error),
+            description: e.error_description,
+            uri: e.error_uri,
+        })
+    };
     if status != 200 {
-        return Err(match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(e) => Refusal::OAuth {
-                status,
-                code: ErrorCode::parse(&e.error),
-                description: e.error_description,
-                uri: e.error_uri,
-            },
-            Err(_) => Refusal::Status { status, content_type, empty: body.is_empty() },
-        });
+        return Err(oauth_error().unwrap_or(Refusal::Status { status, content_type, empty: body.is_empty() }));
     }
     // RFC 7231 §3.1.1.1: media types are case-insensitive and may carry parameters (`; charset=utf-8`).
     let json = content_type.as_deref().is_none_or(|ct| ct.trim().to_ascii_lowercase().starts_with("application/json"));
     if expect == Expect::Json && (body.is_empty() || !json) {
         return Err(Refusal::NotJson { content_type, empty: body.is_empty() });
+    }
+    // An error object sent with 200, against RFC 6749 §5.2 but as GitHub's device flow answers
+    // `authorization_pending` and `slow_down`: the error it is, not a token response missing its fields.
+    if expect == Expect::Json
+        && let Some(refusal) = oauth_error()
+    {
+        return Err(refusal);
     }
     Ok(())
 }
