@@ -15,7 +15,7 @@ pub enum Error {
     /// No usable credentials and no way to get them without a person: run `login`.
     LoginRequired { server: String, detail: String },
     /// The provider answered, and said no (OAuth error, bad metadata, denied consent).
-    Provider(String),
+    Provider(Detail),
     /// The provider could not be reached or did not answer in time.
     Network(Detail),
     /// Reading or writing local state (token cache, keyring) failed.
@@ -105,7 +105,7 @@ impl Error {
         Error::Config(Detail::io(what, source))
     }
     pub fn provider(msg: impl Into<String>) -> Self {
-        Error::Provider(msg.into())
+        Error::Provider(Detail::new(msg))
     }
     pub fn network(msg: impl Into<String>) -> Self {
         Error::Network(Detail::new(msg))
@@ -182,8 +182,10 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Config(d) | Error::Network(d) | Error::Store(d) | Error::Interaction(d) => fmt::Display::fmt(d, f),
-            Error::NoServer(m) | Error::Provider(m) | Error::PortInUse { message: m, .. } => f.write_str(m),
+            Error::Config(d) | Error::Network(d) | Error::Store(d) | Error::Interaction(d) | Error::Provider(d) => {
+                fmt::Display::fmt(d, f)
+            }
+            Error::NoServer(m) | Error::PortInUse { message: m, .. } => f.write_str(m),
             Error::Io { what, source } => write!(f, "{what} ({})", io_reason(source)),
             Error::LoginRequired { server, detail } => {
                 let arg = if server.is_empty() { String::new() } else { format!(" --server {}", shell_word(server)) };
@@ -201,8 +203,10 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
-            Error::Config(d) | Error::Network(d) | Error::Store(d) | Error::Interaction(d) => d.source(),
-            Error::NoServer(_) | Error::Provider(_) | Error::LoginRequired { .. } | Error::PortInUse { .. } => None,
+            Error::Config(d) | Error::Network(d) | Error::Store(d) | Error::Interaction(d) | Error::Provider(d) => {
+                d.source()
+            }
+            Error::NoServer(_) | Error::LoginRequired { .. } | Error::PortInUse { .. } => None,
         }
     }
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::ClientAuth;
-use crate::error::{Error, printable};
+use crate::error::{Detail, Error, printable};
 use crate::http::Http;
 
 /// What a request asks the provider for: it names the request in messages and decides which hints apply.
@@ -334,7 +334,8 @@ pub fn message(call: Call, url: &str, failure: &Failure, sent: &Sent<'_>) -> Str
 pub fn error(call: Call, url: &str, failure: Failure, sent: &Sent<'_>, hint: &str) -> Error {
     match failure {
         Failure::Transport(e) => e,
-        f => Error::provider(format!("{}{hint}", message(call, url, &f, sent))),
+        // The failure stays underneath (its Display is only "refused: HTTP 400", never the provider's text).
+        f => Error::Provider(Detail::with_source(format!("{}{hint}", message(call, url, &f, sent)), f)),
     }
 }
 
@@ -354,6 +355,20 @@ mod tests {
         let r = check(&reply(status, content_type, body), Expect::Json).unwrap_err();
         let sent = Sent { client: Some(("svc", "S3CRET-VALUE")), secrets: vec!["RT-12345"] };
         message(Call::Refresh, "https://idp.example.com/token", &Failure::Refused(r), &sent)
+    }
+
+    #[test]
+    fn a_refusal_stays_underneath_the_provider_error_and_its_debug_shows_no_provider_text() {
+        let r = check(
+            &reply(400, Some("application/json"), r#"{"error":"invalid_grant","error_description":"RT-12345"}"#),
+            Expect::Json,
+        )
+        .unwrap_err();
+        let sent = Sent { client: None, secrets: vec!["RT-12345"] };
+        let e = error(Call::Refresh, "https://idp.example.com/token", Failure::Refused(r), &sent, "");
+        assert!(matches!(e, Error::Provider(_)), "{e:?}");
+        assert_eq!(std::error::Error::source(&e).map(|s| s.to_string()).as_deref(), Some("refused: HTTP 400"));
+        assert!(!format!("{e:?}").contains("RT-12345"), "{e:?}");
     }
 
     // One case per shape of a provider's reply; the scripted provider of tests/bad_input.rs drives the same
