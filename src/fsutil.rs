@@ -182,6 +182,30 @@ pub fn distrust(meta: &std::fs::Metadata) -> Option<String> {
     })
 }
 
+/// Take the exclusive advisory lock of `file` (`path` names it), waiting for another process that holds it for at
+/// most `timeout`: a hung holder costs a message, not a hang.
+pub fn lock_within(file: &File, path: &Path, timeout: std::time::Duration) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < timeout => {
+                std::thread::sleep(std::time::Duration::from_millis(15));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::store(format!(
+                    "another mlflow-oidc process has held the lock {} for over {}s; try again",
+                    path.display(),
+                    timeout.as_secs()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::store_io(format!("cannot lock {}", path.display()), e));
+            }
+        }
+    }
+}
+
 /// Open a store or cache file for reading without following a symlink at its name (O_NOFOLLOW: a link planted
 /// there would make us read, and later trust, a file of the planter's choosing).
 pub fn open_nofollow(path: &Path) -> std::io::Result<File> {

@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 const FILE_NAME: &str = "trusted-projects.json";
+const LOCK_NAME: &str = "trusted-projects.lock";
+/// How long `trust` waits for another `trust` run to finish with the list.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One trusted file: where it is and what it held.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -84,6 +87,25 @@ impl TrustList {
         })?;
         list.entries = disk.trusted;
         Ok(list)
+    }
+
+    /// Hold the list's lock (a file beside it) while it is read, changed and written: two `trust` runs at once
+    /// (two terminals, a CI matrix on one runner) must not lose each other's entry. Dropping the file unlocks.
+    pub fn lock(data_dir: &Path) -> Result<std::fs::File> {
+        crate::fsutil::ensure_private_dir(data_dir)?;
+        let path = data_dir.join(LOCK_NAME);
+        let mut options = crate::fsutil::private_options();
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+        let file = options.read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| {
+            if crate::fsutil::is_symlink_refusal(&e) {
+                Error::store(format!("{} is a symbolic link: not followed. Delete it and run again", path.display()))
+            } else {
+                Error::store_io(format!("cannot open {}", path.display()), e)
+            }
+        })?;
+        crate::fsutil::lock_within(&file, &path, LOCK_WAIT)?;
+        Ok(file)
     }
 
     /// Whether the file at `path` (canonicalised) is trusted with exactly this content.

@@ -1921,6 +1921,34 @@ fn trust_lists_and_revokes_and_a_list_others_may_write_trusts_nothing() {
     assert!(!c.sent().contains(PLANTED_FILE), "{}", c.sent());
 }
 
+#[test]
+fn sixteen_trust_runs_at_once_lose_no_entry() {
+    // Two terminals or a CI matrix on one runner: each run reads the list, adds its project and writes the list
+    // back; without the list's lock the last writer drops the others' entries.
+    let s = Sandbox::new();
+    let projects: Vec<String> = (0..16)
+        .map(|i| {
+            s.write(
+                &format!("p{i}/pyproject.toml"),
+                "[[tool.mlflow-oidc-client.tracking-servers]]\nuri = \"http://m\"\n",
+            );
+            s.path(&format!("p{i}")).to_str().unwrap().to_owned()
+        })
+        .collect();
+    let outs: Vec<Out> = thread::scope(|scope| {
+        let runs: Vec<_> = projects
+            .iter()
+            .map(|p| scope.spawn(|| run_bounded(s.cmd("", &["trust", p]), Duration::from_secs(60))))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for out in &outs {
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let list = s.mo(&["trust", "--list"]).stdout;
+    assert_eq!(list.lines().filter(|l| l.starts_with("trusted ")).count(), 16, "{list}");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Token text checked where it arrives (issue 21): a token that is not an RFC 6750 b64token would split a header
 // (`token --format header`) or drive the terminal that prints it. The scripted provider sends what no real one

@@ -36,10 +36,11 @@ pub(super) fn trust(flags: &Flags, args: &TrustArgs, deps: &mut Deps) -> Result<
         deps.paths.data_dir.clone().ok_or_else(|| {
             Error::store("cannot find a data directory for the trust list: set HOME (or XDG_DATA_HOME)")
         })?;
-    let mut list = TrustList::load(&data_dir)?;
     if args.list {
-        return print_list(&list, deps);
+        return print_list(&TrustList::load(&data_dir)?, deps);
     }
+    let _lock = TrustList::lock(&data_dir)?;
+    let mut list = TrustList::load(&data_dir)?;
     let path = target(flags, args.path.as_deref(), deps)?;
     if args.revoke {
         if list.revoke(&path) {

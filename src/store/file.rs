@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Entry, LockGuard, TokenStore};
 use crate::error::{Error, Result};
@@ -159,25 +159,8 @@ impl TokenStore for FileStore {
         {
             return Err(untrusted_error(&self.path(key), &why));
         }
-        let start = Instant::now();
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(LockGuard { file: Some(file) }),
-                Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < timeout => {
-                    std::thread::sleep(Duration::from_millis(15));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(Error::store(format!(
-                        "another mlflow-oidc process has held the lock {} for over {}s; try again",
-                        path.display(),
-                        timeout.as_secs()
-                    )));
-                }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(Error::store_io(format!("cannot lock {}", path.display()), e));
-                }
-            }
-        }
+        crate::fsutil::lock_within(&file, &path, timeout)?;
+        Ok(LockGuard { file: Some(file) })
     }
 
     fn describe(&self) -> String {
