@@ -87,6 +87,9 @@ pub struct Proxy {
     runtime: Option<tokio::runtime::Runtime>,
     uri: Secret<String>,
     addr: SocketAddr,
+    /// The listening socket, duplicated: tests make it fail under the server.
+    #[cfg(all(test, unix))]
+    listener: std::net::TcpListener,
 }
 
 /// Why a request is not forwarded.
@@ -187,6 +190,8 @@ impl Proxy {
             .map_err(|e| Error::io(format!("cannot listen on {}", settings.listen), e))?;
         let addr = std_listener.local_addr().map_err(|e| Error::io("cannot read the proxy's address", e))?;
         std_listener.set_nonblocking(true).map_err(|e| Error::io(format!("cannot serve on {addr}"), e))?;
+        #[cfg(all(test, unix))]
+        let test_listener = std_listener.try_clone().map_err(|e| Error::io("cannot duplicate the listener", e))?;
         let listener = tokio::net::TcpListener::from_std(std_listener)
             .map_err(|e| Error::io(format!("cannot serve on {addr}"), e))?;
         let client = upstream::client(&settings.upstream, &settings.tls, true)?;
@@ -211,7 +216,15 @@ impl Proxy {
         });
         let server = server::start(listener, shared.clone(), settings.limits, tokens);
         drop(_entered);
-        Ok(Proxy { shared, server, runtime: Some(runtime), uri, addr })
+        Ok(Proxy {
+            shared,
+            server,
+            runtime: Some(runtime),
+            uri,
+            addr,
+            #[cfg(all(test, unix))]
+            listener: test_listener,
+        })
     }
 
     /// The tracking URI for clients: `http://127.0.0.1:PORT/<capability>/`. A secret: whoever has it can act

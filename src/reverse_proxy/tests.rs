@@ -700,3 +700,22 @@ fn clients_that_declare_a_body_and_stall_get_408_and_give_their_slots_back() {
     // Both slots are free again: a person's request is served, not 503.
     assert_eq!(client().get(format!("{}api/x", h.uri)).call().unwrap().status(), 200);
 }
+
+#[cfg(unix)]
+#[test]
+fn a_listener_that_fails_for_good_is_reported_not_spun_on() {
+    let h = harness(None, Some("good"), Some("good"));
+    let proxy = h.proxy.as_ref().unwrap();
+    assert_eq!(proxy.lost(), None);
+    // shutdown(2) on a listening socket makes every accept fail with EINVAL from then on: the "fails for good"
+    // of issue 20 (std has no shutdown for listeners; a stream over the same socket does it safely).
+    let dup = proxy.listener.try_clone().unwrap();
+    std::net::TcpStream::from(std::os::fd::OwnedFd::from(dup)).shutdown(std::net::Shutdown::Read).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while proxy.lost().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the proxy never said its listener was gone");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let why = proxy.lost().unwrap();
+    assert!(why.contains("the proxy cannot accept connections on") && why.contains(&h.addr()), "{why}");
+}
