@@ -182,6 +182,24 @@ pub fn distrust(meta: &std::fs::Metadata) -> Option<String> {
     })
 }
 
+/// Open (creating it 0600) the lock file at `path`, never through a symlink planted at its name. A separate
+/// lock file, never the data file it guards: the data file is replaced by rename (kubelogin#1144).
+pub fn open_lock_file(path: &Path) -> Result<File> {
+    let mut options = private_options();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    options.read(true).write(true).create(true).truncate(false).open(path).map_err(|e| {
+        if is_symlink_refusal(&e) {
+            Error::store(format!(
+                "lock file {} is a symbolic link: not followed. Delete it and run the command again",
+                path.display()
+            ))
+        } else {
+            Error::store_io(format!("cannot open lock file {}", path.display()), e)
+        }
+    })
+}
+
 /// Take the exclusive advisory lock of `file` (`path` names it), waiting for another process that holds it for at
 /// most `timeout`: a hung holder costs a message, not a hang.
 pub fn lock_within(file: &File, path: &Path, timeout: std::time::Duration) -> Result<()> {

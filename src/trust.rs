@@ -94,16 +94,7 @@ impl TrustList {
     pub fn lock(data_dir: &Path) -> Result<std::fs::File> {
         crate::fsutil::ensure_private_dir(data_dir)?;
         let path = data_dir.join(LOCK_NAME);
-        let mut options = crate::fsutil::private_options();
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
-        let file = options.read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| {
-            if crate::fsutil::is_symlink_refusal(&e) {
-                Error::store(format!("{} is a symbolic link: not followed. Delete it and run again", path.display()))
-            } else {
-                Error::store_io(format!("cannot open {}", path.display()), e)
-            }
-        })?;
+        let file = crate::fsutil::open_lock_file(&path)?;
         crate::fsutil::lock_within(&file, &path, LOCK_WAIT)?;
         Ok(file)
     }

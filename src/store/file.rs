@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{Entry, LockGuard, TokenStore};
 use crate::error::{Error, Result};
-use crate::fsutil::{atomic_write, ensure_private_dir, is_symlink_refusal, open_nofollow, private_options};
+use crate::fsutil::{atomic_write, ensure_private_dir, is_symlink_refusal, open_nofollow};
 
 /// Tokens as JSON files, 0600 in a 0700 directory, replaced atomically.
 pub struct FileStore {
@@ -135,21 +135,8 @@ impl TokenStore for FileStore {
 
     fn lock(&self, key: &str, timeout: Duration) -> Result<LockGuard> {
         ensure_private_dir(&self.dir)?;
-        // A separate lock file, never the data file: the data file is replaced by rename (kubelogin#1144).
         let path = self.dir.join(format!("{key}.lock"));
-        let mut options = private_options();
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
-        let file = options.read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| {
-            if is_symlink_refusal(&e) {
-                Error::store(format!(
-                    "lock file {} is a symbolic link: not followed. Delete it and run the command again",
-                    path.display()
-                ))
-            } else {
-                Error::store_io(format!("cannot open lock file {}", path.display()), e)
-            }
-        })?;
+        let file = crate::fsutil::open_lock_file(&path)?;
         self.check_file(&file, &path)?;
         // The entry this lock guards must be ours before we renew or replace it: a file another user planted
         // is reported, not silently overwritten (StrictModes). Our own symlink there is replaced by the rename.
