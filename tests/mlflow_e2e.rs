@@ -96,7 +96,7 @@ fn exec_runs_the_mlflow_cli_with_a_token() {
 #[test]
 fn a_static_token_in_the_environment_logs_and_reads_back_a_run() {
     let s = machine_project();
-    let token = e2e::fresh_token(&s);
+    let token = e2e::fresh_token(&s, AT_TTL);
     let name = unique("env-token");
     let out = python(
         &s,

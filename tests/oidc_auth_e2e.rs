@@ -26,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use e2e::{command, invocations, last_json, repo};
+use e2e::{command, fresh_token, invocations, last_json, repo};
 use sandbox::{Out, PUBLIC_CLIENT, Sandbox};
 use support::{CONFIDENTIAL_CLIENT_ID, CONFIDENTIAL_CLIENT_SECRET, Idp, PUBLIC_CLIENT_ID};
 
@@ -188,12 +188,6 @@ fn counting_wrapper(s: &Sandbox, log: &Path) -> PathBuf {
     )
 }
 
-/// A token with at least `TTL - 5` s of its 20 s left: plain `token` may hand back one with half its
-/// life left, which a few requests to a server provisioning its first user can outlive on 2 loaded cores.
-fn fresh_token(s: &Sandbox) -> String {
-    s.mo(&["token", "--min-valid", &(TTL - 5).to_string()]).ok().trim().to_owned()
-}
-
 fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}")
 }
@@ -218,7 +212,7 @@ fn a_login_token_is_accepted_and_no_token_is_refused() {
     assert_eq!(status, 401);
 
     let s = person("alice");
-    let token = fresh_token(&s);
+    let token = fresh_token(&s, TTL);
     let claims = support::jwt_payload(&token);
     assert_eq!(claims["aud"], AUDIENCE, "{claims}");
     assert_eq!(claims["groups"], serde_json::json!(["mlflow"]), "{claims}");
@@ -227,7 +221,7 @@ fn a_login_token_is_accepted_and_no_token_is_refused() {
     let name = unique("alice");
     let (status, body) = support::curl(&[
         "-H",
-        &bearer(&fresh_token(&s)),
+        &bearer(&fresh_token(&s, TTL)),
         "-H",
         "Content-Type: application/json",
         "-d",

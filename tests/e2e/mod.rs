@@ -258,11 +258,11 @@ pub fn machine_project() -> Sandbox {
     ))
 }
 
-/// A token for a script that sends it as a static `MLFLOW_TRACKING_TOKEN`: at least `AT_TTL - 5` s of
-/// its 20 s left. Plain `token` may hand back one with only half its life left (10 s), which a Python
-/// start and a few MLflow calls can outlive on a loaded 2-core machine.
-pub fn fresh_token(s: &Sandbox) -> String {
-    s.mo(&["token", "--min-valid", &(AT_TTL - 5).to_string()]).ok().trim().to_owned()
+/// A token for a script or request that sends it as is (a static `MLFLOW_TRACKING_TOKEN`, curl): at least
+/// `ttl - 5` s of its `ttl` left. Plain `token` may hand back one with only half its life left, which a
+/// Python start and a few MLflow calls can outlive on a loaded 2-core machine.
+pub fn fresh_token(s: &Sandbox, ttl: u64) -> String {
+    s.mo(&["token", "--min-valid", &(ttl - 5).to_string()]).ok().trim().to_owned()
 }
 
 /// A command for `program` with the sandbox's environment (HOME, XDG dirs, PATH, everything set
