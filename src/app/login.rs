@@ -181,6 +181,16 @@ const UNREACHABLE_FOR: Duration = Duration::from_secs(120);
 /// The longest wait between polls while the provider is unreachable.
 const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
 
+/// Polls that failed to reach the provider (not its answers), one after the other.
+struct Unreachable {
+    /// When the first of them failed.
+    since: Instant,
+    /// The wait before the next poll.
+    wait: Duration,
+    /// What the last one met.
+    last: String,
+}
+
 /// RFC 8628: show the code, poll honouring `interval` and `slow_down`, until approval, denial or expiry.
 fn device_login(
     c: &ServerConfig,
@@ -208,18 +218,17 @@ fn device_login(
     }
     let deadline = deps.clock.instant() + Duration::from_secs(device.expires_in.min(timeout.max(1)));
     let mut interval = Duration::from_secs(device.interval);
-    // Transport failures of the polls (not the provider's answers): when they began, and the wait before the next.
-    let mut unreachable: Option<(Instant, Duration, String)> = None;
+    let mut unreachable: Option<Unreachable> = None;
     let mut countdown = Countdown::new(deps.stderr_is_tty);
     let waiting = format!("Waiting for approval of code {}", device.user_code);
     loop {
-        let next = deps.clock.instant() + unreachable.as_ref().map_or(interval, |u| u.1);
+        let next = deps.clock.instant() + unreachable.as_ref().map_or(interval, |u| u.wait);
         while deps.clock.instant() < next {
             let now = deps.clock.instant();
             if now >= deadline {
                 countdown.clear(&mut deps.err);
                 let unanswered =
-                    unreachable.as_ref().map(|u| format!("; the last poll failed: {}", u.2)).unwrap_or_default();
+                    unreachable.as_ref().map(|u| format!("; the last poll failed: {}", u.last)).unwrap_or_default();
                 return Err(Error::interaction(format!(
                     "the login was not approved in time (code {} expired{unanswered}): run `mlflow-oidc login` again",
                     device.user_code
@@ -247,13 +256,13 @@ fn device_login(
             // provider restarting or a dropped Wi-Fi must not cost the person the code they are typing. Bounded:
             // after UNREACHABLE_FOR of nothing but transport failures the error ends the login.
             Err(e @ Error::Network(_)) => {
-                let since = unreachable.as_ref().map_or_else(|| deps.clock.instant(), |u| u.0);
+                let since = unreachable.as_ref().map_or_else(|| deps.clock.instant(), |u| u.since);
                 if deps.clock.instant().saturating_duration_since(since) >= UNREACHABLE_FOR {
                     countdown.clear(&mut deps.err);
                     return Err(e);
                 }
-                let wait = unreachable.as_ref().map_or(interval, |u| u.1 * 2).min(MAX_POLL_BACKOFF);
-                unreachable = Some((since, wait, e.to_string()));
+                let wait = unreachable.as_ref().map_or(interval, |u| u.wait * 2).min(MAX_POLL_BACKOFF);
+                unreachable = Some(Unreachable { since, wait, last: e.to_string() });
                 countdown.clear(&mut deps.err);
                 deps.note(format!("{e}; polling again in {}s", wait.as_secs()));
             }

@@ -154,7 +154,8 @@ impl From<oauth2::RequestTokenError<Failure, oauth2::basic::BasicErrorResponse>>
     fn from(e: oauth2::RequestTokenError<Failure, oauth2::basic::BasicErrorResponse>) -> Failure {
         match e {
             oauth2::RequestTokenError::Request(f) => f,
-            // [`Wire`] hands the crate 200 replies only, so this is an error object sent with 200.
+            // Not reached through [`Wire`], whose `check` already turns an error object sent with 200 into a
+            // refusal; the crate's own reading of the same thing, kept for the match.
             oauth2::RequestTokenError::ServerResponse(r) => Failure::Refused(Refusal::OAuth {
                 status: 200,
                 code: ErrorCode::parse(r.error().as_ref()),
